@@ -1,0 +1,162 @@
+//! The current bans, indexed by (jail, target) and by expiry. Pure state with `now`
+//! passed in; the ban manager is its only owner.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::types::{Ban, Target, Timestamp};
+
+type Key = (String, Target);
+
+/// Current bans and when each ends.
+#[derive(Default, Debug)]
+pub struct BanBook {
+    bans: HashMap<Key, Ban>,
+    expiry: BTreeSet<(Timestamp, String, Target)>,
+    per_jail: HashMap<String, usize>,
+}
+
+impl BanBook {
+    /// Adds or replaces the ban of `ban.target` in `ban.jail`; returns the old one.
+    pub fn insert(&mut self, ban: Ban) -> Option<Ban> {
+        let old = self.remove(&ban.jail, &ban.target);
+        if let Some(end) = ban.expires_at {
+            self.expiry.insert((end, ban.jail.clone(), ban.target));
+        }
+        *self.per_jail.entry(ban.jail.clone()).or_default() += 1;
+        self.bans.insert((ban.jail.clone(), ban.target), ban);
+        old
+    }
+
+    pub fn remove(&mut self, jail: &str, target: &Target) -> Option<Ban> {
+        let ban = self.bans.remove(&(jail.to_string(), *target))?;
+        if let Some(end) = ban.expires_at {
+            self.expiry.remove(&(end, ban.jail.clone(), ban.target));
+        }
+        self.uncount(jail);
+        Some(ban)
+    }
+
+    pub fn get(&self, jail: &str, target: &Target) -> Option<&Ban> {
+        self.bans.get(&(jail.to_string(), *target))
+    }
+
+    /// When the next ban ends.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        self.expiry.first().map(|(t, _, _)| *t)
+    }
+
+    /// Removes and returns every ban that has ended by `now`.
+    pub fn take_expired(&mut self, now: Timestamp) -> Vec<Ban> {
+        let mut out = Vec::new();
+        while let Some((end, jail, target)) = self.expiry.first().cloned() {
+            if end > now {
+                break;
+            }
+            self.expiry.pop_first();
+            if let Some(ban) = self.bans.remove(&(jail.clone(), target)) {
+                self.uncount(&jail);
+                out.push(ban);
+            }
+        }
+        out
+    }
+
+    /// Bans matching the optional jail and target, sorted by jail then target.
+    pub fn select(&self, jail: Option<&str>, target: Option<&Target>) -> Vec<Ban> {
+        let mut out: Vec<Ban> = self
+            .bans
+            .values()
+            .filter(|b| jail.is_none_or(|j| b.jail == j))
+            .filter(|b| target.is_none_or(|t| b.target == *t))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (&a.jail, a.target).cmp(&(&b.jail, b.target)));
+        out
+    }
+
+    /// Number of current bans in `jail`.
+    pub fn count_in(&self, jail: &str) -> usize {
+        self.per_jail.get(jail).copied().unwrap_or(0)
+    }
+
+    fn uncount(&mut self, jail: &str) {
+        if let Some(n) = self.per_jail.get_mut(jail) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bans.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn t0() -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn ban(jail: &str, ip: &str, secs: Option<i64>) -> Ban {
+        Ban {
+            target: ip.parse().expect("ip"),
+            jail: jail.into(),
+            banned_at: t0(),
+            expires_at: secs.map(|s| t0() + chrono::Duration::seconds(s)),
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn expiry_comes_in_order_and_permanent_bans_stay() {
+        let mut book = BanBook::default();
+        book.insert(ban("sshd", "192.0.2.1", Some(20)));
+        book.insert(ban("sshd", "192.0.2.2", Some(10)));
+        book.insert(ban("web", "192.0.2.1", None));
+        assert_eq!(
+            book.next_expiry(),
+            Some(t0() + chrono::Duration::seconds(10))
+        );
+        let gone = book.take_expired(t0() + chrono::Duration::seconds(15));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].target.to_string(), "192.0.2.2");
+        let gone = book.take_expired(t0() + chrono::Duration::days(999));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(book.len(), 1);
+        assert_eq!(book.next_expiry(), None);
+    }
+
+    #[test]
+    fn replacing_a_ban_moves_its_expiry() {
+        let mut book = BanBook::default();
+        book.insert(ban("sshd", "192.0.2.1", Some(10)));
+        let old = book.insert(ban("sshd", "192.0.2.1", Some(100)));
+        assert!(old.is_some());
+        assert!(book
+            .take_expired(t0() + chrono::Duration::seconds(50))
+            .is_empty());
+        assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn select_by_jail_and_target() {
+        let mut book = BanBook::default();
+        book.insert(ban("sshd", "192.0.2.1", Some(10)));
+        book.insert(ban("web", "192.0.2.1", Some(10)));
+        book.insert(ban("web", "192.0.2.2", Some(10)));
+        let t: Target = "192.0.2.1".parse().expect("ip");
+        assert_eq!(book.select(None, Some(&t)).len(), 2);
+        assert_eq!(book.select(Some("web"), None).len(), 2);
+        assert_eq!(book.count_in("sshd"), 1);
+        assert!(book.remove("web", &t).is_some());
+        assert_eq!(book.select(None, Some(&t)).len(), 1);
+    }
+}

@@ -1,0 +1,546 @@
+//! The one owner of ban state. Decisions from the jails and `ctl` requests arrive as
+//! messages; each ban is written to the store first, then to the kernel, and only then
+//! shown by `ctl banned`. Expiry, retries of failed kernel changes, and the restore at
+//! start happen here too.
+
+mod book;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use book::BanBook;
+
+use crate::config::{Config, OnStop};
+use crate::firewall::{Change, Element, Firewall, FirewallError, Layout};
+use crate::stats::Stats;
+use crate::store::{BanStore, StoreChange, StoreError};
+use crate::types::{Ban, BanTime, Clock, IgnoreList, Target, Timestamp};
+
+/// Most decisions taken into one store batch and one kernel transaction.
+const MAX_BATCH: usize = 10_000;
+/// Longest sleep between checks, so a changed wall clock is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// A jail's verdict that `target` is to be banned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub jail: String,
+    pub target: Target,
+    pub failures: u32,
+}
+
+/// A request from `ctl`, answered on `reply`.
+#[derive(Debug)]
+pub enum Command {
+    Ban {
+        jail: String,
+        target: Target,
+        bantime: Option<BanTime>,
+        reply: oneshot::Sender<Result<Ban, BanError>>,
+    },
+    Unban {
+        target: Option<Target>,
+        jail: Option<String>,
+        reply: oneshot::Sender<Result<Vec<Ban>, BanError>>,
+    },
+    List {
+        jail: Option<String>,
+        reply: oneshot::Sender<Vec<Ban>>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BanError {
+    #[error("no enabled jail named `{0}` (see `gaoler ctl status`)")]
+    UnknownJail(String),
+    #[error("{target} is in the ignore list of jail `{jail}` (ignoreip or loopback): not banned")]
+    Ignored { target: Target, jail: String },
+    #[error(
+        "{0} is a prefix: prefix bans are not implemented in this version; ban single addresses"
+    )]
+    Prefix(Target),
+    #[error("the ban was not saved: {0}")]
+    Store(#[from] StoreError),
+    #[error("the ban is saved but not yet in the kernel, and is being retried: {0}")]
+    Firewall(#[from] FirewallError),
+}
+
+impl BanError {
+    /// True when the request itself was wrong (exit 2) rather than the system (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            BanError::UnknownJail(_) | BanError::Ignored { .. } | BanError::Prefix(_)
+        )
+    }
+}
+
+/// What a jail's bans need from the config.
+#[derive(Clone, Debug)]
+pub struct JailPolicy {
+    pub bantime: BanTime,
+    pub ignore: IgnoreList,
+}
+
+/// Policies of the enabled jails of `config`.
+pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
+    config
+        .enabled_jails()
+        .map(|j| {
+            (
+                j.name.clone(),
+                JailPolicy {
+                    bantime: j.bantime,
+                    ignore: j.ignore.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// What the restore at start did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub loaded: usize,
+    pub expired: usize,
+    pub orphaned: usize,
+}
+
+/// Owns current bans, the firewall and the store.
+pub struct BanManager<F: Firewall> {
+    book: BanBook,
+    firewall: F,
+    store: Box<dyn BanStore>,
+    jails: BTreeMap<String, JailPolicy>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Stats>,
+    /// Bans saved in the store whose kernel change failed; re-sent with backoff.
+    pending: HashMap<(String, Target), Ban>,
+    /// Unbans whose kernel change failed.
+    pending_unbans: Vec<(String, Target)>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+}
+
+impl<F: Firewall> BanManager<F> {
+    pub fn new(
+        firewall: F,
+        store: Box<dyn BanStore>,
+        jails: BTreeMap<String, JailPolicy>,
+        clock: Arc<dyn Clock>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        BanManager {
+            book: BanBook::default(),
+            firewall,
+            store,
+            jails,
+            clock,
+            stats,
+            pending: HashMap::new(),
+            pending_unbans: Vec::new(),
+            retry_at: None,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+
+    pub fn book(&self) -> &BanBook {
+        &self.book
+    }
+
+    pub fn firewall_mut(&mut self) -> &mut F {
+        &mut self.firewall
+    }
+
+    /// Builds the kernel table and puts back every unexpired ban of an enabled jail
+    /// with its remaining time, in one transaction. Expired bans, and bans of jails no
+    /// longer enabled, are removed from the store.
+    pub async fn restore(&mut self, layout: &Layout) -> Result<Restored, BanError> {
+        let now = self.clock.now();
+        let mut report = Restored::default();
+        let mut drop = Vec::new();
+        let mut live = Vec::new();
+        for ban in self.store.bans()? {
+            if ban.is_expired(now) {
+                report.expired += 1;
+                drop.push(StoreChange::Remove {
+                    jail: ban.jail.clone(),
+                    target: ban.target,
+                });
+            } else if !self.jails.contains_key(&ban.jail) {
+                tracing::info!(jail = %ban.jail, target = %ban.target, "lifting a ban of a jail that is no longer enabled");
+                report.orphaned += 1;
+                drop.push(StoreChange::Remove {
+                    jail: ban.jail.clone(),
+                    target: ban.target,
+                });
+            } else {
+                live.push(ban);
+            }
+        }
+        let elements: Vec<Element> = live.iter().filter_map(|b| element(b, now)).collect();
+        self.firewall.install(layout, &elements).await?;
+        self.store.commit(&drop)?;
+        report.loaded = live.len();
+        for ban in live {
+            self.book.insert(ban);
+        }
+        self.refresh_counts();
+        Ok(report)
+    }
+
+    /// Serves decisions and commands until `shutdown`; then applies `on_stop`.
+    pub async fn run(
+        mut self,
+        mut decisions: mpsc::Receiver<Decision>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+        on_stop: OnStop,
+    ) {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(cmd) = commands.recv() => self.handle(cmd).await,
+                Some(first) = decisions.recv() => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match decisions.try_recv() {
+                            Ok(d) => batch.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    self.decide(batch).await;
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    self.expire();
+                    self.retry().await;
+                }
+            }
+        }
+        if on_stop == OnStop::Flush {
+            match self.firewall.remove().await {
+                Ok(()) => tracing::info!("on_stop = flush: removed the firewall table"),
+                Err(e) => {
+                    tracing::error!(error = %e, "on_stop = flush: could not remove the firewall table")
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut wake = now + MAX_SLEEP;
+        if let Some(end) = self.book.next_expiry() {
+            let wait = (end - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            wake = wake.min(now + wait);
+        }
+        if let Some(at) = self.retry_at {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    pub async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Ban {
+                jail,
+                target,
+                bantime,
+                reply,
+            } => {
+                let _ = reply.send(self.manual_ban(&jail, target, bantime).await);
+            }
+            Command::Unban {
+                target,
+                jail,
+                reply,
+            } => {
+                let _ = reply.send(self.unban(target.as_ref(), jail.as_deref()).await);
+            }
+            Command::List { jail, reply } => {
+                let _ = reply.send(self.book.select(jail.as_deref(), None));
+            }
+        }
+    }
+
+    /// Bans from jail decisions; already banned targets are left as they are.
+    pub async fn decide(&mut self, batch: Vec<Decision>) {
+        let now = self.clock.now();
+        let mut seen = HashSet::new();
+        let mut bans = Vec::new();
+        for d in batch {
+            let key = (d.jail.clone(), d.target);
+            if self.book.get(&d.jail, &d.target).is_some()
+                || self.pending.contains_key(&key)
+                || !seen.insert(key)
+            {
+                tracing::debug!(jail = %d.jail, target = %d.target, "already banned");
+                continue;
+            }
+            match self.new_ban(&d.jail, d.target, None, now) {
+                Ok(ban) => bans.push(ban),
+                Err(e) => {
+                    tracing::warn!(jail = %d.jail, target = %d.target, error = %e, "not banned")
+                }
+            }
+        }
+        if let Err(e) = self.commit_bans(bans, now).await {
+            tracing::error!(error = %e, "bans could not be applied");
+        }
+    }
+
+    async fn manual_ban(
+        &mut self,
+        jail: &str,
+        target: Target,
+        bantime: Option<BanTime>,
+    ) -> Result<Ban, BanError> {
+        let now = self.clock.now();
+        let ban = self.new_ban(jail, target, bantime, now)?;
+        self.commit_bans(vec![ban.clone()], now).await?;
+        Ok(ban)
+    }
+
+    fn new_ban(
+        &self,
+        jail: &str,
+        target: Target,
+        bantime: Option<BanTime>,
+        now: Timestamp,
+    ) -> Result<Ban, BanError> {
+        let policy = self
+            .jails
+            .get(jail)
+            .ok_or_else(|| BanError::UnknownJail(jail.to_string()))?;
+        if !target.is_single() {
+            return Err(BanError::Prefix(target));
+        }
+        if policy.ignore.covers(&target) {
+            return Err(BanError::Ignored {
+                target,
+                jail: jail.to_string(),
+            });
+        }
+        let count = self.store.history(jail, &target)?.map_or(0, |h| h.count) + 1;
+        Ok(Ban {
+            target,
+            jail: jail.to_string(),
+            banned_at: now,
+            expires_at: bantime.unwrap_or(policy.bantime).expiry_from(now),
+            count,
+        })
+    }
+
+    /// Store first, then kernel, then the book: a ban `ctl` shows is in both.
+    async fn commit_bans(&mut self, bans: Vec<Ban>, now: Timestamp) -> Result<(), BanError> {
+        if bans.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<StoreChange> = bans.iter().cloned().map(StoreChange::Put).collect();
+        self.store.commit(&changes)?;
+        let kernel: Vec<Change> = bans
+            .iter()
+            .filter_map(|b| element(b, now))
+            .map(Change::Ban)
+            .collect();
+        match self.firewall.apply(&kernel).await {
+            Ok(()) => {
+                for ban in bans {
+                    self.pending.remove(&(ban.jail.clone(), ban.target));
+                    self.banned(ban);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, bans = bans.len(), "kernel did not take the bans; they are saved and will be retried");
+                for ban in bans {
+                    self.pending.insert((ban.jail.clone(), ban.target), ban);
+                }
+                self.schedule_retry();
+                Err(e.into())
+            }
+        }
+    }
+
+    fn banned(&mut self, ban: Ban) {
+        tracing::info!(
+            jail = %ban.jail,
+            target = %ban.target,
+            count = ban.count,
+            bantime = %ban.expires_at.map_or("permanent".to_string(), |e| crate::config::format_duration((e - ban.banned_at).to_std().unwrap_or_default())),
+            "ban"
+        );
+        self.stats.bans.fetch_add(1, Relaxed);
+        if let Some(c) = self.stats.jail(&ban.jail) {
+            c.total_banned.fetch_add(1, Relaxed);
+        }
+        let jail = ban.jail.clone();
+        self.book.insert(ban);
+        self.refresh_count(&jail);
+    }
+
+    async fn unban(
+        &mut self,
+        target: Option<&Target>,
+        jail: Option<&str>,
+    ) -> Result<Vec<Ban>, BanError> {
+        if let Some(j) = jail {
+            if !self.jails.contains_key(j) {
+                return Err(BanError::UnknownJail(j.to_string()));
+            }
+        }
+        let mut lifted = self.book.select(jail, target);
+        lifted.extend(
+            self.pending
+                .values()
+                .filter(|b| {
+                    jail.is_none_or(|j| b.jail == j) && target.is_none_or(|t| b.target == *t)
+                })
+                .cloned(),
+        );
+        if lifted.is_empty() {
+            return Ok(lifted);
+        }
+        let removes: Vec<StoreChange> = lifted
+            .iter()
+            .map(|b| StoreChange::Remove {
+                jail: b.jail.clone(),
+                target: b.target,
+            })
+            .collect();
+        self.store.commit(&removes)?;
+        let kernel: Vec<Change> = lifted
+            .iter()
+            .map(|b| Change::Unban {
+                jail: b.jail.clone(),
+                target: b.target,
+            })
+            .collect();
+        let result = self.firewall.apply(&kernel).await;
+        for ban in &lifted {
+            self.pending.remove(&(ban.jail.clone(), ban.target));
+            self.book.remove(&ban.jail, &ban.target);
+            tracing::info!(jail = %ban.jail, target = %ban.target, "unban");
+        }
+        self.refresh_counts();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "kernel did not take the unbans; retrying");
+            self.pending_unbans
+                .extend(lifted.iter().map(|b| (b.jail.clone(), b.target)));
+            self.schedule_retry();
+            return Err(e.into());
+        }
+        Ok(lifted)
+    }
+
+    /// Forgets bans whose time is up; the kernel drops its elements by itself.
+    pub fn expire(&mut self) {
+        let now = self.clock.now();
+        let gone = self.book.take_expired(now);
+        let pending_gone: Vec<(String, Target)> = self
+            .pending
+            .iter()
+            .filter(|(_, b)| b.is_expired(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &pending_gone {
+            self.pending.remove(k);
+        }
+        if gone.is_empty() && pending_gone.is_empty() {
+            return;
+        }
+        let removes: Vec<StoreChange> = gone
+            .iter()
+            .map(|b| (b.jail.clone(), b.target))
+            .chain(pending_gone)
+            .map(|(jail, target)| StoreChange::Remove { jail, target })
+            .collect();
+        for ban in &gone {
+            tracing::info!(jail = %ban.jail, target = %ban.target, "ban expired");
+        }
+        if let Err(e) = self.store.commit(&removes) {
+            // They are expired either way; the next start drops them from the store.
+            tracing::warn!(error = %e, "could not remove expired bans from the store");
+        }
+        self.refresh_counts();
+    }
+
+    fn schedule_retry(&mut self) {
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(60));
+    }
+
+    /// Re-sends kernel changes that failed before.
+    async fn retry(&mut self) {
+        if self.retry_at.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.retry_at = None;
+        let now = self.clock.now();
+        let mut changes: Vec<Change> = self
+            .pending_unbans
+            .iter()
+            .map(|(jail, target)| Change::Unban {
+                jail: jail.clone(),
+                target: *target,
+            })
+            .collect();
+        changes.extend(
+            self.pending
+                .values()
+                .filter_map(|b| element(b, now))
+                .map(Change::Ban),
+        );
+        if changes.is_empty() {
+            return;
+        }
+        match self.firewall.apply(&changes).await {
+            Ok(()) => {
+                tracing::info!(changes = changes.len(), "kernel took the retried changes");
+                self.pending_unbans.clear();
+                let bans: Vec<Ban> = self.pending.drain().map(|(_, b)| b).collect();
+                for ban in bans {
+                    self.banned(ban);
+                }
+                self.retry_delay = Duration::from_secs(1);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, changes = changes.len(), "kernel still refuses; retrying later");
+                self.schedule_retry();
+            }
+        }
+    }
+
+    fn refresh_count(&self, jail: &str) {
+        if let Some(c) = self.stats.jail(jail) {
+            c.currently_banned
+                .store(self.book.count_in(jail) as u64, Relaxed);
+        }
+    }
+
+    fn refresh_counts(&self) {
+        for jail in self.stats.jails.keys() {
+            self.refresh_count(jail);
+        }
+    }
+}
+
+/// The kernel element for `ban` at `now`, or `None` when it has expired.
+fn element(ban: &Ban, now: Timestamp) -> Option<Element> {
+    ban.remaining(now).map(|timeout| Element {
+        jail: ban.jail.clone(),
+        target: ban.target,
+        timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests;

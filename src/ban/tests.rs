@@ -1,0 +1,335 @@
+//! Ban manager tests with the memory firewall and store, under paused tokio time.
+
+use std::sync::Mutex;
+
+use chrono::{TimeZone, Utc};
+
+use super::*;
+use crate::config::{Action, Protocol};
+use crate::firewall::{JailRule, MemoryFirewall};
+use crate::store::{History, MemoryStore};
+use crate::types::TokioClock;
+
+/// A memory store the test can still look into after handing it to the manager.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<MemoryStore>>);
+
+impl Shared {
+    fn get(&self) -> std::sync::MutexGuard<'_, MemoryStore> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl BanStore for Shared {
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        self.get().bans()
+    }
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        self.get().history(jail, target)
+    }
+    fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
+        self.get().commit(changes)
+    }
+}
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
+        .single()
+        .expect("time")
+}
+
+fn layout() -> Layout {
+    Layout {
+        table: "gaoler".into(),
+        priority: -10,
+        jails: vec![JailRule {
+            jail: "sshd".into(),
+            ports: vec![],
+            protocol: Protocol::Tcp,
+            action: Action::Drop,
+        }],
+    }
+}
+
+struct Rig {
+    manager: BanManager<MemoryFirewall>,
+    fw: MemoryFirewall,
+    store: Shared,
+    stats: Arc<Stats>,
+}
+
+fn rig(store: Shared) -> Rig {
+    let fw = MemoryFirewall::default();
+    let stats = Arc::new(Stats::new(["sshd"]));
+    let jails = BTreeMap::from([(
+        "sshd".to_string(),
+        JailPolicy {
+            bantime: BanTime::Finite(Duration::from_secs(600)),
+            ignore: IgnoreList::new(vec!["192.0.2.0/24".parse().expect("net")]),
+        },
+    )]);
+    let manager = BanManager::new(
+        fw.clone(),
+        Box::new(store.clone()),
+        jails,
+        Arc::new(TokioClock::starting_at(t0())),
+        stats.clone(),
+    );
+    Rig {
+        manager,
+        fw,
+        store,
+        stats,
+    }
+}
+
+fn target(s: &str) -> Target {
+    s.parse().expect("target")
+}
+
+fn decision(ip: &str) -> Decision {
+    Decision {
+        jail: "sshd".into(),
+        target: target(ip),
+        failures: 3,
+    }
+}
+
+fn kernel_has(fw: &MemoryFirewall, ip: &str) -> Option<Option<Duration>> {
+    let k = fw.kernel.lock().unwrap_or_else(|p| p.into_inner());
+    k.elements.get(&("sshd".to_string(), target(ip))).copied()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decision_reaches_store_kernel_and_book() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager
+        .decide(vec![decision("203.0.113.5"), decision("203.0.113.5")])
+        .await;
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.5"),
+        Some(Some(Duration::from_secs(600)))
+    );
+    let stored = r.store.get().bans.len();
+    assert_eq!(stored, 1);
+    let ban = r
+        .manager
+        .book()
+        .get("sshd", &target("203.0.113.5"))
+        .cloned()
+        .expect("in book");
+    assert_eq!(ban.count, 1);
+    assert_eq!(ban.expires_at, Some(t0() + chrono::Duration::seconds(600)));
+    assert_eq!(r.stats.bans.load(Relaxed), 1);
+    assert_eq!(
+        r.stats
+            .jail("sshd")
+            .map(|c| c.currently_banned.load(Relaxed)),
+        Some(1)
+    );
+    // A second decision while banned changes nothing.
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    assert_eq!(r.stats.bans.load(Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bans_expire_from_book_and_store_and_count_grows_on_the_next_ban() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.manager.expire();
+    assert!(r.manager.book().is_empty());
+    assert!(r.store.get().bans.is_empty());
+    assert_eq!(
+        r.stats
+            .jail("sshd")
+            .map(|c| c.currently_banned.load(Relaxed)),
+        Some(0)
+    );
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let ban = r
+        .manager
+        .book()
+        .get("sshd", &target("203.0.113.5"))
+        .cloned()
+        .expect("banned again");
+    assert_eq!(ban.count, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restore_puts_back_live_bans_with_less_time_and_drops_the_rest() {
+    let store = Shared::default();
+    let now = t0();
+    let mk = |ip: &str, jail: &str, banned_ago: i64, len: Option<i64>| Ban {
+        target: target(ip),
+        jail: jail.into(),
+        banned_at: now - chrono::Duration::seconds(banned_ago),
+        expires_at: len
+            .map(|l| now - chrono::Duration::seconds(banned_ago) + chrono::Duration::seconds(l)),
+        count: 1,
+    };
+    store
+        .clone()
+        .commit(&[
+            StoreChange::Put(mk("203.0.113.1", "sshd", 100, Some(600))),
+            StoreChange::Put(mk("203.0.113.2", "sshd", 700, Some(600))),
+            StoreChange::Put(mk("203.0.113.3", "gone", 10, Some(600))),
+            StoreChange::Put(mk("203.0.113.4", "sshd", 10, None)),
+        ])
+        .expect("seed");
+    let mut r = rig(store);
+    let report = r.manager.restore(&layout()).await.expect("restore");
+    assert_eq!(
+        report,
+        Restored {
+            loaded: 2,
+            expired: 1,
+            orphaned: 1
+        }
+    );
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.1"),
+        Some(Some(Duration::from_secs(500)))
+    );
+    assert_eq!(kernel_has(&r.fw, "203.0.113.4"), Some(None));
+    assert_eq!(kernel_has(&r.fw, "203.0.113.2"), None);
+    let left: Vec<String> = r
+        .store
+        .get()
+        .bans
+        .values()
+        .map(|b| b.target.to_string())
+        .collect();
+    assert_eq!(left, vec!["203.0.113.1", "203.0.113.4"]);
+    assert_eq!(
+        r.fw.kernel.lock().map(|k| k.transactions).unwrap_or(0),
+        1,
+        "one transaction"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_bans_are_checked_and_can_be_lifted() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    let two = Some(BanTime::Finite(Duration::from_secs(2)));
+    let ban = r
+        .manager
+        .manual_ban("sshd", target("203.0.113.9"), two)
+        .await
+        .expect("ban");
+    assert_eq!(ban.expires_at, Some(t0() + chrono::Duration::seconds(2)));
+    assert!(matches!(
+        r.manager
+            .manual_ban("nope", target("203.0.113.9"), None)
+            .await,
+        Err(BanError::UnknownJail(_))
+    ));
+    assert!(matches!(
+        r.manager
+            .manual_ban("sshd", target("192.0.2.1"), None)
+            .await,
+        Err(BanError::Ignored { .. })
+    ));
+    assert!(matches!(
+        r.manager
+            .manual_ban("sshd", target("127.0.0.1"), None)
+            .await,
+        Err(BanError::Ignored { .. })
+    ));
+    assert!(matches!(
+        r.manager
+            .manual_ban("sshd", target("2001:db8::/64"), None)
+            .await,
+        Err(BanError::Prefix(_))
+    ));
+    r.manager
+        .manual_ban("sshd", target("2001:db8::9"), Some(BanTime::Permanent))
+        .await
+        .expect("ban v6");
+    let lifted = r
+        .manager
+        .unban(Some(&target("203.0.113.9")), None)
+        .await
+        .expect("unban");
+    assert_eq!(lifted.len(), 1);
+    assert_eq!(kernel_has(&r.fw, "203.0.113.9"), None);
+    assert!(r
+        .manager
+        .unban(Some(&target("203.0.113.9")), None)
+        .await
+        .expect("again")
+        .is_empty());
+    let all = r.manager.unban(None, None).await.expect("all");
+    assert_eq!(all.len(), 1);
+    assert!(r.store.get().bans.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_kernel_keeps_the_ban_saved_and_retries() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.fw.kernel
+        .lock()
+        .map(|mut k| k.failures_left = 2)
+        .expect("lock");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    // Saved, not shown, not in the kernel.
+    assert_eq!(r.store.get().bans.len(), 1);
+    assert!(r.manager.book().is_empty());
+    assert_eq!(kernel_has(&r.fw, "203.0.113.5"), None);
+    // First retry after 1 s fails again, the second after 2 more succeeds.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    r.manager.retry().await;
+    assert!(r.manager.book().is_empty());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    r.manager.retry().await;
+    assert_eq!(r.manager.book().len(), 1);
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.5"),
+        Some(Some(Duration::from_secs(597)))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_loop_expires_bans_by_itself_and_stops_on_shutdown() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    let (dtx, drx) = mpsc::channel(8);
+    let (ctx, crx) = mpsc::channel(8);
+    let shutdown = CancellationToken::new();
+    let store = r.store.clone();
+    let task = tokio::spawn(r.manager.run(drx, crx, shutdown.clone(), OnStop::Flush));
+    dtx.send(decision("203.0.113.5")).await.expect("send");
+    // Decisions and commands are separate queues: let the decision land first.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let (tx, rx) = oneshot::channel();
+    ctx.send(Command::List {
+        jail: None,
+        reply: tx,
+    })
+    .await
+    .expect("send");
+    assert_eq!(rx.await.expect("reply").len(), 1);
+    tokio::time::sleep(Duration::from_secs(601)).await;
+    let (tx, rx) = oneshot::channel();
+    ctx.send(Command::List {
+        jail: None,
+        reply: tx,
+    })
+    .await
+    .expect("send");
+    assert!(rx.await.expect("reply").is_empty());
+    assert!(store.get().bans.is_empty());
+    shutdown.cancel();
+    task.await.expect("manager stops");
+    assert!(
+        r.fw.kernel
+            .lock()
+            .map(|k| k.installed.is_none())
+            .unwrap_or(false),
+        "flush removed the table"
+    );
+}

@@ -1,0 +1,111 @@
+//! The command line (clap types only): `run`, `check`, `test-filter`, `ctl ...`.
+//! `--config DIR` is global and may stand anywhere.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_DIR;
+use crate::ipc::Request;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gaoler",
+    version,
+    about = "Fail2Ban-style auto-banning daemon on nftables"
+)]
+pub struct Cli {
+    /// Directory holding gaoler.toml, jails/ and filters/.
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_CONFIG_DIR)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd Type=notify).
+    Run,
+    /// Validate the whole configuration; print every error as file:line:col.
+    Check,
+    /// Run a filter over a log file (or - for stdin), like fail2ban-regex.
+    TestFilter {
+        /// A filter name from filter_path, or a path to a filter .toml file.
+        filter: String,
+        /// The log to read; `-` or nothing reads standard input.
+        log: Option<PathBuf>,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// Also print the lines no failregex matched.
+        #[arg(long)]
+        show_missed: bool,
+    },
+    /// Query and steer the running daemon.
+    Ctl(CtlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Print JSON (stable fields, see the README).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Is the daemon up? Exit 0 if so, 1 if not.
+    Ping,
+    /// Versions of the daemon and its protocol.
+    Version,
+    /// Jails, their counters, and (for one jail) its current bans.
+    Status { jail: Option<String> },
+    /// Current bans with the time left.
+    Banned {
+        #[arg(long)]
+        jail: Option<String>,
+    },
+    /// Ban an address by hand.
+    Ban {
+        jail: String,
+        ip: String,
+        /// How long: seconds, 10m, 1h, 1d, or `permanent`; default: the jail's bantime.
+        #[arg(long, allow_hyphen_values = true)]
+        bantime: Option<String>,
+    },
+    /// Lift the bans of an address (in every jail, or one), or all bans.
+    Unban {
+        ip: Option<String>,
+        #[arg(long)]
+        jail: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Throughput and totals since start.
+    Stats,
+}
+
+impl CtlCommand {
+    /// The protocol request this command sends.
+    pub fn request(&self) -> Request {
+        match self {
+            CtlCommand::Ping => Request::Ping,
+            CtlCommand::Version => Request::Version,
+            CtlCommand::Status { jail } => Request::Status { jail: jail.clone() },
+            CtlCommand::Banned { jail } => Request::Banned { jail: jail.clone() },
+            CtlCommand::Ban { jail, ip, bantime } => Request::Ban {
+                jail: jail.clone(),
+                ip: ip.clone(),
+                bantime: bantime.clone(),
+            },
+            CtlCommand::Unban { ip, jail, all } => Request::Unban {
+                ip: ip.clone(),
+                jail: jail.clone(),
+                all: *all,
+            },
+            CtlCommand::Stats => Request::Stats,
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The TOML files exactly as written: a mirror of SPEC.md's schema with
+//! `deny_unknown_fields`, so a typo in a key is an error at its position.
+//! No defaults and no cross-checks here; `config::load` does those.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::value::{BanTimeValue, DurationValue, NetValue, OneOrMany, PortRange};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMain {
+    pub daemon: Option<RawDaemon>,
+    pub firewall: Option<RawFirewall>,
+    pub recidive: Option<RawRecidive>,
+    pub metrics: Option<RawMetrics>,
+    pub defaults: Option<RawJail>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub state_dir: Option<String>,
+    pub socket: Option<String>,
+    pub socket_group: Option<String>,
+    pub log_level: Option<Spanned<String>>,
+    pub filter_path: Option<OneOrMany<String>>,
+    pub max_tracked: Option<Spanned<i64>>,
+    pub max_line_length: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Nftables,
+    Log,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStop {
+    #[default]
+    Keep,
+    Flush,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirewall {
+    pub backend: Option<Backend>,
+    pub table: Option<Spanned<String>>,
+    pub priority: Option<Spanned<i64>>,
+    pub on_stop: Option<OnStop>,
+    pub reconcile_interval: Option<DurationValue>,
+}
+
+/// Parsed and type-checked now; only `enabled` and `maxretry` are looked at so far.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RawRecidive {
+    pub enabled: Option<bool>,
+    pub maxretry: Option<Spanned<i64>>,
+    pub findtime: Option<DurationValue>,
+    pub bantime: Option<BanTimeValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    All,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Drop,
+    Reject,
+}
+
+/// A jail file, and also `[defaults]` in gaoler.toml (any jail key may stand there).
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawJail {
+    pub enabled: Option<bool>,
+    pub filter: Option<Spanned<String>>,
+    pub logpath: Option<OneOrMany<String>>,
+    pub journal: Option<OneOrMany<String>>,
+    pub maxretry: Option<Spanned<i64>>,
+    pub findtime: Option<DurationValue>,
+    pub bantime: Option<BanTimeValue>,
+    pub ports: Option<OneOrMany<PortRange>>,
+    pub protocol: Option<Protocol>,
+    pub ignoreip: Option<OneOrMany<NetValue>>,
+    pub ipv6_prefix: Option<Spanned<i64>>,
+    pub ipv4_prefix: Option<Spanned<i64>>,
+    pub action: Option<Action>,
+    pub set: Option<Spanned<String>>,
+    pub logtimezone: Option<Spanned<String>>,
+    pub trusted_proxies: Option<OneOrMany<NetValue>>,
+    pub bantime_increment: Option<RawIncrement>,
+}
+
+/// Parsed and type-checked now; only `enabled` is looked at so far.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RawIncrement {
+    pub enabled: Option<bool>,
+    pub factor: Option<f64>,
+    pub multipliers: Option<Vec<f64>>,
+    pub maxtime: Option<DurationValue>,
+    pub rndtime: Option<DurationValue>,
+}
+
+/// A filter file (`filters/<name>.toml`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilter {
+    #[allow(dead_code)]
+    pub description: Option<String>,
+    pub failregex: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub ignoreregex: Vec<Spanned<String>>,
+    pub prefregex: Option<Spanned<String>>,
+    pub datepattern: Option<Spanned<String>>,
+}

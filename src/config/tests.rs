@@ -1,0 +1,212 @@
+//! Config loading tests on temporary directories: defaults, and every error reported
+//! at its file:line:col.
+
+use super::*;
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new(main: &str) -> Dir {
+        let d = Dir(tempfile::tempdir().expect("tempdir"));
+        d.write("gaoler.toml", main);
+        d.write(
+            "filters/sshd.toml",
+            "failregex = ['''^Failed password for <USER> from <HOST> port \\d+$''']\n",
+        );
+        d
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.0.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    fn load(&self) -> Result<Config, ConfigErrors> {
+        load(self.0.path())
+    }
+
+    fn errors(&self) -> Vec<String> {
+        match self.load() {
+            Ok(_) => panic!("config should be invalid"),
+            Err(e) => e.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+}
+
+const MAIN: &str = r#"
+[daemon]
+state_dir = "state"
+socket = "gaoler.sock"
+
+[defaults]
+maxretry = 3
+ignoreip = ["10.0.0.0/8"]
+"#;
+
+#[test]
+fn a_valid_config_loads_with_defaults_applied() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"auth.log\"\nignoreip = [\"192.0.2.0/24\"]\nbantime = \"1d12h\"\nports = [22, \"2200-2210\"]\n",
+    );
+    d.write("jails/off.toml", "enabled = false\nfilter = \"sshd\"\n");
+    let cfg = d.load().expect("valid");
+    assert_eq!(cfg.daemon.state_dir, d.0.path().join("state"));
+    assert_eq!(cfg.daemon.filter_path[0], d.0.path().join("filters"));
+    assert_eq!(cfg.firewall.table, "gaoler");
+    assert_eq!(cfg.firewall.priority, -10);
+    assert_eq!(cfg.jails.len(), 2);
+    assert_eq!(cfg.enabled_jails().count(), 1);
+    let j = cfg.jail("sshd").expect("sshd");
+    assert_eq!(j.maxretry, 3, "from [defaults]");
+    assert_eq!(j.findtime, Duration::from_secs(600), "built-in default");
+    assert_eq!(j.bantime, BanTime::Finite(Duration::from_secs(129_600)));
+    assert_eq!(j.logpath, vec![d.0.path().join("auth.log")]);
+    assert_eq!(j.ports.len(), 2);
+    // The jail's ignoreip adds to the defaults' list.
+    assert_eq!(j.ignore.nets().len(), 2);
+}
+
+#[test]
+fn unknown_keys_are_errors_at_their_position() {
+    let d = Dir::new("[daemon]\nstate_dir = \"s\"\nsocket_grup = \"adm\"\n");
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = [\"a.log\"]\nmaxretries = 3\n",
+    );
+    let errors = d.errors();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].contains("gaoler.toml:3:1:") && errors[0].contains("socket_grup"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("sshd.toml:3:1:") && errors[1].contains("maxretries"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn a_missing_filter_is_reported_at_the_filter_key() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/web.toml",
+        "enabled = true\nfilter = \"nginx-nope\"\nlogpath = \"a.log\"\n",
+    );
+    let errors = d.errors();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("web.toml:2:10:"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("filter `nginx-nope` not found"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn bad_values_are_reported_where_they_stand() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/a.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nfindtime = \"10x\"\n",
+    );
+    d.write(
+        "jails/b.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nprotocol = \"tcpp\"\n",
+    );
+    d.write(
+        "jails/c.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nmaxretry = 0\n",
+    );
+    d.write(
+        "jails/d.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nports = [\"70000\"]\n",
+    );
+    d.write("jails/e.toml", "filter = \"sshd\"\n");
+    d.write(
+        "jails/f.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nignoreip = [\"not-an-ip\"]\n",
+    );
+    let errors = d.errors();
+    assert_eq!(errors.len(), 6, "{errors:#?}");
+    assert!(
+        errors[0].contains("a.toml:3:12:") && errors[0].contains("invalid duration"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("b.toml:3:12:") && errors[1].contains("tcpp"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("c.toml:3:12:") && errors[2].contains("maxretry"),
+        "{}",
+        errors[2]
+    );
+    assert!(
+        errors[3].contains("d.toml:3:") && errors[3].contains("70000"),
+        "{}",
+        errors[3]
+    );
+    assert!(
+        errors[4].contains("e.toml:1:1:") && errors[4].contains("reads nothing"),
+        "{}",
+        errors[4]
+    );
+    assert!(
+        errors[5].contains("f.toml:3:") && errors[5].contains("not-an-ip"),
+        "{}",
+        errors[5]
+    );
+}
+
+#[test]
+fn filter_problems_point_into_the_filter_file() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "filters/broken.toml",
+        "failregex = [\n  '''^ok <HOST>$''',\n  '''^no host here$''',\n  '''^bad ( <HOST>''',\n]\n",
+    );
+    d.write("jails/a.toml", "filter = \"broken\"\nlogpath = \"a.log\"\n");
+    d.write("jails/b.toml", "filter = \"broken\"\nlogpath = \"b.log\"\n");
+    let errors = d.errors();
+    // Compiled once although two jails use it.
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].contains("broken.toml:3:3:") && errors[0].contains("<HOST>"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("broken.toml:4:3:") && errors[1].contains("invalid regex"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn a_missing_main_file_says_which_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let errors = load(dir.path()).expect_err("missing");
+    assert!(errors
+        .to_string()
+        .contains("gaoler.toml:1:1: cannot read the main config file"));
+    assert!(errors.to_string().contains("--config"));
+}
+
+#[test]
+fn settings_not_yet_implemented_are_warnings_not_silence() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nipv6_prefix = 64\n",
+    );
+    let cfg = d.load().expect("valid");
+    assert_eq!(cfg.warnings.len(), 1);
+    assert!(cfg.warnings[0].to_string().contains("sshd.toml:3:15:"));
+}

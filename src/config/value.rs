@@ -1,0 +1,333 @@
+//! Config value types that parse themselves while TOML is read, so a bad value is
+//! reported at its own file:line:col: durations, ban times, ports, networks.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::types::BanTime;
+
+const DURATION_HELP: &str = "expected seconds or a duration such as 30s, 10m, 1h, 1d, 1w, 1d12h";
+
+/// Parses `90`, `30s`, `10m`, `1h`, `1d`, `1w`, `1d12h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(format!("empty duration: {DURATION_HELP}"));
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(format!("invalid duration `{s}`: {DURATION_HELP}")),
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid duration `{s}`: {DURATION_HELP}"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration `{s}` is too large"))?;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(format!(
+            "invalid duration `{s}`: a number needs a unit after it ({DURATION_HELP})"
+        ));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// The shortest spelling `parse_duration` reads back: `1d12h`, `10m`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("w", 604_800),
+        ("d", 86_400),
+        ("h", 3600),
+        ("m", 60),
+        ("s", 1),
+    ] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+/// Parses a ban time: a duration, or `permanent` / `-1`.
+pub fn parse_bantime(s: &str) -> Result<BanTime, String> {
+    match s.trim() {
+        "permanent" | "-1" => Ok(BanTime::Permanent),
+        other => parse_duration(other).map(BanTime::Finite),
+    }
+}
+
+/// A duration given as an integer (seconds) or a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(DURATION_HELP)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(|s| DurationValue(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format!("duration must not be negative: {v}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(DurationValue(Duration::from_secs(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A ban time: a duration, `"permanent"`, or `-1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanTimeValue(pub BanTime);
+
+impl<'de> Deserialize<'de> for BanTimeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = BanTimeValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "\"permanent\", -1, or {DURATION_HELP}")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                match v {
+                    -1 => Ok(BanTimeValue(BanTime::Permanent)),
+                    v if v >= 0 => Ok(BanTimeValue(BanTime::Finite(Duration::from_secs(
+                        v as u64,
+                    )))),
+                    v => Err(E::custom(format!(
+                        "bantime {v} is invalid: use -1 or \"permanent\" for a ban that never expires"
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(BanTimeValue(BanTime::Finite(Duration::from_secs(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse_bantime(v).map(BanTimeValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+fn parse_port_number(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!(
+            "invalid port `{s}`: expected a number from 1 to 65535 or a range like 8000-8080"
+        )),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// Parses `22` or `8000-8080`.
+pub fn parse_port(s: &str) -> Result<PortRange, String> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (first, last) = (parse_port_number(a)?, parse_port_number(b)?);
+            if first > last {
+                return Err(format!("invalid port range `{s}`: {first} is above {last}"));
+            }
+            Ok(PortRange { first, last })
+        }
+        None => parse_port_number(s).map(|p| PortRange { first: p, last: p }),
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortRange;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number or a range like \"8000-8080\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                parse_port(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                parse_port(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse_port(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An address or network (`192.0.2.0/24`, `2001:db8::/32`, `::1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetValue(pub IpNet);
+
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    s.parse::<IpNet>().map_err(|_| {
+        format!("`{s}` is not an IP address or network (expected e.g. 192.0.2.7 or 2001:db8::/32)")
+    })
+}
+
+impl<'de> Deserialize<'de> for NetValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_net(&s).map(NetValue).map_err(de::Error::custom)
+    }
+}
+
+/// A list that may also be written as a single value: `logpath = "/var/log/auth.log"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{I64Deserializer, StrDeserializer, U64Deserializer};
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(OneOrMany(out))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(StrDeserializer::<E>::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(I64Deserializer::<E>::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(U64Deserializer::<E>::new(v)).map(|t| OneOrMany(vec![t]))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_documented_form() {
+        let cases = [
+            ("90", 90),
+            ("30s", 30),
+            ("10m", 600),
+            ("1h", 3600),
+            ("1d", 86_400),
+            ("1w", 604_800),
+            ("1d12h", 129_600),
+            ("1h30m15s", 5415),
+        ];
+        for (text, secs) in cases {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "10x", "h", "1h30", "-5m", "99999999999999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn durations_format_back_to_what_they_parse_from() {
+        for secs in [0, 1, 59, 60, 3600, 86_400 + 3600 * 12, 604_800 * 4 + 1] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+        assert_eq!(format_duration(Duration::from_secs(129_600)), "1d12h");
+    }
+
+    #[test]
+    fn bantime_accepts_permanent_spellings() {
+        assert_eq!(parse_bantime("permanent"), Ok(BanTime::Permanent));
+        assert_eq!(parse_bantime("-1"), Ok(BanTime::Permanent));
+        assert_eq!(
+            parse_bantime("1h"),
+            Ok(BanTime::Finite(Duration::from_secs(3600)))
+        );
+    }
+
+    #[test]
+    fn ports_and_ranges() {
+        assert_eq!(
+            parse_port("22"),
+            Ok(PortRange {
+                first: 22,
+                last: 22
+            })
+        );
+        assert_eq!(
+            parse_port("8000-8080"),
+            Ok(PortRange {
+                first: 8000,
+                last: 8080
+            })
+        );
+        for bad in ["0", "65536", "80-22", "ssh-", "http"] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+}

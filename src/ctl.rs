@@ -1,0 +1,253 @@
+//! The `ctl` subcommands: send a request, print the response as an aligned table or
+//! as JSON, and choose the exit code (0 ok, 1 runtime failure, 2 usage error).
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::config::format_duration;
+use crate::ipc::client::request;
+use crate::ipc::{BanView, Request, Response};
+use crate::types::Timestamp;
+
+/// Sends `req` to the daemon at `socket`, prints the answer, returns the exit code.
+pub fn run(socket: &Path, req: &Request, json: bool) -> i32 {
+    let response = match request(socket, req, Duration::from_secs(30)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gaoler ctl: {e}");
+            return 1;
+        }
+    };
+    if let Response::Error { usage, message } = &response {
+        eprintln!("gaoler ctl: {message}");
+        return if *usage { 2 } else { 1 };
+    }
+    let out = if json {
+        render_json(&response)
+    } else {
+        render_text(&response, Utc::now())
+    };
+    print!("{out}");
+    0
+}
+
+fn render_json(response: &Response) -> String {
+    let value = match response {
+        Response::Pong { version } => serde_json::json!({ "pong": true, "version": version }),
+        Response::Version { version, protocol } => {
+            serde_json::json!({ "version": version, "protocol": protocol })
+        }
+        Response::Status(report) => serde_json::json!(report),
+        Response::Bans { bans } | Response::Unbanned { bans } => serde_json::json!(bans),
+        Response::Banned { ban } => serde_json::json!(ban),
+        Response::Stats(stats) => serde_json::json!(stats),
+        Response::Error { message, .. } => serde_json::json!({ "error": message }),
+    };
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    )
+}
+
+/// Human output; `now` makes relative times testable.
+pub fn render_text(response: &Response, now: Timestamp) -> String {
+    match response {
+        Response::Pong { version } => format!("pong: gaoler {version} is running\n"),
+        Response::Version { version, protocol } => {
+            format!("gaoler {version} (ctl protocol {protocol})\n")
+        }
+        Response::Status(report) => {
+            let rows = report
+                .jails
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.name.clone(),
+                        j.filter.clone(),
+                        j.currently_banned.to_string(),
+                        j.total_banned.to_string(),
+                        j.currently_failed.to_string(),
+                        j.total_failed.to_string(),
+                    ]
+                })
+                .collect();
+            let mut out = table(
+                &[
+                    "JAIL",
+                    "FILTER",
+                    "BANNED",
+                    "TOTAL BANNED",
+                    "FAILING",
+                    "TOTAL FAILED",
+                ],
+                rows,
+            );
+            for j in report.jails.iter().filter(|j| !j.banned.is_empty()) {
+                out.push_str(&format!(
+                    "\nbanned in {}: {}\n",
+                    j.name,
+                    j.banned.join(", ")
+                ));
+            }
+            out
+        }
+        Response::Bans { bans } if bans.is_empty() => "no bans\n".into(),
+        Response::Bans { bans } => bans_table(bans, now),
+        Response::Banned { ban } => format!(
+            "banned {} in {} ({}, ban #{})\n",
+            ban.ip,
+            ban.jail,
+            expiry(ban.expires_at, now),
+            ban.count
+        ),
+        Response::Unbanned { bans } if bans.is_empty() => {
+            "nothing to unban: no matching ban\n".into()
+        }
+        Response::Unbanned { bans } => {
+            let mut out = String::new();
+            for b in bans {
+                out.push_str(&format!("unbanned {} in {}\n", b.ip, b.jail));
+            }
+            out
+        }
+        Response::Stats(s) => table(
+            &["LINES READ", "FAILURES", "BANS", "TRACKED", "EVICTED"],
+            vec![vec![
+                s.lines_read.to_string(),
+                s.failures.to_string(),
+                s.bans.to_string(),
+                s.tracked.to_string(),
+                s.evicted.to_string(),
+            ]],
+        ),
+        Response::Error { message, .. } => format!("error: {message}\n"),
+    }
+}
+
+fn bans_table(bans: &[BanView], now: Timestamp) -> String {
+    let rows = bans
+        .iter()
+        .map(|b| {
+            vec![
+                b.ip.clone(),
+                b.jail.clone(),
+                b.banned_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                expiry(b.expires_at, now),
+                b.count.to_string(),
+            ]
+        })
+        .collect();
+    table(&["IP", "JAIL", "BANNED AT (UTC)", "EXPIRES", "COUNT"], rows)
+}
+
+/// "in 42m", "never", "now".
+fn expiry(at: Option<Timestamp>, now: Timestamp) -> String {
+    match at {
+        None => "never".into(),
+        Some(t) => match (t - now).to_std() {
+            Ok(d) if d.as_secs() > 0 => {
+                format!("in {}", format_duration(Duration::from_secs(d.as_secs())))
+            }
+            _ => "now".into(),
+        },
+    }
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{JailStatus, StatusReport};
+
+    #[test]
+    fn tables_are_aligned() {
+        let t = table(
+            &["A", "LONG"],
+            vec![
+                vec!["xxxx".into(), "1".into()],
+                vec!["y".into(), "22".into()],
+            ],
+        );
+        assert_eq!(t, "A     LONG\nxxxx  1\ny     22\n");
+    }
+
+    #[test]
+    fn banned_shows_relative_expiry() {
+        let now = Utc::now();
+        let bans = vec![
+            BanView {
+                ip: "192.0.2.1".into(),
+                jail: "sshd".into(),
+                banned_at: now,
+                expires_at: Some(now + chrono::Duration::seconds(42 * 60)),
+                count: 2,
+            },
+            BanView {
+                ip: "2001:db8::/64".into(),
+                jail: "sshd".into(),
+                banned_at: now,
+                expires_at: None,
+                count: 1,
+            },
+        ];
+        let text = render_text(&Response::Bans { bans }, now);
+        assert!(text.contains("in 42m"), "{text}");
+        assert!(text.contains("never"));
+        assert!(text.starts_with("IP "));
+    }
+
+    #[test]
+    fn status_json_has_the_stable_fields() {
+        let report = StatusReport {
+            jails: vec![JailStatus {
+                name: "sshd".into(),
+                filter: "sshd".into(),
+                currently_banned: 1,
+                total_banned: 2,
+                currently_failed: 3,
+                total_failed: 4,
+                banned: vec![],
+            }],
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&render_json(&Response::Status(report))).expect("json");
+        let j = &v["jails"][0];
+        for key in [
+            "name",
+            "filter",
+            "currently_banned",
+            "total_banned",
+            "currently_failed",
+            "total_failed",
+        ] {
+            assert!(!j[key].is_null(), "{key}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `run`: the only place that wires the stages together. It opens the store, restores
+//! bans into a fresh kernel table, binds the control socket, and starts the tasks:
+//! one reader per log file -> the jail task -> the ban manager, plus the ctl server.
+
+mod pipeline;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ban::{self, BanError, BanManager};
+use crate::config::{Backend as BackendKind, Config};
+use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
+use crate::ipc::server::{self, Handler, SocketError};
+use crate::jail::{Jail, JailRules};
+use crate::source::DirWatcher;
+use crate::stats::Stats;
+use crate::store::{SledStore, StoreError};
+use crate::types::{Clock, SystemClock};
+
+/// Capacity of the channel from readers to the jail task.
+const FAILURE_QUEUE: usize = 4096;
+/// Capacity of the channel from the jail task to the ban manager.
+const DECISION_QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("restoring bans at start failed: {0}")]
+    Restore(#[from] BanError),
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let jails: Vec<_> = config.enabled_jails().cloned().collect();
+    let stats = Arc::new(Stats::new(jails.iter().map(|j| j.name.as_str())));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let mut firewall = match config.firewall.backend {
+        BackendKind::Nftables => Backend::Nft(NftFirewall::new(&config.firewall.table)),
+        BackendKind::Log => Backend::Log(LogFirewall),
+    };
+    firewall.probe().await?;
+    let store = SledStore::open(&config.daemon.state_dir)?;
+    let mut manager = BanManager::new(
+        firewall,
+        Box::new(store),
+        ban::policies(&config),
+        clock.clone(),
+        stats.clone(),
+    );
+    let restored = manager.restore(&Layout::from_config(&config)).await?;
+    tracing::info!(
+        restored = restored.loaded,
+        expired = restored.expired,
+        orphaned = restored.orphaned,
+        table = %config.firewall.table,
+        "firewall table built"
+    );
+    let listener = server::bind(&config.daemon.socket)?;
+
+    let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
+    let (decision_tx, decision_rx) = mpsc::channel(DECISION_QUEUE);
+    let (command_tx, command_rx) = mpsc::channel(64);
+    let tasks = TaskTracker::new();
+
+    tasks.spawn(manager.run(
+        decision_rx,
+        command_rx,
+        shutdown.clone(),
+        config.firewall.on_stop,
+    ));
+    let counting: Vec<(String, Jail)> = jails
+        .iter()
+        .map(|j| (j.name.clone(), Jail::new(JailRules::from(j))))
+        .collect();
+    tasks.spawn(pipeline::count_failures(
+        counting,
+        failure_rx,
+        decision_tx,
+        clock.clone(),
+        stats.clone(),
+        shutdown.clone(),
+    ));
+
+    // One reader per file, however many jails watch it.
+    let mut readers: BTreeMap<PathBuf, Vec<pipeline::Subscriber>> = BTreeMap::new();
+    for (index, jail) in jails.iter().enumerate() {
+        for path in &jail.logpath {
+            readers
+                .entry(path.clone())
+                .or_default()
+                .push(pipeline::Subscriber {
+                    jail: index,
+                    filter: jail.filter.clone(),
+                });
+        }
+    }
+    let mut watcher = DirWatcher::new();
+    for (path, subscribers) in readers {
+        let wake = watcher.watch(&path);
+        tasks.spawn(pipeline::follow_file(
+            path,
+            subscribers,
+            pipeline::ReaderContext {
+                failures: failure_tx.clone(),
+                wake,
+                stats: stats.clone(),
+                clock: clock.clone(),
+                shutdown: shutdown.clone(),
+                max_line: config.daemon.max_line_length,
+            },
+        ));
+    }
+    drop(failure_tx);
+
+    let handler = Arc::new(Handler {
+        commands: command_tx,
+        stats: stats.clone(),
+        jails: jails
+            .iter()
+            .map(|j| (j.name.clone(), j.filter_name.clone()))
+            .collect(),
+    });
+    tasks.spawn(server::serve(listener, handler, shutdown.clone()));
+    tasks.close();
+
+    let summary = format!("{} jails, {} bans restored", jails.len(), restored.loaded);
+    tracing::info!(socket = %config.daemon.socket.display(), "gaoler is ready: {summary}");
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&summary),
+    ]);
+
+    shutdown.cancelled().await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    tasks.wait().await;
+    drop(watcher);
+    let _ = std::fs::remove_file(&config.daemon.socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT. SIGHUP is logged (reload comes later).
+pub fn handle_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+                _ = hup.recv() => tracing::warn!("SIGHUP received: reload is not implemented in this version; restart gaoler to apply config changes"),
+            }
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}

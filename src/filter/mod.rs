@@ -1,0 +1,217 @@
+//! A compiled filter: one log message in, at most one failure (address, user) out.
+//! Pure: no I/O, no clock, no tokio. Regexes run on bytes, so invalid UTF-8 in a log
+//! line is matched around rather than rejected.
+
+mod framing;
+mod host;
+
+use std::net::IpAddr;
+
+use regex::bytes::{Regex, RegexSet};
+
+pub use framing::{split_line, Framed};
+pub use host::{expand_placeholders, HOST_GROUP, USER_GROUP};
+
+/// Which regex of a filter an error or a match refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegexRole {
+    Fail(usize),
+    Ignore(usize),
+    Pref,
+}
+
+/// A regex that does not compile, or a failregex that cannot yield an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterError {
+    pub role: RegexRole,
+    pub message: String,
+}
+
+/// A failure found in one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub host: IpAddr,
+    pub user: Option<String>,
+    /// Index of the failregex that matched.
+    pub regex: usize,
+}
+
+/// What a filter made of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No failregex matched (or the prefregex did not).
+    Miss,
+    /// A failregex matched but an ignoreregex did too.
+    Ignored(Found),
+    /// A failure to count.
+    Failure(Found),
+}
+
+/// A filter ready to run: its failregexes, ignoreregexes and optional prefregex.
+#[derive(Debug)]
+pub struct Filter {
+    name: String,
+    fail: Vec<Regex>,
+    /// All failregexes in one automaton: a message that matches none costs one scan.
+    fail_set: RegexSet,
+    ignore: Option<RegexSet>,
+    pref: Option<Regex>,
+}
+
+impl Filter {
+    /// Compiles a filter. Every failregex must contain `<HOST>` (or `<ADDR>`); a
+    /// prefregex must have a `(?P<content>...)` group. All problems are returned.
+    pub fn new(
+        name: &str,
+        failregex: &[String],
+        ignoreregex: &[String],
+        prefregex: Option<&str>,
+    ) -> Result<Filter, Vec<FilterError>> {
+        let mut errors = Vec::new();
+        let mut fail = Vec::new();
+        for (i, source) in failregex.iter().enumerate() {
+            let role = RegexRole::Fail(i);
+            if !source.contains("<HOST>") && !source.contains("<ADDR>") {
+                errors.push(FilterError {
+                    role,
+                    message: "failregex has no <HOST>: it must capture the offending address"
+                        .into(),
+                });
+                continue;
+            }
+            match compile(&expand_placeholders(source)) {
+                Ok(re) => fail.push(re),
+                Err(message) => errors.push(FilterError { role, message }),
+            }
+        }
+        let ignore_sources: Vec<String> =
+            ignoreregex.iter().map(|s| expand_placeholders(s)).collect();
+        for (i, s) in ignore_sources.iter().enumerate() {
+            if let Err(message) = compile(s) {
+                errors.push(FilterError {
+                    role: RegexRole::Ignore(i),
+                    message,
+                });
+            }
+        }
+        let pref = match prefregex.map(|p| compile(&expand_placeholders(p))) {
+            Some(Ok(re)) if re.capture_names().flatten().any(|n| n == "content") => Some(re),
+            Some(Ok(_)) => {
+                errors.push(FilterError {
+                    role: RegexRole::Pref,
+                    message:
+                        "prefregex needs a group (?P<content>...) holding what the failregexes see"
+                            .into(),
+                });
+                None
+            }
+            Some(Err(message)) => {
+                errors.push(FilterError {
+                    role: RegexRole::Pref,
+                    message,
+                });
+                None
+            }
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let sources: Vec<&str> = fail.iter().map(|r| r.as_str()).collect();
+        let fail_set = set(&sources).map_err(|e| {
+            vec![FilterError {
+                role: RegexRole::Fail(0),
+                message: format!("failregexes do not combine: {e}"),
+            }]
+        })?;
+        let ignore = if ignore_sources.is_empty() {
+            None
+        } else {
+            Some(set(&ignore_sources).map_err(|e| {
+                vec![FilterError {
+                    role: RegexRole::Ignore(0),
+                    message: format!("ignoreregexes do not combine: {e}"),
+                }]
+            })?)
+        };
+        Ok(Filter {
+            name: name.to_string(),
+            fail,
+            fail_set,
+            ignore,
+            pref,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn failregex_count(&self) -> usize {
+        self.fail.len()
+    }
+
+    /// Looks for a failure in one message (the line without its timestamp and syslog
+    /// header; see [`split_line`]).
+    pub fn examine(&self, message: &[u8]) -> Verdict {
+        let content = match &self.pref {
+            Some(pref) => match pref.captures(message).and_then(|c| c.name("content")) {
+                Some(m) => &message[m.start()..m.end()],
+                None => return Verdict::Miss,
+            },
+            None => message,
+        };
+        let candidates = self.fail_set.matches(content);
+        if !candidates.matched_any() {
+            return Verdict::Miss;
+        }
+        for i in candidates.iter() {
+            let Some(caps) = self.fail[i].captures(content) else {
+                continue;
+            };
+            let Some(host) = caps
+                .name(HOST_GROUP)
+                .and_then(|m| host::parse(m.as_bytes()))
+            else {
+                continue;
+            };
+            let user = caps
+                .name(USER_GROUP)
+                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
+            let found = Found {
+                host,
+                user,
+                regex: i,
+            };
+            if self
+                .ignore
+                .as_ref()
+                .is_some_and(|set| set.is_match(message))
+            {
+                return Verdict::Ignored(found);
+            }
+            return Verdict::Failure(found);
+        }
+        Verdict::Miss
+    }
+}
+
+/// Regexes run in byte mode: `.`, `\S`, `\w`, `\d` are ASCII classes over raw bytes,
+/// so invalid UTF-8 in attacker-controlled text cannot make a line slip past a filter.
+fn compile(source: &str) -> Result<Regex, String> {
+    regex::bytes::RegexBuilder::new(source)
+        .unicode(false)
+        .size_limit(16 * 1024 * 1024)
+        .build()
+        .map_err(|e| format!("invalid regex: {}", e.to_string().replace('\n', " ")))
+}
+
+fn set<S: AsRef<str>>(sources: &[S]) -> Result<RegexSet, regex::Error> {
+    regex::bytes::RegexSetBuilder::new(sources)
+        .unicode(false)
+        .size_limit(64 * 1024 * 1024)
+        .build()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! Unit tests of the filter engine with small inline regexes; the shipped filters are
+//! tested against their fixtures in the integration tests.
+
+use super::*;
+
+fn filter(fail: &[&str], ignore: &[&str], pref: Option<&str>) -> Filter {
+    let fail: Vec<String> = fail.iter().map(|s| s.to_string()).collect();
+    let ignore: Vec<String> = ignore.iter().map(|s| s.to_string()).collect();
+    Filter::new("t", &fail, &ignore, pref).expect("filter compiles")
+}
+
+fn host(v: &Verdict) -> Option<String> {
+    match v {
+        Verdict::Failure(f) => Some(f.host.to_string()),
+        _ => None,
+    }
+}
+
+#[test]
+fn host_matches_ipv4_ipv6_and_normalises_mapped_addresses() {
+    let f = filter(&[r"^fail from <HOST>$"], &[], None);
+    assert_eq!(
+        host(&f.examine(b"fail from 192.0.2.7")).as_deref(),
+        Some("192.0.2.7")
+    );
+    assert_eq!(
+        host(&f.examine(b"fail from 2001:db8::7")).as_deref(),
+        Some("2001:db8::7")
+    );
+    assert_eq!(host(&f.examine(b"fail from ::1")).as_deref(), Some("::1"));
+    assert_eq!(
+        host(&f.examine(b"fail from ::ffff:192.0.2.7")).as_deref(),
+        Some("192.0.2.7")
+    );
+    assert_eq!(
+        host(&f.examine(b"fail from [2001:db8::8]")).as_deref(),
+        Some("2001:db8::8")
+    );
+}
+
+#[test]
+fn text_that_is_not_an_address_is_never_a_host() {
+    let f = filter(&[r"^fail from <HOST>$"], &[], None);
+    for line in [
+        &b"fail from 999.1.2.3"[..],
+        b"fail from 1.2.3",
+        b"fail from evil.example",
+        b"fail from :::::",
+    ] {
+        assert_eq!(
+            f.examine(line),
+            Verdict::Miss,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+#[test]
+fn user_is_captured_and_greedy_so_a_forged_address_loses() {
+    let f = filter(&[r"^Invalid user <USER> from <HOST> port \d+$"], &[], None);
+    let v = f.examine(b"Invalid user evil from 203.0.113.9 port 1 from 192.0.2.7 port 22");
+    match v {
+        Verdict::Failure(found) => {
+            assert_eq!(found.host.to_string(), "192.0.2.7");
+            assert_eq!(found.user.as_deref(), Some("evil from 203.0.113.9 port 1"));
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn ignoreregex_turns_a_failure_into_ignored() {
+    let f = filter(&[r"^fail <USER> from <HOST>$"], &[r"^fail backup "], None);
+    assert!(matches!(
+        f.examine(b"fail backup from 192.0.2.7"),
+        Verdict::Ignored(_)
+    ));
+    assert!(matches!(
+        f.examine(b"fail root from 192.0.2.7"),
+        Verdict::Failure(_)
+    ));
+}
+
+#[test]
+fn prefregex_selects_content_and_skips_other_lines() {
+    let f = filter(
+        &[r"^auth failed <HOST>$"],
+        &[],
+        Some(r"^\[app\] (?P<content>.*)$"),
+    );
+    assert_eq!(
+        host(&f.examine(b"[app] auth failed 192.0.2.7")).as_deref(),
+        Some("192.0.2.7")
+    );
+    assert_eq!(f.examine(b"auth failed 192.0.2.7"), Verdict::Miss);
+}
+
+#[test]
+fn invalid_utf8_around_the_match_does_not_prevent_it() {
+    let f = filter(&[r"^fail \S+ from <HOST>$"], &[], None);
+    assert_eq!(
+        host(&f.examine(b"fail \xff\xfe from 192.0.2.7")).as_deref(),
+        Some("192.0.2.7")
+    );
+}
+
+#[test]
+fn invalid_utf8_in_a_user_name_cannot_evade_the_filter() {
+    let f = filter(&[r"^Invalid user <USER> from <HOST>$"], &[], None);
+    assert_eq!(
+        host(&f.examine(b"Invalid user \xff\x80 from 192.0.2.7")).as_deref(),
+        Some("192.0.2.7")
+    );
+    // Non-ASCII literals in a pattern still match their UTF-8 bytes.
+    let f = filter(&["^échec <HOST>$"], &[], None);
+    assert_eq!(
+        host(&f.examine("échec 192.0.2.7".as_bytes())).as_deref(),
+        Some("192.0.2.7")
+    );
+}
+
+#[test]
+fn the_first_failregex_that_yields_an_address_wins() {
+    let f = filter(&[r"^a <HOST>$", r"^a (?:x|<HOST>)$"], &[], None);
+    match f.examine(b"a 192.0.2.1") {
+        Verdict::Failure(found) => assert_eq!(found.regex, 0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_compile_problem_is_reported_with_its_regex() {
+    let fail = vec!["^no host here$".to_string(), "^bad ( <HOST>".to_string()];
+    let ignore = vec!["[".to_string()];
+    let errors = Filter::new("t", &fail, &ignore, Some("^(?P<other>.*)$")).expect_err("invalid");
+    let roles: Vec<RegexRole> = errors.iter().map(|e| e.role).collect();
+    assert_eq!(
+        roles,
+        vec![
+            RegexRole::Fail(0),
+            RegexRole::Fail(1),
+            RegexRole::Ignore(0),
+            RegexRole::Pref
+        ]
+    );
+    assert!(errors[0].message.contains("<HOST>"));
+    assert!(errors[1].message.contains("invalid regex"));
+}

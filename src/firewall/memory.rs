@@ -1,0 +1,83 @@
+//! A fake firewall for unit tests of the core: keeps the sets in a map and can be told
+//! to fail, so retry paths are testable without a kernel.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Change, Element, Firewall, FirewallError, Layout};
+use crate::types::Target;
+
+/// The fake kernel state; shared so a test can look inside while the manager owns it.
+#[derive(Default, Debug)]
+pub struct MemoryKernel {
+    pub installed: Option<Layout>,
+    pub elements: BTreeMap<(String, Target), Option<Duration>>,
+    pub transactions: usize,
+    /// While above zero, each call fails and decrements it.
+    pub failures_left: usize,
+}
+
+#[derive(Default, Clone)]
+pub struct MemoryFirewall {
+    pub kernel: Arc<Mutex<MemoryKernel>>,
+}
+
+impl MemoryFirewall {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut MemoryKernel) -> Result<T, FirewallError>,
+    ) -> Result<T, FirewallError> {
+        let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        if k.failures_left > 0 {
+            k.failures_left -= 1;
+            return Err(FirewallError::Injected);
+        }
+        k.transactions += 1;
+        f(&mut k)
+    }
+}
+
+impl Firewall for MemoryFirewall {
+    async fn probe(&mut self) -> Result<(), FirewallError> {
+        Ok(())
+    }
+
+    async fn install(&mut self, layout: &Layout, bans: &[Element]) -> Result<(), FirewallError> {
+        self.with(|k| {
+            k.installed = Some(layout.clone());
+            k.elements = bans
+                .iter()
+                .map(|e| ((e.jail.clone(), e.target), e.timeout))
+                .collect();
+            Ok(())
+        })
+    }
+
+    async fn apply(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
+        self.with(|k| {
+            if k.installed.is_none() {
+                return Err(FirewallError::NotInstalled);
+            }
+            for c in changes {
+                match c {
+                    Change::Ban(e) => {
+                        k.elements.insert((e.jail.clone(), e.target), e.timeout);
+                    }
+                    Change::Unban { jail, target } => {
+                        k.elements.remove(&(jail.clone(), *target));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn remove(&mut self) -> Result<(), FirewallError> {
+        self.with(|k| {
+            k.installed = None;
+            k.elements.clear();
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! The kernel side of a ban behind one trait. `nft` is the only backend that touches
+//! the system; `log` is the dry run; `memory` is a fake for unit tests of the core.
+//! Nothing here decides who is banned: it applies what the ban manager says.
+
+mod log;
+mod memory;
+pub mod nft;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use log::LogFirewall;
+pub use memory::MemoryFirewall;
+pub use nft::NftFirewall;
+
+use crate::config::{Action, Config, PortRange, Protocol};
+use crate::types::Target;
+
+/// gaoler's table: one chain on the input hook and, per jail, its sets and rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub table: String,
+    pub priority: i32,
+    pub jails: Vec<JailRule>,
+}
+
+/// What one jail blocks: traffic from its sets to its ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JailRule {
+    pub jail: String,
+    /// Empty: all ports.
+    pub ports: Vec<PortRange>,
+    pub protocol: Protocol,
+    pub action: Action,
+}
+
+impl Layout {
+    /// The layout for the enabled jails of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Layout {
+            table: config.firewall.table.clone(),
+            priority: config.firewall.priority,
+            jails: config
+                .enabled_jails()
+                .map(|j| JailRule {
+                    jail: j.name.clone(),
+                    ports: j.ports.clone(),
+                    protocol: j.protocol,
+                    action: j.action,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A banned target in a jail's set, with the time left (`None`: permanent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    pub jail: String,
+    pub target: Target,
+    pub timeout: Option<Duration>,
+}
+
+/// One change to the kernel's sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Put `target` in the jail's set with this timeout, replacing any older element.
+    Ban(Element),
+    /// Take `target` out of the jail's set; not an error when it is not there.
+    Unban { jail: String, target: Target },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("the `nft` command was not found: install the nftables package (Debian/Ubuntu: apt-get install nftables; Fedora/RHEL: dnf install nftables), or set [firewall] backend = \"log\" for a dry run")]
+    NftMissing,
+    #[error("cannot run `nft`: {0}")]
+    Spawn(String),
+    #[error("nft rejected the transaction ({what}): {stderr}")]
+    Rejected { what: String, stderr: String },
+    #[error("the firewall table is not installed yet")]
+    NotInstalled,
+    #[error("injected failure")]
+    Injected,
+}
+
+/// Applies ban decisions to the kernel (or pretends to).
+pub trait Firewall: Send {
+    /// Checks that the backend can work at all; called once at start.
+    fn probe(&mut self) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// (Re)builds gaoler's table with exactly `bans` in it, in one transaction.
+    fn install(
+        &mut self,
+        layout: &Layout,
+        bans: &[Element],
+    ) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Applies `changes` in one transaction.
+    fn apply(
+        &mut self,
+        changes: &[Change],
+    ) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Removes gaoler's table (`on_stop = "flush"`).
+    fn remove(&mut self) -> impl Future<Output = Result<(), FirewallError>> + Send;
+}
+
+/// The backend chosen by `[firewall] backend`.
+pub enum Backend {
+    Nft(NftFirewall),
+    Log(LogFirewall),
+}
+
+impl Firewall for Backend {
+    async fn probe(&mut self) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nft(f) => f.probe().await,
+            Backend::Log(f) => f.probe().await,
+        }
+    }
+
+    async fn install(&mut self, layout: &Layout, bans: &[Element]) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nft(f) => f.install(layout, bans).await,
+            Backend::Log(f) => f.install(layout, bans).await,
+        }
+    }
+
+    async fn apply(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nft(f) => f.apply(changes).await,
+            Backend::Log(f) => f.apply(changes).await,
+        }
+    }
+
+    async fn remove(&mut self) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nft(f) => f.remove().await,
+            Backend::Log(f) => f.remove().await,
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The nftables backend: the only file that knows nftables. Builds JSON with the
+//! `nftables` crate's types and feeds it to `nft -j -f -` itself, so that nft's error
+//! text is captured and reported (the crate's own helper loses it).
+//!
+//! Layout: table `inet <table>`, per jail sets `<jail>-v4` / `<jail>-v6` with
+//! `flags timeout`, and one chain `input` hooked at the configured priority.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nftables::expr::{
+    Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Range, SetItem,
+};
+use nftables::schema::{
+    Chain, Element as NftElement, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag,
+    SetType, SetTypeValue, Table,
+};
+use nftables::stmt::{Counter, Match, Operator, Reject, RejectType, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use tokio::io::AsyncWriteExt;
+
+use super::{Change, Element, Firewall, FirewallError, JailRule, Layout};
+use crate::config::{Action, Protocol};
+use crate::types::Target;
+
+/// Name of gaoler's base chain inside its table.
+pub const CHAIN: &str = "input";
+/// Longest element timeout sent to the kernel (10 years); longer bans are refreshed.
+const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 86_400;
+
+/// Runs `nft` for gaoler's table.
+pub struct NftFirewall {
+    nft: PathBuf,
+    table: String,
+}
+
+impl NftFirewall {
+    /// A backend for table `inet <table>`, running `nft` from `PATH`.
+    pub fn new(table: &str) -> Self {
+        NftFirewall {
+            nft: PathBuf::from("nft"),
+            table: table.to_string(),
+        }
+    }
+
+    async fn run(
+        &self,
+        what: &str,
+        args: &[&str],
+        input: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, FirewallError> {
+        let mut child = tokio::process::Command::new(&self.nft)
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => FirewallError::NftMissing,
+                _ => FirewallError::Spawn(format!(
+                    "{}: {}",
+                    self.nft.display(),
+                    crate::util::io_reason(&e)
+                )),
+            })?;
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A failed write shows up as nft's own error below.
+            let _ = stdin.write_all(&bytes).await;
+            drop(stdin);
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| FirewallError::Spawn(crate::util::io_reason(&e)))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let stderr = if stderr.is_empty() {
+                format!("nft exited with {}", out.status)
+            } else {
+                stderr
+            };
+            Err(FirewallError::Rejected {
+                what: what.to_string(),
+                stderr,
+            })
+        }
+    }
+
+    async fn send(&self, what: &str, doc: &Nftables<'_>) -> Result<(), FirewallError> {
+        let json = serde_json::to_vec(doc).map_err(|e| FirewallError::Spawn(e.to_string()))?;
+        self.run(what, &["-j", "-f", "-"], Some(json))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Firewall for NftFirewall {
+    async fn probe(&mut self) -> Result<(), FirewallError> {
+        self.run("listing tables", &["-j", "list", "tables"], None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn install(&mut self, layout: &Layout, bans: &[Element]) -> Result<(), FirewallError> {
+        self.table = layout.table.clone();
+        let doc = install_document(layout, bans);
+        self.send(
+            &format!(
+                "building table inet {} with {} bans",
+                layout.table,
+                bans.len()
+            ),
+            &doc,
+        )
+        .await
+    }
+
+    async fn apply(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let doc = change_document(&self.table, changes);
+        self.send(&format!("{} set changes", changes.len()), &doc)
+            .await
+    }
+
+    async fn remove(&mut self) -> Result<(), FirewallError> {
+        let table = table_obj(&self.table);
+        let doc = document(vec![
+            NfCmd::Add(NfListObject::Table(table.clone())),
+            NfCmd::Delete(NfListObject::Table(table)),
+        ]);
+        self.send(&format!("removing table inet {}", self.table), &doc)
+            .await
+    }
+}
+
+/// The set holding `target` for `jail`.
+pub fn set_name(jail: &str, target: &Target) -> String {
+    format!("{jail}-{}", if target.is_ipv4() { "v4" } else { "v6" })
+}
+
+fn document(cmds: Vec<NfCmd<'static>>) -> Nftables<'static> {
+    Nftables {
+        objects: Cow::Owned(cmds.into_iter().map(NfObject::CmdObject).collect()),
+    }
+}
+
+fn table_obj(name: &str) -> Table<'static> {
+    Table {
+        family: NfFamily::INet,
+        name: Cow::Owned(name.to_string()),
+        handle: None,
+    }
+}
+
+/// One transaction that resets the table (add, delete, add: idempotent), creates the
+/// sets, the chain and the rules, and loads `bans`.
+pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> {
+    let table = table_obj(&layout.table);
+    let mut cmds = vec![
+        NfCmd::Add(NfListObject::Table(table.clone())),
+        NfCmd::Delete(NfListObject::Table(table.clone())),
+        NfCmd::Add(NfListObject::Table(table)),
+    ];
+    for rule in &layout.jails {
+        for v4 in [true, false] {
+            cmds.push(NfCmd::Add(NfListObject::Set(Box::new(Set {
+                family: NfFamily::INet,
+                table: Cow::Owned(layout.table.clone()),
+                name: Cow::Owned(format!("{}-{}", rule.jail, if v4 { "v4" } else { "v6" })),
+                handle: None,
+                set_type: SetTypeValue::Single(if v4 {
+                    SetType::Ipv4Addr
+                } else {
+                    SetType::Ipv6Addr
+                }),
+                policy: None,
+                flags: Some(HashSet::from([SetFlag::Timeout])),
+                elem: None,
+                timeout: None,
+                gc_interval: None,
+                size: None,
+                comment: None,
+            }))));
+        }
+    }
+    cmds.push(NfCmd::Add(NfListObject::Chain(Chain {
+        family: NfFamily::INet,
+        table: Cow::Owned(layout.table.clone()),
+        name: Cow::Borrowed(CHAIN),
+        newname: None,
+        handle: None,
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Input),
+        prio: Some(layout.priority),
+        dev: None,
+        policy: Some(NfChainPolicy::Accept),
+    })));
+    for rule in &layout.jails {
+        for v4 in [true, false] {
+            cmds.push(NfCmd::Add(NfListObject::Rule(Rule {
+                family: NfFamily::INet,
+                table: Cow::Owned(layout.table.clone()),
+                chain: Cow::Borrowed(CHAIN),
+                expr: Cow::Owned(rule_statements(rule, v4)),
+                handle: None,
+                index: None,
+                comment: Some(Cow::Owned(format!("gaoler jail {}", rule.jail))),
+            })));
+        }
+    }
+    let mut by_set: BTreeMap<String, Vec<Expression<'static>>> = BTreeMap::new();
+    for ban in bans {
+        by_set
+            .entry(set_name(&ban.jail, &ban.target))
+            .or_default()
+            .push(element_with_timeout(ban));
+    }
+    for (set, elems) in by_set {
+        cmds.push(NfCmd::Add(element_obj(&layout.table, set, elems)));
+    }
+    document(cmds)
+}
+
+/// The statements of one jail's rule for one address family.
+fn rule_statements(rule: &JailRule, v4: bool) -> Vec<Statement<'static>> {
+    let mut stmts = vec![Statement::Match(Match {
+        left: payload(if v4 { "ip" } else { "ip6" }, "saddr"),
+        right: Expression::String(Cow::Owned(format!(
+            "@{}-{}",
+            rule.jail,
+            if v4 { "v4" } else { "v6" }
+        ))),
+        op: Operator::EQ,
+    })];
+    let l4 = |name: &'static str| Expression::String(Cow::Borrowed(name));
+    let l4proto = Expression::Named(NamedExpression::Meta(Meta {
+        key: MetaKey::L4proto,
+    }));
+    let proto = match rule.protocol {
+        Protocol::Tcp => Some("tcp"),
+        Protocol::Udp => Some("udp"),
+        Protocol::All => None,
+    };
+    if rule.ports.is_empty() {
+        if let Some(p) = proto {
+            stmts.push(Statement::Match(Match {
+                left: l4proto,
+                right: l4(p),
+                op: Operator::EQ,
+            }));
+        }
+    } else {
+        let ports = Expression::Named(NamedExpression::Set(
+            rule.ports
+                .iter()
+                .map(|p| {
+                    SetItem::Element(if p.first == p.last {
+                        Expression::Number(u32::from(p.first))
+                    } else {
+                        Expression::Range(Box::new(Range {
+                            range: [
+                                Expression::Number(u32::from(p.first)),
+                                Expression::Number(u32::from(p.last)),
+                            ],
+                        }))
+                    })
+                })
+                .collect(),
+        ));
+        let left = match proto {
+            Some(p) => payload(p, "dport"),
+            None => {
+                stmts.push(Statement::Match(Match {
+                    left: l4proto,
+                    right: Expression::Named(NamedExpression::Set(vec![
+                        SetItem::Element(l4("tcp")),
+                        SetItem::Element(l4("udp")),
+                    ])),
+                    op: Operator::EQ,
+                }));
+                payload("th", "dport")
+            }
+        };
+        stmts.push(Statement::Match(Match {
+            left,
+            right: ports,
+            op: Operator::EQ,
+        }));
+    }
+    stmts.push(Statement::Counter(Counter::Anonymous(None)));
+    stmts.push(match (rule.action, rule.protocol) {
+        (Action::Drop, _) => Statement::Drop(None),
+        (Action::Reject, Protocol::Tcp) => {
+            Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None)))
+        }
+        (Action::Reject, _) => Statement::Reject(None),
+    });
+    stmts
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed(protocol),
+            field: Cow::Borrowed(field),
+        },
+    )))
+}
+
+fn element_obj(table: &str, set: String, elems: Vec<Expression<'static>>) -> NfListObject<'static> {
+    NfListObject::Element(NftElement {
+        family: NfFamily::INet,
+        table: Cow::Owned(table.to_string()),
+        name: Cow::Owned(set),
+        elem: Cow::Owned(elems),
+    })
+}
+
+fn value(target: &Target) -> Expression<'static> {
+    Expression::String(Cow::Owned(target.net().addr().to_string()))
+}
+
+fn element_with_timeout(e: &Element) -> Expression<'static> {
+    match e.timeout {
+        None => value(&e.target),
+        Some(t) => Expression::Named(NamedExpression::Elem(Elem {
+            val: Box::new(value(&e.target)),
+            timeout: Some(timeout_secs(t)),
+            expires: None,
+            comment: None,
+            counter: None,
+        })),
+    }
+}
+
+fn timeout_secs(d: Duration) -> u32 {
+    d.as_secs().clamp(1, MAX_TIMEOUT_SECS) as u32
+}
+
+/// One transaction for a batch of changes. Per set: `add` every touched element (so
+/// the `delete` cannot fail), `delete` them all, then `add` the bans with their new
+/// timeouts. This re-bans portably: older kernels keep the old timeout on a plain add.
+pub fn change_document(table: &str, changes: &[Change]) -> Nftables<'static> {
+    // The last change for a (set, target) wins.
+    let mut last: BTreeMap<(String, Target), &Change> = BTreeMap::new();
+    for c in changes {
+        let (jail, target) = match c {
+            Change::Ban(e) => (&e.jail, &e.target),
+            Change::Unban { jail, target } => (jail, target),
+        };
+        last.insert((set_name(jail, target), *target), c);
+    }
+    let mut touched: BTreeMap<String, Vec<Expression<'static>>> = BTreeMap::new();
+    let mut banned: BTreeMap<String, Vec<Expression<'static>>> = BTreeMap::new();
+    for ((set, target), change) in &last {
+        touched.entry(set.clone()).or_default().push(value(target));
+        if let Change::Ban(e) = change {
+            banned
+                .entry(set.clone())
+                .or_default()
+                .push(element_with_timeout(e));
+        }
+    }
+    let mut cmds = Vec::new();
+    for (set, elems) in touched {
+        cmds.push(NfCmd::Add(element_obj(table, set.clone(), elems.clone())));
+        cmds.push(NfCmd::Delete(element_obj(table, set.clone(), elems)));
+        if let Some(new) = banned.remove(&set) {
+            cmds.push(NfCmd::Add(element_obj(table, set, new)));
+        }
+    }
+    document(cmds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortRange;
+
+    fn rule(ports: Vec<PortRange>, protocol: Protocol, action: Action) -> JailRule {
+        JailRule {
+            jail: "sshd".into(),
+            ports,
+            protocol,
+            action,
+        }
+    }
+
+    fn json(doc: &Nftables) -> String {
+        serde_json::to_string(doc).expect("serialises")
+    }
+
+    #[test]
+    fn install_resets_table_then_builds_sets_chain_rules_and_elements() {
+        let layout = Layout {
+            table: "gaoler".into(),
+            priority: -10,
+            jails: vec![rule(
+                vec![PortRange {
+                    first: 22,
+                    last: 22,
+                }],
+                Protocol::Tcp,
+                Action::Drop,
+            )],
+        };
+        let bans = vec![Element {
+            jail: "sshd".into(),
+            target: "192.0.2.7".parse().expect("ip"),
+            timeout: Some(Duration::from_secs(3599)),
+        }];
+        let text = json(&install_document(&layout, &bans));
+        let add = text.find(r#"{"add":{"table""#).expect("add table");
+        let del = text.find(r#"{"delete":{"table""#).expect("delete table");
+        assert!(add < del);
+        assert!(text.contains(r#""name":"sshd-v4""#) && text.contains(r#""name":"sshd-v6""#));
+        assert!(text.contains(r#""flags":["timeout"]"#));
+        assert!(text.contains(r#""hook":"input""#) && text.contains(r#""prio":-10"#));
+        assert!(text.contains(r#""right":"@sshd-v4""#));
+        assert!(text.contains(r#""field":"dport""#) && text.contains(r#""set":[22]"#));
+        assert!(text.contains(r#""val":"192.0.2.7","timeout":3599"#));
+    }
+
+    #[test]
+    fn protocol_all_with_ports_matches_tcp_and_udp_transport_ports() {
+        let r = rule(
+            vec![PortRange {
+                first: 1000,
+                last: 2000,
+            }],
+            Protocol::All,
+            Action::Reject,
+        );
+        let text = serde_json::to_string(&rule_statements(&r, false)).expect("json");
+        assert!(text.contains(r#""protocol":"ip6","field":"saddr""#));
+        assert!(text.contains(r#""set":["tcp","udp"]"#));
+        assert!(text.contains(r#""protocol":"th","field":"dport""#));
+        assert!(text.contains(r#""range":[1000,2000]"#));
+        assert!(text.contains(r#""reject":null"#));
+        let tcp = rule(vec![], Protocol::Tcp, Action::Reject);
+        let text = serde_json::to_string(&rule_statements(&tcp, true)).expect("json");
+        assert!(text.contains(r#""key":"l4proto""#) && text.contains("tcp reset"));
+        let all = rule(vec![], Protocol::All, Action::Drop);
+        let text = serde_json::to_string(&rule_statements(&all, true)).expect("json");
+        assert!(!text.contains("l4proto") && text.contains(r#""drop":null"#));
+    }
+
+    #[test]
+    fn changes_add_delete_add_per_set_and_last_change_wins() {
+        let t4: Target = "192.0.2.7".parse().expect("ip");
+        let t6: Target = "2001:db8::7".parse().expect("ip");
+        let changes = vec![
+            Change::Unban {
+                jail: "sshd".into(),
+                target: t4,
+            },
+            Change::Ban(Element {
+                jail: "sshd".into(),
+                target: t4,
+                timeout: Some(Duration::from_secs(60)),
+            }),
+            Change::Unban {
+                jail: "sshd".into(),
+                target: t6,
+            },
+        ];
+        let doc = change_document("gaoler", &changes);
+        let cmds: Vec<String> = doc
+            .objects
+            .iter()
+            .map(|o| serde_json::to_string(o).expect("json"))
+            .collect();
+        assert_eq!(cmds.len(), 5, "{cmds:#?}");
+        assert!(cmds[0].starts_with(r#"{"add":{"element""#) && cmds[0].contains("sshd-v4"));
+        assert!(cmds[1].starts_with(r#"{"delete":{"element""#));
+        assert!(cmds[2].contains(r#""timeout":60"#));
+        assert!(cmds[3].starts_with(r#"{"add":{"element""#) && cmds[3].contains("sshd-v6"));
+        assert!(cmds[4].starts_with(r#"{"delete":{"element""#));
+    }
+
+    #[test]
+    fn timeouts_are_at_least_one_second_and_capped() {
+        assert_eq!(timeout_secs(Duration::from_millis(10)), 1);
+        assert_eq!(
+            timeout_secs(Duration::from_secs(u64::MAX)),
+            MAX_TIMEOUT_SECS as u32
+        );
+    }
+}

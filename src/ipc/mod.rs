@@ -1,0 +1,237 @@
+//! The ctl protocol: versioned `Request`/`Response` types shared by daemon and client,
+//! and their framing (one JSON document per line, at most `MAX_FRAME` bytes).
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Ban, Timestamp};
+
+/// Bumped when a request or response changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest request or response line accepted.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Responses can list many bans; the client accepts more than a request may carry.
+pub const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+/// What `ctl` asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Ping,
+    Version,
+    Status {
+        #[serde(default)]
+        jail: Option<String>,
+    },
+    Banned {
+        #[serde(default)]
+        jail: Option<String>,
+    },
+    Ban {
+        jail: String,
+        ip: String,
+        /// A duration (`2`, `10m`) or `permanent`; the jail's bantime when absent.
+        #[serde(default)]
+        bantime: Option<String>,
+    },
+    Unban {
+        #[serde(default)]
+        ip: Option<String>,
+        #[serde(default)]
+        jail: Option<String>,
+        #[serde(default)]
+        all: bool,
+    },
+    Stats,
+}
+
+/// A request on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub v: u32,
+    pub request: Request,
+}
+
+/// One ban as `ctl banned --json` shows it (SPEC.md's stable shape).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanView {
+    pub ip: String,
+    pub jail: String,
+    pub banned_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub count: u32,
+}
+
+impl From<&Ban> for BanView {
+    fn from(b: &Ban) -> Self {
+        BanView {
+            ip: b.target.to_string(),
+            jail: b.jail.clone(),
+            banned_at: b.banned_at,
+            expires_at: b.expires_at,
+            count: b.count,
+        }
+    }
+}
+
+/// One jail in `ctl status --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailStatus {
+    pub name: String,
+    pub filter: String,
+    pub currently_banned: u64,
+    pub total_banned: u64,
+    pub currently_failed: u64,
+    pub total_failed: u64,
+    /// Current bans; filled in when one jail was asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub jails: Vec<JailStatus>,
+}
+
+/// `ctl stats --json`: totals since start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub lines_read: u64,
+    pub failures: u64,
+    pub bans: u64,
+    pub tracked: u64,
+    pub evicted: u64,
+}
+
+/// What the daemon answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Response {
+    Pong {
+        version: String,
+    },
+    Version {
+        version: String,
+        protocol: u32,
+    },
+    Status(StatusReport),
+    Bans {
+        bans: Vec<BanView>,
+    },
+    Banned {
+        ban: BanView,
+    },
+    Unbanned {
+        bans: Vec<BanView>,
+    },
+    Stats(StatsReport),
+    /// `usage`: the request was wrong (exit 2); otherwise the daemon failed (exit 1).
+    Error {
+        usage: bool,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    pub v: u32,
+    pub response: Response,
+}
+
+/// Decodes one request line. Errors are answers to send back, never panics.
+pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
+    let usage = |message: String| Response::Error {
+        usage: true,
+        message,
+    };
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| usage(format!("malformed request (not JSON): {e}")))?;
+    let v = value.get("v").and_then(|v| v.as_u64());
+    match v {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(usage(format!(
+                "this daemon speaks ctl protocol {PROTOCOL_VERSION} but the client sent {v}: use the gaoler binary of the running daemon's version"
+            )))
+        }
+        None => return Err(usage("malformed request: no protocol version `v`".into())),
+    }
+    serde_json::from_value::<RequestFrame>(value)
+        .map(|f| f.request)
+        .map_err(|e| usage(format!("malformed request: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Ping,
+            Request::Status {
+                jail: Some("sshd".into()),
+            },
+            Request::Ban {
+                jail: "sshd".into(),
+                ip: "192.0.2.1".into(),
+                bantime: Some("2".into()),
+            },
+            Request::Unban {
+                ip: None,
+                jail: None,
+                all: true,
+            },
+        ];
+        for r in reqs {
+            let line = serde_json::to_vec(&RequestFrame {
+                v: PROTOCOL_VERSION,
+                request: r.clone(),
+            })
+            .expect("json");
+            assert_eq!(decode_request(&line), Ok(r));
+        }
+    }
+
+    #[test]
+    fn garbage_and_wrong_versions_get_usage_errors() {
+        for line in [
+            &b"\xff\xfe"[..],
+            b"{}",
+            b"[1,2]",
+            br#"{"v":1}"#,
+            br#"{"v":1,"request":{"cmd":"explode"}}"#,
+            br#"{"v":1,"request":{"cmd":"ban","jail":"sshd"}}"#,
+        ] {
+            assert!(
+                matches!(
+                    decode_request(line),
+                    Err(Response::Error { usage: true, .. })
+                ),
+                "{line:?}"
+            );
+        }
+        match decode_request(br#"{"v":99,"request":{"cmd":"ping"}}"#) {
+            Err(Response::Error { message, .. }) => assert!(message.contains("protocol")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ban_view_has_the_stable_json_fields() {
+        let view = BanView {
+            ip: "192.0.2.1".into(),
+            jail: "sshd".into(),
+            banned_at: chrono::DateTime::from_timestamp(0, 0).expect("time"),
+            expires_at: None,
+            count: 1,
+        };
+        let v: serde_json::Value = serde_json::to_value(&view).expect("json");
+        assert_eq!(v["ip"], "192.0.2.1");
+        assert_eq!(v["banned_at"], "1970-01-01T00:00:00Z");
+        assert!(v["expires_at"].is_null());
+        assert_eq!(v["count"], 1);
+    }
+}

@@ -1,0 +1,172 @@
+//! The `gaoler` binary: parses the command line, sets up logging, calls into the
+//! library, and turns errors into exit codes (0 ok, 1 runtime failure, 2 usage/config).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use gaoler::cli::{Cli, Command};
+use gaoler::{config, ctl, daemon, test_filter};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Run => run(&cli),
+        Command::Check => check(&cli),
+        Command::TestFilter {
+            filter,
+            log,
+            json,
+            show_missed,
+        } => filter_test(&cli, filter, log.as_deref(), *json, *show_missed),
+        Command::Ctl(args) => {
+            let socket = socket_path(&cli);
+            ctl::run(&socket, &args.command.request(), args.json)
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn print_errors(errors: &config::ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+}
+
+fn check(cli: &Cli) -> i32 {
+    match config::load(&cli.config) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("{w} (warning)");
+            }
+            let enabled = cfg.enabled_jails().count();
+            println!(
+                "{}: configuration is valid ({} jails, {} enabled)",
+                cli.config.display(),
+                cfg.jails.len(),
+                enabled
+            );
+            0
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            eprintln!("{} error(s) in the configuration", errors.0.len());
+            2
+        }
+    }
+}
+
+/// The socket from gaoler.toml when it can be read, else the default location.
+fn socket_path(cli: &Cli) -> std::path::PathBuf {
+    match config::load(&cli.config) {
+        Ok(cfg) => cfg.daemon.socket,
+        Err(_) => std::path::PathBuf::from("/run/gaoler/gaoler.sock"),
+    }
+}
+
+fn run(cli: &Cli) -> i32 {
+    let cfg = match config::load(&cli.config) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            print_errors(&errors);
+            eprintln!(
+                "gaoler: not starting: {} error(s) in the configuration",
+                errors.0.len()
+            );
+            return 2;
+        }
+    };
+    let filter = EnvFilter::try_from_env("GAOLER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("gaoler={}", cfg.daemon.log_level)));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!(
+                "gaoler: cannot start the runtime: {}",
+                gaoler::util::io_reason(&e)
+            );
+            return 1;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        if let Err(e) = daemon::handle_signals(shutdown.clone()) {
+            eprintln!(
+                "gaoler: cannot install signal handlers: {}",
+                gaoler::util::io_reason(&e)
+            );
+            return 1;
+        }
+        match daemon::run(cfg, shutdown).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("gaoler: {e}");
+                1
+            }
+        }
+    })
+}
+
+fn filter_test(
+    cli: &Cli,
+    name: &str,
+    log: Option<&std::path::Path>,
+    json: bool,
+    show_missed: bool,
+) -> i32 {
+    let filter = match config::load_filter(&cli.config, name) {
+        Ok(f) => f,
+        Err(errors) => {
+            print_errors(&errors);
+            return 2;
+        }
+    };
+    let result = match log {
+        None => test_filter::run(&filter, std::io::stdin().lock(), show_missed),
+        Some(p) if p.as_os_str() == "-" => {
+            test_filter::run(&filter, std::io::stdin().lock(), show_missed)
+        }
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => test_filter::run(&filter, f, show_missed),
+            Err(e) => {
+                eprintln!(
+                    "gaoler test-filter: cannot open {}: {}",
+                    p.display(),
+                    gaoler::util::io_reason(&e)
+                );
+                return 2;
+            }
+        },
+    };
+    match result {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            0
+        }
+        Ok(report) => {
+            print!("{}", test_filter::render(&report, &filter, show_missed));
+            0
+        }
+        Err(e) => {
+            eprintln!(
+                "gaoler test-filter: read error: {}",
+                gaoler::util::io_reason(&e)
+            );
+            1
+        }
+    }
+}

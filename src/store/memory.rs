@@ -1,0 +1,46 @@
+//! An in-memory `BanStore` for unit tests of the core. Not durable by design.
+
+use std::collections::BTreeMap;
+
+use super::{next_history, BanStore, History, StoreChange, StoreError};
+use crate::types::{Ban, Target};
+
+/// Bans and history in maps; `fail` makes every commit fail (to test error paths).
+#[derive(Default, Debug)]
+pub struct MemoryStore {
+    pub bans: BTreeMap<(String, Target), Ban>,
+    pub history: BTreeMap<(String, Target), History>,
+    pub fail: bool,
+}
+
+impl BanStore for MemoryStore {
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        Ok(self.bans.values().cloned().collect())
+    }
+
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        Ok(self.history.get(&(jail.to_string(), *target)).copied())
+    }
+
+    fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
+        if self.fail {
+            return Err(StoreError::Db {
+                doing: "committing",
+                reason: "injected failure".into(),
+            });
+        }
+        for change in changes {
+            match change {
+                StoreChange::Put(ban) => {
+                    let key = (ban.jail.clone(), ban.target);
+                    self.history.insert(key.clone(), next_history(ban));
+                    self.bans.insert(key, ban.clone());
+                }
+                StoreChange::Remove { jail, target } => {
+                    self.bans.remove(&(jail.clone(), *target));
+                }
+            }
+        }
+        Ok(())
+    }
+}

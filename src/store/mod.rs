@@ -1,0 +1,90 @@
+//! Durable ban state behind a small trait: current bans and per-(jail, target) ban
+//! history. `sled` is the real store; `memory` is a fake for unit tests of the core.
+//! Records carry a format version so old state directories keep loading.
+
+mod memory;
+mod sled_store;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use crate::types::{Ban, Target, Timestamp};
+
+/// Version written into every record; readers accept this and older.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One change to the store; a batch of them is applied atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChange {
+    /// Record a ban (new or renewed) and bump the target's history in the jail.
+    Put(Ban),
+    /// Remove the current ban of `target` in `jail`; its history stays.
+    Remove { jail: String, target: Target },
+}
+
+/// What the store remembers of a target's past bans in one jail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub count: u32,
+    pub last_banned_at: Timestamp,
+}
+
+/// Durable ban state.
+pub trait BanStore: Send {
+    /// Every stored ban, expired ones included (the caller decides what to keep).
+    fn bans(&self) -> Result<Vec<Ban>, StoreError>;
+    /// The history of `target` in `jail`, if it was ever banned there.
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError>;
+    /// Applies `changes` atomically; once this returns `Ok` they survive a crash.
+    fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state directory {path} is in use by another gaoler process (its database is locked)")]
+    Locked { path: PathBuf },
+    #[error("cannot open the state database in {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("state database in {path} has format version {found}, newer than this gaoler ({FORMAT_VERSION}): upgrade gaoler or move the directory away")]
+    Newer { path: PathBuf, found: u32 },
+    #[error("state database error while {doing}: {reason}")]
+    Db { doing: &'static str, reason: String },
+}
+
+/// A stored ban: the ban plus the record format version.
+#[derive(Serialize, Deserialize)]
+struct BanRecord {
+    v: u32,
+    #[serde(flatten)]
+    ban: Ban,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HistoryRecord {
+    v: u32,
+    #[serde(flatten)]
+    history: History,
+}
+
+fn ban_key(jail: &str, target: &Target) -> Vec<u8> {
+    format!("b/{jail}/{target}").into_bytes()
+}
+
+fn history_key(jail: &str, target: &Target) -> Vec<u8> {
+    format!("h/{jail}/{target}").into_bytes()
+}
+
+/// The history a target has once `ban` (whose `count` already includes it) is recorded.
+fn next_history(ban: &Ban) -> History {
+    History {
+        count: ban.count,
+        last_banned_at: ban.banned_at,
+    }
+}
+
+#[cfg(test)]
+mod tests;

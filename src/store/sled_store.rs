@@ -1,0 +1,156 @@
+//! The durable `BanStore` on sled: one tree, keys `b/<jail>/<target>` (current bans)
+//! and `h/<jail>/<target>` (history), JSON values with a version. Each commit is one
+//! atomic sled batch followed by one flush.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    ban_key, history_key, next_history, BanRecord, BanStore, History, HistoryRecord, StoreChange,
+    StoreError, FORMAT_VERSION,
+};
+use crate::types::{Ban, Target};
+
+const META_FORMAT: &[u8] = b"meta/format";
+
+/// Ban state in a sled database under the state directory.
+pub struct SledStore {
+    path: PathBuf,
+    pub(super) db: sled::Db,
+    pub(super) tree: sled::Tree,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the database in `state_dir/db`.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let path = state_dir.join("db");
+        let open_err = |reason: String| StoreError::Open {
+            path: state_dir.to_path_buf(),
+            reason,
+        };
+        std::fs::create_dir_all(state_dir).map_err(|e| open_err(crate::util::io_reason(&e)))?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                // sled reports a held lock as an I/O error with this text.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::Locked {
+                        path: state_dir.to_path_buf(),
+                    }
+                }
+                sled::Error::Io(io) => open_err(crate::util::io_reason(&io)),
+                other => open_err(other.to_string()),
+            })?;
+        let tree = db.open_tree("state").map_err(|e| open_err(e.to_string()))?;
+        let store = SledStore {
+            path: state_dir.to_path_buf(),
+            db,
+            tree,
+        };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        let found = self
+            .tree
+            .get(META_FORMAT)
+            .map_err(db_err("reading the format"))?;
+        match found {
+            Some(v) => {
+                let found = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .unwrap_or(u32::MAX);
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::Newer {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+            }
+            None => {
+                self.tree
+                    .insert(META_FORMAT, FORMAT_VERSION.to_string().as_bytes())
+                    .map_err(db_err("writing the format"))?;
+                self.db.flush().map_err(db_err("flushing"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn db_err(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    move |e| StoreError::Db {
+        doing,
+        reason: e.to_string(),
+    }
+}
+
+impl BanStore for SledStore {
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"b/") {
+            let (key, value) = item.map_err(db_err("reading bans"))?;
+            match serde_json::from_slice::<BanRecord>(&value) {
+                Ok(rec) => out.push(rec.ban),
+                Err(e) => tracing::warn!(
+                    key = %String::from_utf8_lossy(&key),
+                    error = %e,
+                    "skipping an unreadable ban record in the state database"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        let value = self
+            .tree
+            .get(history_key(jail, target))
+            .map_err(db_err("reading history"))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<HistoryRecord>(&v).ok())
+            .map(|r| r.history))
+    }
+
+    fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for change in changes {
+            match change {
+                StoreChange::Put(ban) => {
+                    let rec = BanRecord {
+                        v: FORMAT_VERSION,
+                        ban: ban.clone(),
+                    };
+                    let hist = HistoryRecord {
+                        v: FORMAT_VERSION,
+                        history: next_history(ban),
+                    };
+                    batch.insert(ban_key(&ban.jail, &ban.target), to_json(&rec)?);
+                    batch.insert(history_key(&ban.jail, &ban.target), to_json(&hist)?);
+                }
+                StoreChange::Remove { jail, target } => batch.remove(ban_key(jail, target)),
+            }
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(db_err("writing bans"))?;
+        self.db.flush().map_err(db_err("flushing bans to disk"))?;
+        Ok(())
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Db {
+        doing: "encoding a record",
+        reason: e.to_string(),
+    })
+}

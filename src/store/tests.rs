@@ -1,0 +1,110 @@
+//! The store contract, run against both the memory fake and real sled on disk.
+
+use super::*;
+use chrono::{TimeZone, Utc};
+
+fn ban(ip: &str, count: u32) -> Ban {
+    let at = Utc
+        .with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
+        .single()
+        .expect("time");
+    Ban {
+        target: ip.parse().expect("ip"),
+        jail: "sshd".into(),
+        banned_at: at,
+        expires_at: Some(at + chrono::Duration::hours(1)),
+        count,
+    }
+}
+
+fn contract(store: &mut dyn BanStore) {
+    let a = ban("192.0.2.1", 1);
+    let b = Ban {
+        expires_at: None,
+        ..ban("2001:db8::/64", 1)
+    };
+    store
+        .commit(&[StoreChange::Put(a.clone()), StoreChange::Put(b.clone())])
+        .expect("commit");
+    let mut all = store.bans().expect("bans");
+    all.sort_by_key(|b| b.target);
+    assert_eq!(all, vec![a.clone(), b.clone()]);
+    store
+        .commit(&[StoreChange::Remove {
+            jail: "sshd".into(),
+            target: a.target,
+        }])
+        .expect("remove");
+    assert_eq!(store.bans().expect("bans"), vec![b]);
+    // History outlives the ban.
+    let h = store
+        .history("sshd", &a.target)
+        .expect("history")
+        .expect("some");
+    assert_eq!(h.count, 1);
+    assert_eq!(store.history("web", &a.target).expect("history"), None);
+}
+
+#[test]
+fn memory_store_keeps_the_contract() {
+    contract(&mut MemoryStore::default());
+}
+
+#[test]
+fn sled_store_keeps_the_contract_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut store = SledStore::open(dir.path()).expect("open");
+        contract(&mut store);
+        store
+            .commit(&[StoreChange::Put(ban("192.0.2.9", 3))])
+            .expect("commit");
+    }
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.bans().expect("bans").len(), 2);
+    let t: Target = "192.0.2.9".parse().expect("ip");
+    assert_eq!(
+        store.history("sshd", &t).expect("h").map(|h| h.count),
+        Some(3)
+    );
+}
+
+#[test]
+fn a_second_open_of_the_same_state_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = SledStore::open(dir.path()).expect("open");
+    match SledStore::open(dir.path()) {
+        Err(StoreError::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("second open succeeded"),
+    }
+}
+
+#[test]
+fn version_1_records_still_load() {
+    // A record exactly as format version 1 writes it; keep this test when the format moves.
+    let v1 = r#"{"v":1,"target":"192.0.2.1","jail":"sshd","banned_at":"2026-11-21T08:00:00Z","expires_at":"2026-11-21T09:00:00Z","count":2}"#;
+    let rec: BanRecord = serde_json::from_str(v1).expect("v1 loads");
+    assert_eq!(rec.ban, ban("192.0.2.1", 2));
+    let permanent = r#"{"v":1,"target":"2001:db8::/64","jail":"sshd","banned_at":"2026-11-21T08:00:00Z","expires_at":null,"count":1}"#;
+    let rec: BanRecord = serde_json::from_str(permanent).expect("permanent loads");
+    assert_eq!(rec.ban.expires_at, None);
+}
+
+#[test]
+fn a_newer_format_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        store
+            .tree
+            .insert(b"meta/format", &b"99"[..])
+            .expect("insert");
+        store.db.flush().expect("flush");
+    }
+    match SledStore::open(dir.path()) {
+        Err(e @ StoreError::Newer { .. }) => assert!(e.to_string().contains("newer")),
+        Err(other) => panic!("expected Newer, got {other}"),
+        Ok(_) => panic!("opened a newer store"),
+    }
+}
