@@ -58,12 +58,9 @@ fn check(cli: &Cli) -> i32 {
     }
 }
 
-/// The socket from gaoler.toml when it can be read, else the default location.
+/// The socket named in gaoler.toml (read alone, without the jails and filters).
 fn socket_path(cli: &Cli) -> std::path::PathBuf {
-    match config::load(&cli.config) {
-        Ok(cfg) => cfg.daemon.socket,
-        Err(_) => std::path::PathBuf::from("/run/gaoler/gaoler.sock"),
-    }
+    config::socket_path(&cli.config)
 }
 
 fn run(cli: &Cli) -> i32 {
@@ -83,6 +80,7 @@ fn run(cli: &Cli) -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -24,6 +24,8 @@ use raw::{RawFilter, RawJail, RawMain};
 
 /// Default directory for `--config`.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/gaoler";
+/// Where the daemon listens for `ctl` unless gaoler.toml says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/gaoler/gaoler.sock";
 /// Where packages install the shipped filter catalog.
 pub const SHIPPED_FILTERS: &str = "/usr/share/gaoler/filters";
 /// Longest log line handed to filters; the rest of a longer line is dropped.
@@ -189,7 +191,16 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
                 loader
                     .errors
                     .push(Diagnostic::from_toml(&main_path, &text, &e));
-                None
+                // Keep the filter path anyway, so jails are not also reported as
+                // naming missing filters because of an unrelated error here.
+                let raw = RawMain {
+                    daemon: lenient_filter_path(&text).map(|fp| raw::RawDaemon {
+                        filter_path: Some(value::OneOrMany(fp)),
+                        ..raw::RawDaemon::default()
+                    }),
+                    ..RawMain::default()
+                };
+                Some((raw, text))
             }
         },
         Err(e) => {
@@ -223,6 +234,16 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         })
     } else {
         Err(ConfigErrors(loader.errors))
+    }
+}
+
+/// `[daemon] filter_path` read from a gaoler.toml that failed strict parsing.
+fn lenient_filter_path(text: &str) -> Option<Vec<String>> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    match table.get("daemon")?.get("filter_path")? {
+        toml::Value::String(s) => Some(vec![s.clone()]),
+        toml::Value::Array(items) => items.iter().map(|v| v.as_str().map(String::from)).collect(),
+        _ => None,
     }
 }
 
@@ -309,7 +330,7 @@ impl Loader {
             .map_or(DEFAULT_MAX_LINE, |v| v as usize);
         DaemonConfig {
             state_dir: self.path(raw.state_dir.as_deref().unwrap_or("/var/lib/gaoler")),
-            socket: self.path(raw.socket.as_deref().unwrap_or("/run/gaoler/gaoler.sock")),
+            socket: self.path(raw.socket.as_deref().unwrap_or(DEFAULT_SOCKET)),
             socket_group: raw.socket_group.filter(|g| !g.is_empty()),
             log_level,
             filter_path: match raw.filter_path {
@@ -651,6 +672,16 @@ impl Loader {
 
 #[cfg(test)]
 mod tests;
+
+/// The control socket configured in `dir/gaoler.toml`, read without the rest of the
+/// configuration (so `ctl` works even while a jail file is being edited).
+pub fn socket_path(dir: &Path) -> PathBuf {
+    std::fs::read_to_string(dir.join("gaoler.toml"))
+        .ok()
+        .and_then(|text| toml::from_str::<RawMain>(&text).ok())
+        .and_then(|raw| raw.daemon.and_then(|d| d.socket))
+        .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), |s| dir.join(s))
+}
 
 /// Finds and compiles one filter for `test-filter`: by name along the filter path of
 /// the configuration in `dir` (the default path when there is no gaoler.toml), or by

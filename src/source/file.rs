@@ -111,11 +111,9 @@ impl FileTail {
         let mut report = ReadReport::default();
         let mut budget = READ_BUDGET;
         loop {
-            if self.file.is_some() {
-                if self.drain(out, &mut budget)? {
-                    report.more = true;
-                    return Ok(report);
-                }
+            if self.drain(out, &mut budget)? {
+                report.more = true;
+                return Ok(report);
             }
             match std::fs::metadata(&self.path) {
                 Ok(meta) => {

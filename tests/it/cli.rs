@@ -1,0 +1,227 @@
+//! The binary's edges without a kernel: `check` errors with positions, nft missing at
+//! start, bad log input, garbage on the control socket, a second daemon refused.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+const LOG_JAIL: &str = "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 3\n";
+
+#[test]
+fn check_reports_every_error_with_file_line_and_column() {
+    let cfg = ConfigDir::new("backend = \"log\"\nflush_on_exit = true", LOG_JAIL);
+    cfg.write(
+        "jails/web.toml",
+        "enabled = true\nfilter = \"nginx-nope\"\nlogpath = \"access.log\"\n",
+    );
+    let out = gaoler(cfg.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("gaoler.toml:9:1: unknown field `flush_on_exit`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("jails/web.toml:2:10: filter `nginx-nope` not found"),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s)"), "{err}");
+    // `run` refuses the same config with the same messages.
+    let out = gaoler(cfg.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("flush_on_exit"));
+}
+
+#[test]
+fn the_shipped_configuration_passes_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        repo.join("packaging/gaoler.toml"),
+        dir.path().join("gaoler.toml"),
+    )
+    .expect("copy main");
+    std::os::unix::fs::symlink(repo.join("jails"), dir.path().join("jails")).expect("link jails");
+    std::os::unix::fs::symlink(repo.join("filters"), dir.path().join("filters"))
+        .expect("link filters");
+    let out = gaoler(dir.path(), &["check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("configuration is valid"));
+}
+
+#[test]
+fn nft_missing_at_start_says_to_install_nftables() {
+    let cfg = ConfigDir::new("backend = \"nftables\"", LOG_JAIL);
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(cfg.path())
+        .env("PATH", empty.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`nft` command was not found: install the nftables package"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+}
+
+#[test]
+fn huge_lines_and_invalid_utf8_do_not_stop_matching() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let _d = Daemon::start(cfg.path(), None);
+    let mut huge =
+        b"Nov 21 08:13:46 h sshd[1]: Failed password for root from 203.0.113.66 port 1 ssh2 "
+            .to_vec();
+    huge.extend(std::iter::repeat_n(b'A', 1024 * 1024));
+    huge.push(b'\n');
+    cfg.append("auth.log", &huge);
+    cfg.append("auth.log", b"\xff\xfe\xfd not utf-8 \x00\x01 at all\n");
+    let stamp = chrono::Local::now().format("%b %e %H:%M:%S").to_string();
+    let mut bad_user = format!("{stamp} h sshd[1]: Invalid user ").into_bytes();
+    bad_user.extend_from_slice(b"\xff\xfe from 203.0.113.77 port 9\n");
+    cfg.append("auth.log", &bad_user);
+    for _ in 0..3 {
+        cfg.sshd_failure("203.0.113.5");
+    }
+    wait_for(Duration::from_secs(5), "the ban after bad lines", || {
+        banned_ips(cfg.path()).contains(&"203.0.113.5".to_string())
+    });
+    let stats = ctl_json(cfg.path(), &["stats"]);
+    assert_eq!(stats["lines_read"], 6, "{stats}");
+    // The invalid-UTF-8 user name still counted for its (real) address.
+    let status = ctl_json(cfg.path(), &["status", "sshd"]);
+    assert_eq!(status["jails"][0]["total_failed"], 4, "{status}");
+}
+
+fn raw_request(socket: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(bytes).expect("write");
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).expect("read");
+    line
+}
+
+#[test]
+fn garbage_on_the_socket_gets_an_error_and_the_daemon_keeps_answering() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let _d = Daemon::start(cfg.path(), None);
+    let socket = cfg.path().join("gaoler.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket).expect("socket").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "socket mode");
+    let answer = raw_request(&socket, b"\x00\xffnot json\n");
+    assert!(
+        answer.contains("\"usage\":true") && answer.contains("malformed"),
+        "{answer}"
+    );
+    let answer = raw_request(&socket, br#"{"v":7,"request":{"cmd":"ping"}}"#.iter().chain(b"\n").copied().collect::<Vec<u8>>().as_slice());
+    assert!(answer.contains("protocol"), "{answer}");
+    let big = vec![b'x'; 200 * 1024];
+    let answer = raw_request(&socket, &big);
+    assert!(answer.contains("larger than 64 KiB"), "{answer}");
+    assert!(gaoler(cfg.path(), &["ctl", "ping"]).status.success());
+    // Usage errors exit 2; an unknown jail is one.
+    let out = gaoler(cfg.path(), &["ctl", "ban", "nope", "203.0.113.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no enabled jail named `nope`"));
+}
+
+#[test]
+fn ctl_without_a_daemon_exits_1_with_a_hint() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let out = gaoler(cfg.path(), &["ctl", "ping"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot reach the gaoler daemon") && err.contains("is `gaoler run` running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let _d = Daemon::start(cfg.path(), None);
+    let out = gaoler(cfg.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("in use by another gaoler process"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        gaoler(cfg.path(), &["ctl", "ping"]).status.success(),
+        "the first one keeps running"
+    );
+}
+
+#[test]
+fn bans_survive_a_restart_with_the_log_backend_and_expired_ones_are_dropped() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let mut d = Daemon::start(cfg.path(), None);
+    ctl_json(
+        cfg.path(),
+        &["ban", "sshd", "203.0.113.8", "--bantime", "1h"],
+    );
+    ctl_json(
+        cfg.path(),
+        &["ban", "sshd", "2001:db8::8", "--bantime", "permanent"],
+    );
+    ctl_json(
+        cfg.path(),
+        &["ban", "sshd", "203.0.113.9", "--bantime", "1"],
+    );
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _d = Daemon::start(cfg.path(), None);
+    let bans = ctl_json(cfg.path(), &["banned"]);
+    let ips: Vec<&str> = bans
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|b| b["ip"].as_str())
+        .collect();
+    assert_eq!(ips, vec!["203.0.113.8", "2001:db8::8"]);
+    assert!(bans[1]["expires_at"].is_null(), "permanent ban");
+}
+
+#[test]
+fn test_filter_reports_in_the_stable_json_shape() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/filters/sshd.log");
+    let out = gaoler(
+        cfg.path(),
+        &[
+            "test-filter",
+            "sshd",
+            fixture.to_str().expect("path"),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (lines, matched, ignored, missed) = (
+        v["lines"].as_u64(),
+        v["matched"].as_u64(),
+        v["ignored"].as_u64(),
+        v["missed"].as_u64(),
+    );
+    assert_eq!(
+        lines,
+        Some(matched.unwrap_or(0) + ignored.unwrap_or(0) + missed.unwrap_or(0))
+    );
+    assert!(matched > Some(5));
+    let first = &v["matches"][0];
+    assert!(first["line"].as_u64().is_some() && first["host"].is_string());
+    assert!(first.get("time").is_some());
+}

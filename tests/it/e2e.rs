@@ -1,0 +1,178 @@
+//! End to end in network namespaces: the real daemon follows a log, bans the attacker
+//! namespace's address in a real nftables set, and its TCP connections are dropped;
+//! the ban survives `kill -9` plus a deleted table, and ends by unban or by expiry.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const PORT: u16 = 2222;
+const SHORT: Duration = Duration::from_millis(800);
+const LONG: Duration = Duration::from_secs(3);
+
+fn jail(maxretry: u32) -> String {
+    format!("filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [\"{PORT}\"]\n")
+}
+
+fn stats(cfg: &ConfigDir) -> serde_json::Value {
+    ctl_json(cfg.path(), &["stats"])
+}
+
+#[test]
+fn brute_forcer_is_banned_dropped_restored_unbanned_and_expires() {
+    let lab = Lab::new();
+    let cfg = ConfigDir::new("backend = \"nftables\"\ntable = \"gaoler\"", &jail(3));
+    lab.listen(PORT);
+    assert!(
+        lab.attacker_connects(SERVER_V4, PORT, LONG),
+        "baseline: the attacker can connect before any ban"
+    );
+    let mut daemon = Daemon::start(cfg.path(), Some(&lab.server));
+
+    // (a) Two failures with maxretry 3: counted, no ban.
+    cfg.sshd_failure(ATTACKER_V4);
+    cfg.sshd_failure(ATTACKER_V4);
+    wait_for(LONG, "two failures counted", || {
+        stats(&cfg)["failures"] == 2
+    });
+    assert!(banned_ips(cfg.path()).is_empty());
+    assert!(lab.elements("gaoler", "sshd-v4").is_empty());
+    assert!(
+        lab.attacker_connects(SERVER_V4, PORT, LONG),
+        "no ban after two failures"
+    );
+
+    // The third: banned, in ctl and as a kernel element with a timeout.
+    cfg.sshd_failure(ATTACKER_V4);
+    wait_for(LONG, "the ban", || {
+        banned_ips(cfg.path()) == vec![ATTACKER_V4.to_string()]
+    });
+    let ban = ctl_json(cfg.path(), &["banned"])[0].clone();
+    assert_eq!(ban["jail"], "sshd");
+    assert_eq!(ban["count"], 1);
+    let banned_at =
+        chrono::DateTime::parse_from_rfc3339(ban["banned_at"].as_str().expect("banned_at"))
+            .expect("rfc3339");
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(ban["expires_at"].as_str().expect("expires_at"))
+            .expect("rfc3339");
+    assert_eq!((expires_at - banned_at).num_seconds(), 3600);
+    let elements = lab.elements("gaoler", "sshd-v4");
+    assert_eq!(elements.len(), 1, "{elements:?}");
+    let (addr, timeout, expires) = elements[0].clone();
+    assert_eq!(addr, ATTACKER_V4);
+    assert!(
+        timeout.is_some_and(|t| (3590..=3600).contains(&t)),
+        "timeout {timeout:?}"
+    );
+    let expires_before = expires.expect("element expires");
+
+    // (b) The attacker's TCP connection is dropped.
+    assert!(
+        !lab.attacker_connects(SERVER_V4, PORT, SHORT),
+        "banned attacker still connects"
+    );
+
+    // (c) kill -9, delete the table, restart: the ban is back with less time left.
+    daemon.kill9();
+    lab.nft(&["delete", "table", "inet", "gaoler"]);
+    assert!(
+        lab.attacker_connects(SERVER_V4, PORT, LONG),
+        "with the table gone traffic flows"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let daemon = Daemon::start(cfg.path(), Some(&lab.server));
+    let after = ctl_json(cfg.path(), &["banned"]);
+    assert_eq!(after.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        after[0]["expires_at"], ban["expires_at"],
+        "the ban's end never moves"
+    );
+    let elements = lab.elements("gaoler", "sshd-v4");
+    assert_eq!(elements.len(), 1, "{elements:?}");
+    let (_, timeout, expires) = elements[0].clone();
+    let timeout = timeout.expect("restored element has a timeout");
+    assert!(
+        timeout < expires_before,
+        "restored timeout {timeout} is not below {expires_before}"
+    );
+    assert!(expires.is_some_and(|e| e <= timeout));
+    assert!(
+        !lab.attacker_connects(SERVER_V4, PORT, SHORT),
+        "dropped again after restore"
+    );
+
+    // (d) Unban: the connection works again.
+    let lifted = ctl_json(cfg.path(), &["unban", ATTACKER_V4]);
+    assert_eq!(lifted[0]["ip"], ATTACKER_V4);
+    assert!(banned_ips(cfg.path()).is_empty());
+    assert!(lab.elements("gaoler", "sshd-v4").is_empty());
+    assert!(
+        lab.attacker_connects(SERVER_V4, PORT, LONG),
+        "unbanned attacker connects"
+    );
+
+    // (e) A 2-second manual ban disappears from ctl and the kernel by itself.
+    let manual = ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4, "--bantime", "2"]);
+    assert_eq!(manual["ip"], ATTACKER_V4);
+    assert_eq!(
+        manual["count"], 2,
+        "the second ban of this address in this jail"
+    );
+    assert_eq!(lab.elements("gaoler", "sshd-v4").len(), 1);
+    assert!(!lab.attacker_connects(SERVER_V4, PORT, SHORT));
+    wait_for(Duration::from_secs(8), "the manual ban to expire", || {
+        banned_ips(cfg.path()).is_empty() && lab.elements("gaoler", "sshd-v4").is_empty()
+    });
+    assert!(
+        lab.attacker_connects(SERVER_V4, PORT, LONG),
+        "expired ban no longer drops"
+    );
+
+    // A clean stop keeps the table (on_stop = "keep").
+    let mut daemon = daemon;
+    daemon.stop();
+    assert!(lab.nft_json(&["list", "table", "inet", "gaoler"]).is_some());
+}
+
+#[test]
+fn ipv6_and_ipv4_mapped_offenders_are_banned_in_their_family_set() {
+    let lab = Lab::new();
+    let cfg = ConfigDir::new("backend = \"nftables\"\ntable = \"g6\"", &jail(2));
+    lab.listen(PORT);
+    assert!(
+        lab.attacker_connects(SERVER_V6, PORT, LONG),
+        "baseline over IPv6"
+    );
+    let _daemon = Daemon::start(cfg.path(), Some(&lab.server));
+
+    cfg.sshd_failure(ATTACKER_V6);
+    cfg.sshd_failure(ATTACKER_V6);
+    wait_for(LONG, "the IPv6 ban", || {
+        banned_ips(cfg.path()) == vec![ATTACKER_V6.to_string()]
+    });
+    let v6 = lab.elements("g6", "sshd-v6");
+    assert_eq!(v6.len(), 1, "{v6:?}");
+    assert_eq!(v6[0].0, ATTACKER_V6);
+    assert!(
+        !lab.attacker_connects(SERVER_V6, PORT, SHORT),
+        "IPv6 attacker dropped"
+    );
+    assert!(
+        lab.attacker_connects(SERVER_V4, PORT, LONG),
+        "the IPv4 address is another offender"
+    );
+
+    // sshd on a dual-stack socket logs IPv4 peers as ::ffff:a.b.c.d: banned as IPv4.
+    let mapped = format!("::ffff:{ATTACKER_V4}");
+    cfg.sshd_failure(&mapped);
+    cfg.sshd_failure(&mapped);
+    wait_for(LONG, "the mapped ban", || {
+        banned_ips(cfg.path()).contains(&ATTACKER_V4.to_string())
+    });
+    assert_eq!(lab.elements("g6", "sshd-v4").len(), 1);
+    assert!(
+        !lab.attacker_connects(SERVER_V4, PORT, SHORT),
+        "IPv4 attacker dropped"
+    );
+}

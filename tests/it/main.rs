@@ -1,0 +1,7 @@
+//! Integration tests: the real `gaoler` binary with real sled state and, where the
+//! kernel is involved, real nftables inside private network namespaces.
+
+mod cli;
+mod e2e;
+mod filters;
+mod support;

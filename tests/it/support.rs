@@ -1,0 +1,429 @@
+//! Test helpers: temporary config directories, a guard around a running daemon, `ctl`
+//! calls, and `Lab`, two network namespaces joined by a veth pair. Every namespace a
+//! test creates is deleted when its guard drops, also when the test fails.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gaoler")
+}
+
+/// The repository's shipped filters.
+pub fn shipped_filters() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("filters")
+}
+
+/// A temporary `--config` directory with state, socket and logs inside it.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// gaoler.toml with `firewall` settings (e.g. `backend = "log"`), and one jail `sshd`.
+    pub fn new(firewall: &str, jail: &str) -> ConfigDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = ConfigDir { dir };
+        c.write(
+            "gaoler.toml",
+            &format!(
+                "[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\nlog_level = \"debug\"\n\n[firewall]\n{firewall}\n",
+                shipped_filters().display()
+            ),
+        );
+        c.write("jails/sshd.toml", jail);
+        c.write("auth.log", "");
+        c
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    /// Appends raw bytes to a log file in the directory.
+    pub fn append(&self, rel: &str, bytes: &[u8]) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join(rel))
+            .expect("open log");
+        f.write_all(bytes).expect("append");
+    }
+
+    /// Appends an sshd failure for `ip`, framed as syslog with the current time.
+    pub fn sshd_failure(&self, ip: &str) {
+        let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
+        let line = format!(
+            "{stamp} testhost sshd[4242]: Failed password for root from {ip} port 50000 ssh2\n"
+        );
+        self.append("auth.log", line.as_bytes());
+    }
+}
+
+/// Runs `gaoler ARGS --config DIR` to completion.
+pub fn gaoler(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run gaoler")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `gaoler ctl ARGS --json`, parsed.
+pub fn ctl_json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["ctl"];
+    full.extend_from_slice(args);
+    full.push("--json");
+    let out = gaoler(config, &full);
+    assert!(
+        out.status.success(),
+        "ctl {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ctl prints JSON")
+}
+
+/// The addresses `ctl banned --json` lists.
+pub fn banned_ips(config: &Path) -> Vec<String> {
+    ctl_json(config, &["banned"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|b| b["ip"].as_str().expect("ip").to_string())
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `gaoler run`; killed with SIGKILL if still running when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon (inside `netns` when given) and waits until it answers.
+    pub fn start(config: &Path, netns: Option<&str>) -> Daemon {
+        let log = config.join(format!(
+            "daemon-{}.log",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).expect("log"))
+            .stderr(File::create(log.with_extension("err")).expect("log"))
+            .spawn()
+            .expect("spawn daemon");
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            if gaoler(config, &["ctl", "ping"]).status.success() {
+                return d;
+            }
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited with {status} at start:\n{}", d.output());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "daemon did not answer:\n{}",
+                d.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
+    }
+
+    fn signal(&mut self, sig: &str) {
+        if let Some(child) = self.child.as_mut() {
+            // `ip netns exec` execs the daemon, so the pid is the daemon's.
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill9(&mut self) {
+        self.signal("-KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut c) = self.child.take() {
+            let status = c.wait().expect("wait");
+            assert!(
+                status.success(),
+                "daemon exited with {status}:\n{}",
+                self.output()
+            );
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Fails loudly (rather than skipping) when the test cannot do its job.
+pub fn require_root_and_nft() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests need root (network namespaces and nftables); run them as root"
+    );
+    let nft = Command::new("nft").arg("--version").output();
+    assert!(
+        nft.is_ok_and(|o| o.status.success()),
+        "end-to-end tests need nft: apt-get install -y nftables"
+    );
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).expect("netns handle");
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns failed: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+}
+
+/// Two namespaces: `server` (runs gaoler and a TCP listener) and `attacker`, joined
+/// by a veth pair, with IPv4 and IPv6 documentation addresses.
+pub struct Lab {
+    pub server: String,
+    pub attacker: String,
+    stop: Arc<AtomicBool>,
+}
+
+pub const SERVER_V4: &str = "198.51.100.1";
+pub const ATTACKER_V4: &str = "198.51.100.2";
+pub const SERVER_V6: &str = "2001:db8:5::1";
+pub const ATTACKER_V6: &str = "2001:db8:5::2";
+
+impl Lab {
+    pub fn new() -> Lab {
+        require_root_and_nft();
+        sweep_leftovers();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("gt-{}-{n}", std::process::id());
+        let lab = Lab {
+            server: format!("{base}-s"),
+            attacker: format!("{base}-a"),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        ip(&["netns", "add", &lab.server]);
+        ip(&["netns", "add", &lab.attacker]);
+        // Created inside the namespaces: the host's interfaces are never touched.
+        ip(&[
+            "-n",
+            &lab.server,
+            "link",
+            "add",
+            "veth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth1",
+            "netns",
+            &lab.attacker,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&lab.server, "veth0", SERVER_V4, SERVER_V6),
+            (&lab.attacker, "veth1", ATTACKER_V4, ATTACKER_V6),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// A TCP listener on `port` in the server namespace (both address families),
+    /// accepting and closing connections until the lab drops.
+    pub fn listen(&self, port: u16) {
+        let stop = self.stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ns = self.server.clone();
+        std::thread::spawn(move || {
+            in_netns(&ns, move || {
+                let listeners: Vec<TcpListener> = [SERVER_V4, SERVER_V6]
+                    .iter()
+                    .map(|a| {
+                        let addr = SocketAddr::new(a.parse().expect("ip"), port);
+                        let l = TcpListener::bind(addr).expect("bind listener");
+                        l.set_nonblocking(true).expect("nonblocking");
+                        l
+                    })
+                    .collect();
+                tx.send(()).expect("ready");
+                while !stop.load(Ordering::Relaxed) {
+                    for l in &listeners {
+                        while let Ok((s, _)) = l.accept() {
+                            drop(s);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("listener ready");
+    }
+
+    /// Whether the attacker gets a TCP connection to `server:port` within `timeout`.
+    pub fn attacker_connects(&self, server: &str, port: u16, timeout: Duration) -> bool {
+        let addr = SocketAddr::new(server.parse().expect("ip"), port);
+        in_netns(&self.attacker, move || {
+            TcpStream::connect_timeout(&addr, timeout).is_ok()
+        })
+    }
+
+    /// `nft -j ARGS` in the server namespace, parsed.
+    pub fn nft_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.server, "nft", "-j"])
+            .args(args)
+            .output()
+            .expect("nft");
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("nft json"))
+    }
+
+    /// `nft ARGS` in the server namespace; panics on failure.
+    pub fn nft(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.server, "nft"])
+            .args(args)
+            .output()
+            .expect("nft");
+        assert!(out.status.success(), "nft {args:?}: {}", text(&out.stderr));
+    }
+
+    /// The elements of `set` in table inet `table`: (address, timeout, expires).
+    pub fn elements(&self, table: &str, set: &str) -> Vec<(String, Option<u64>, Option<u64>)> {
+        let Some(doc) = self.nft_json(&["list", "set", "inet", table, set]) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for obj in doc["nftables"].as_array().into_iter().flatten() {
+            for e in obj["set"]["elem"].as_array().into_iter().flatten() {
+                match e {
+                    serde_json::Value::String(s) => out.push((s.clone(), None, None)),
+                    other => {
+                        let el = &other["elem"];
+                        out.push((
+                            el["val"].as_str().unwrap_or_default().to_string(),
+                            el["timeout"].as_u64(),
+                            el["expires"].as_u64(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for ns in [&self.server, &self.attacker] {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+    }
+}
+
+/// Deletes namespaces left by test processes that died without cleaning up.
+fn sweep_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in text(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("gt-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+        }
+    }
+}
