@@ -127,13 +127,8 @@ impl Jail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
 
-    fn t0() -> Timestamp {
-        Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
-            .single()
-            .expect("time")
-    }
+    use crate::types::test_time as t0;
 
     fn secs(n: i64) -> chrono::Duration {
         chrono::Duration::seconds(n)

@@ -244,6 +244,15 @@ fn canonical_net(net: IpNet) -> IpNet {
     }
 }
 
+/// A fixed moment for unit tests: 2026-11-21 08:00:00 UTC.
+#[cfg(test)]
+pub(crate) fn test_time() -> Timestamp {
+    use chrono::TimeZone;
+    Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,13 +97,8 @@ impl BanBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
 
-    fn t0() -> Timestamp {
-        Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
-            .single()
-            .expect("time")
-    }
+    use crate::types::test_time as t0;
 
     fn ban(jail: &str, ip: &str, secs: Option<i64>) -> Ban {
         Ban {

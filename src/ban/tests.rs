@@ -2,8 +2,6 @@
 
 use std::sync::Mutex;
 
-use chrono::{TimeZone, Utc};
-
 use super::*;
 use crate::config::{Action, Protocol};
 use crate::firewall::{JailRule, MemoryFirewall};
@@ -32,11 +30,7 @@ impl BanStore for Shared {
     }
 }
 
-fn t0() -> Timestamp {
-    Utc.with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
-        .single()
-        .expect("time")
-}
+use crate::types::test_time as t0;
 
 fn layout() -> Layout {
     Layout {
@@ -83,6 +77,12 @@ fn rig(store: Shared) -> Rig {
     }
 }
 
+fn currently_banned(r: &Rig) -> u64 {
+    r.stats
+        .jail("sshd")
+        .map_or(0, |c| c.currently_banned.load(Relaxed))
+}
+
 fn target(s: &str) -> Target {
     s.parse().expect("target")
 }
@@ -122,12 +122,7 @@ async fn a_decision_reaches_store_kernel_and_book() {
     assert_eq!(ban.count, 1);
     assert_eq!(ban.expires_at, Some(t0() + chrono::Duration::seconds(600)));
     assert_eq!(r.stats.bans.load(Relaxed), 1);
-    assert_eq!(
-        r.stats
-            .jail("sshd")
-            .map(|c| c.currently_banned.load(Relaxed)),
-        Some(1)
-    );
+    assert_eq!(currently_banned(&r), 1);
     // A second decision while banned changes nothing.
     r.manager.decide(vec![decision("203.0.113.5")]).await;
     assert_eq!(r.stats.bans.load(Relaxed), 1);
@@ -142,12 +137,7 @@ async fn bans_expire_from_book_and_store_and_count_grows_on_the_next_ban() {
     r.manager.expire();
     assert!(r.manager.book().is_empty());
     assert!(r.store.get().bans.is_empty());
-    assert_eq!(
-        r.stats
-            .jail("sshd")
-            .map(|c| c.currently_banned.load(Relaxed)),
-        Some(0)
-    );
+    assert_eq!(currently_banned(&r), 0);
     r.manager.decide(vec![decision("203.0.113.5")]).await;
     let ban = r
         .manager
