@@ -90,7 +90,7 @@ fn huge_lines_and_invalid_utf8_do_not_stop_matching() {
     for _ in 0..3 {
         cfg.sshd_failure("203.0.113.5");
     }
-    wait_for(Duration::from_secs(5), "the ban after bad lines", || {
+    wait_for(Duration::from_secs(15), "the ban after bad lines", || {
         banned_ips(cfg.path()).contains(&"203.0.113.5".to_string())
     });
     let stats = ctl_json(cfg.path(), &["stats"]);

@@ -9,6 +9,8 @@ use crate::support::*;
 const PORT: u16 = 2222;
 const SHORT: Duration = Duration::from_millis(800);
 const LONG: Duration = Duration::from_secs(3);
+/// Ceiling for polls; they return as soon as the condition holds.
+const WAIT: Duration = Duration::from_secs(15);
 
 fn jail(maxretry: u32) -> String {
     format!("filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = {maxretry}\nfindtime = \"10m\"\nbantime = \"1h\"\nports = [\"{PORT}\"]\n")
@@ -32,7 +34,7 @@ fn brute_forcer_is_banned_dropped_restored_unbanned_and_expires() {
     // (a) Two failures with maxretry 3: counted, no ban.
     cfg.sshd_failure(ATTACKER_V4);
     cfg.sshd_failure(ATTACKER_V4);
-    wait_for(LONG, "two failures counted", || {
+    wait_for(WAIT, "two failures counted", || {
         stats(&cfg)["failures"] == 2
     });
     assert!(banned_ips(cfg.path()).is_empty());
@@ -44,7 +46,7 @@ fn brute_forcer_is_banned_dropped_restored_unbanned_and_expires() {
 
     // The third: banned, in ctl and as a kernel element with a timeout.
     cfg.sshd_failure(ATTACKER_V4);
-    wait_for(LONG, "the ban", || {
+    wait_for(WAIT, "the ban", || {
         banned_ips(cfg.path()) == vec![ATTACKER_V4.to_string()]
     });
     let ban = ctl_json(cfg.path(), &["banned"])[0].clone();
@@ -121,7 +123,7 @@ fn brute_forcer_is_banned_dropped_restored_unbanned_and_expires() {
     );
     assert_eq!(lab.elements("gaoler", "sshd-v4").len(), 1);
     assert!(!lab.attacker_connects(SERVER_V4, PORT, SHORT));
-    wait_for(Duration::from_secs(8), "the manual ban to expire", || {
+    wait_for(WAIT, "the manual ban to expire", || {
         banned_ips(cfg.path()).is_empty() && lab.elements("gaoler", "sshd-v4").is_empty()
     });
     assert!(
@@ -148,7 +150,7 @@ fn ipv6_and_ipv4_mapped_offenders_are_banned_in_their_family_set() {
 
     cfg.sshd_failure(ATTACKER_V6);
     cfg.sshd_failure(ATTACKER_V6);
-    wait_for(LONG, "the IPv6 ban", || {
+    wait_for(WAIT, "the IPv6 ban", || {
         banned_ips(cfg.path()) == vec![ATTACKER_V6.to_string()]
     });
     let v6 = lab.elements("g6", "sshd-v6");
@@ -167,7 +169,7 @@ fn ipv6_and_ipv4_mapped_offenders_are_banned_in_their_family_set() {
     let mapped = format!("::ffff:{ATTACKER_V4}");
     cfg.sshd_failure(&mapped);
     cfg.sshd_failure(&mapped);
-    wait_for(LONG, "the mapped ban", || {
+    wait_for(WAIT, "the mapped ban", || {
         banned_ips(cfg.path()).contains(&ATTACKER_V4.to_string())
     });
     assert_eq!(lab.elements("g6", "sshd-v4").len(), 1);
