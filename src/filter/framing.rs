@@ -1,8 +1,10 @@
-//! Splits a raw log line into its timestamp and the message filters see: a leading
-//! timestamp (syslog `Nov 21 08:13:46`, RFC 3339 / ISO 8601) and then a syslog header
-//! (`host tag[pid]: `) are removed. Pure: `now` is passed in to infer a missing year.
+//! Splits a raw log line into when it happened and the message filters see. A leading
+//! timestamp in any common format is found and removed, then (after syslog-style
+//! stamps) a `host tag[pid]: ` header; a CLF stamp `[21/Nov/2026:08:13:46 +0000]`
+//! inside an access-log line gives the time without removing anything. A filter's
+//! `datepattern` replaces detection. Pure: `now` is passed in to infer a missing year.
 
-use chrono::{Datelike, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 
 use crate::types::Timestamp;
 
@@ -13,32 +15,466 @@ pub struct Framed<'a> {
     pub message: &'a [u8],
 }
 
-/// Splits `line` into timestamp and message. A line with no recognised timestamp is
-/// all message; a timestamp with no syslog header leaves the rest as the message.
-pub fn split_line(line: &[u8], now: Timestamp) -> Framed<'_> {
-    let line = trim_end(line);
-    let parsed = syslog_time(line, now).or_else(|| iso_time(line));
-    match parsed {
-        Some((time, rest)) => Framed {
-            time: Some(time),
-            message: strip_syslog_header(rest),
-        },
-        None => Framed {
-            time: None,
-            message: line,
-        },
+/// How timestamps without an offset are read (a jail's `logtimezone`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogTz {
+    /// The host's local time zone.
+    #[default]
+    Local,
+    Fixed(FixedOffset),
+    Named(chrono_tz::Tz),
+}
+
+impl LogTz {
+    /// Parses `local`, `UTC`, `+01:00` / `-0500`, or an IANA name like `Europe/Berlin`.
+    pub fn parse(s: &str) -> Result<LogTz, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("local") {
+            return Ok(LogTz::Local);
+        }
+        if s.eq_ignore_ascii_case("utc") || s.eq_ignore_ascii_case("gmt") || s == "Z" {
+            return Ok(LogTz::Fixed(Utc.fix()));
+        }
+        if let Some((secs, used)) = offset(s.as_bytes()) {
+            if used == s.len() {
+                if let Some(off) = FixedOffset::east_opt(secs) {
+                    return Ok(LogTz::Fixed(off));
+                }
+            }
+        }
+        s.parse::<chrono_tz::Tz>().map(LogTz::Named).map_err(|_| {
+            format!("unknown time zone `{s}`: use an IANA name like Europe/Berlin, UTC, an offset like +01:00, or local")
+        })
+    }
+
+    /// The instant a wall-clock time in this zone names (the earlier one in a DST fold).
+    fn resolve(&self, naive: NaiveDateTime) -> Option<Timestamp> {
+        let t = match self {
+            LogTz::Local => chrono::Local
+                .from_local_datetime(&naive)
+                .earliest()?
+                .with_timezone(&Utc),
+            LogTz::Fixed(off) => off
+                .from_local_datetime(&naive)
+                .earliest()?
+                .with_timezone(&Utc),
+            LogTz::Named(tz) => tz
+                .from_local_datetime(&naive)
+                .earliest()?
+                .with_timezone(&Utc),
+        };
+        Some(t)
     }
 }
 
-fn trim_end(mut line: &[u8]) -> &[u8] {
-    while let [rest @ .., b'\n' | b'\r'] = line {
-        line = rest;
+/// A filter's `datepattern`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatePattern {
+    /// The lines carry no timestamp: every line is all message, at the time read.
+    None,
+    /// Seconds since the epoch (with optional fraction) at the start of the line.
+    Epoch,
+    /// A chrono `strftime` format matched at the start of the line (optionally in `[]`).
+    Format(String),
+}
+
+impl DatePattern {
+    /// Parses `none`, `epoch`, or a strftime format, rejecting a malformed one.
+    pub fn parse(s: &str) -> Result<DatePattern, String> {
+        match s.trim() {
+            "none" | "{NONE}" => Ok(DatePattern::None),
+            "epoch" | "{EPOCH}" => Ok(DatePattern::Epoch),
+            "" => Err("empty datepattern".into()),
+            fmt => {
+                use chrono::format::{Item, StrftimeItems};
+                if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
+                    return Err(format!("invalid datepattern `{fmt}`: use strftime fields like %Y-%m-%d %H:%M:%S, or none, or epoch"));
+                }
+                if !fmt.contains("%H") && !fmt.contains("%T") && !fmt.contains("%s") {
+                    return Err(format!("datepattern `{fmt}` has no time of day (%H or %T)"));
+                }
+                Ok(DatePattern::Format(fmt.to_string()))
+            }
+        }
     }
-    line
+}
+
+/// Splits lines for one (filter, jail) pair: the filter's `datepattern` and the jail's
+/// `logtimezone`. The default detects the format itself and reads local time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Framer {
+    pub tz: LogTz,
+    pub pattern: Option<DatePattern>,
+}
+
+/// Splits `line` with automatic detection and local time.
+pub fn split_line(line: &[u8], now: Timestamp) -> Framed<'_> {
+    Framer::default().split(line, now)
+}
+
+impl Framer {
+    pub fn split<'a>(&self, line: &'a [u8], now: Timestamp) -> Framed<'a> {
+        let line = trim_end(line);
+        match &self.pattern {
+            None => self.detect(line, now),
+            Some(DatePattern::None) => Framed {
+                time: None,
+                message: line,
+            },
+            Some(DatePattern::Epoch) => match epoch(line) {
+                Some((t, end)) => Framed {
+                    time: Some(t),
+                    message: skip_spaces(&line[end..]),
+                },
+                None => Framed {
+                    time: None,
+                    message: line,
+                },
+            },
+            Some(DatePattern::Format(fmt)) => self.with_format(line, fmt),
+        }
+    }
+
+    fn detect<'a>(&self, line: &'a [u8], now: Timestamp) -> Framed<'a> {
+        let mut i = 0;
+        // `<PRI>` of a raw syslog message.
+        if line.first() == Some(&b'<') {
+            if let Some(close) = line.iter().take(5).position(|&b| b == b'>') {
+                if close > 1 && line[1..close].iter().all(u8::is_ascii_digit) {
+                    i = close + 1;
+                }
+            }
+        }
+        // RFC 5424: `1 TIMESTAMP HOST APP PROCID MSGID SD MSG`.
+        if line[i..].starts_with(b"1 ") {
+            if let Some((t, end)) = self.iso(&line[i + 2..]) {
+                let rest = &line[i + 2 + end..];
+                return Framed {
+                    time: Some(t),
+                    message: rfc5424_message(rest),
+                };
+            }
+        }
+        let bracket = line.get(i) == Some(&b'[');
+        let start = i + usize::from(bracket);
+        let body = &line[start..];
+        let found = self
+            .syslog(body, now)
+            .map(|(t, n)| (t, n, true))
+            .or_else(|| self.iso(body).map(|(t, n)| (t, n, true)))
+            .or_else(|| self.slash_date(body).map(|(t, n)| (t, n, false)))
+            .or_else(|| self.dmy(body).map(|(t, n)| (t, n, false)))
+            .or_else(|| self.ctime(body).map(|(t, n)| (t, n, false)))
+            .or_else(|| {
+                if bracket {
+                    None
+                } else {
+                    epoch(body).map(|(t, n)| (t, n, false))
+                }
+            });
+        if let Some((time, n, syslog_like)) = found {
+            let mut end = start + n;
+            if bracket {
+                // `[stamp]`, `[stamp]:` or `[stamp] `: anything else is not a stamp.
+                if line.get(end) != Some(&b']') {
+                    return self.clf_anywhere(line);
+                }
+                end += 1;
+                if line.get(end) == Some(&b':') {
+                    end += 1;
+                }
+            }
+            let rest = skip_spaces(&line[end..]);
+            let message = if syslog_like && !bracket {
+                strip_syslog_header(rest)
+            } else {
+                rest
+            };
+            return Framed {
+                time: Some(time),
+                message,
+            };
+        }
+        self.clf_anywhere(line)
+    }
+
+    /// No leading stamp: a CLF stamp anywhere gives the time; the line stays whole.
+    fn clf_anywhere<'a>(&self, line: &'a [u8]) -> Framed<'a> {
+        let mut from = 0;
+        for _ in 0..4 {
+            let Some(pos) = line[from..].iter().position(|&b| b == b'[') else {
+                break;
+            };
+            let at = from + pos + 1;
+            if let Some(t) = clf(&line[at..]) {
+                return Framed {
+                    time: Some(t),
+                    message: line,
+                };
+            }
+            from = at;
+        }
+        Framed {
+            time: None,
+            message: line,
+        }
+    }
+
+    fn with_format<'a>(&self, line: &'a [u8], fmt: &str) -> Framed<'a> {
+        let bracket = line.first() == Some(&b'[');
+        let start = usize::from(bracket);
+        let head = &line[start..line.len().min(start + 96)];
+        let text = match std::str::from_utf8(head) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or(""),
+        };
+        let parsed = DateTime::parse_and_remainder(text, fmt)
+            .map(|(t, rest)| (t.with_timezone(&Utc), rest))
+            .ok()
+            .or_else(|| {
+                let (naive, rest) = NaiveDateTime::parse_and_remainder(text, fmt).ok()?;
+                Some((self.tz.resolve(naive)?, rest))
+            });
+        match parsed {
+            Some((time, rest)) => {
+                let mut end = start + text.len() - rest.len();
+                if bracket && line.get(end) == Some(&b']') {
+                    end += 1;
+                }
+                Framed {
+                    time: Some(time),
+                    message: skip_spaces(&line[end..]),
+                }
+            }
+            None => Framed {
+                time: None,
+                message: line,
+            },
+        }
+    }
+
+    /// `Nov 21 08:13:46`: the year is the latest that is at most a day in the future.
+    fn syslog(&self, b: &[u8], now: Timestamp) -> Option<(Timestamp, usize)> {
+        if b.len() < 15 || b[3] != b' ' || b[6] != b' ' {
+            return None;
+        }
+        let month = month(&b[..3])?;
+        let day = if b[4] == b' ' {
+            digits(&b[5..6])?
+        } else {
+            digits(&b[4..6])?
+        };
+        let (h, m, s, n) = clock(b, 7)?;
+        if !matches!(b.get(n), None | Some(b' ' | b']')) {
+            return None;
+        }
+        let limit = now + chrono::Duration::days(1);
+        let year = chrono::Datelike::year(&now);
+        [year + 1, year, year - 1]
+            .into_iter()
+            .filter_map(|y| {
+                self.tz
+                    .resolve(NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s)?)
+            })
+            .find(|t| *t <= limit)
+            .map(|t| (t, n))
+    }
+
+    /// `2026-11-21T08:13:46[.123][Z|+01:00|+0100| UTC]` (or a space for `T`).
+    fn iso(&self, b: &[u8]) -> Option<(Timestamp, usize)> {
+        if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+            return None;
+        }
+        let date = ymd(&b[0..4], &b[5..7], &b[8..10])?;
+        self.time_and_zone(b, date, 11)
+    }
+
+    /// `2026/11/21 08:13:46` (nginx error log, Go's log package).
+    fn slash_date(&self, b: &[u8]) -> Option<(Timestamp, usize)> {
+        if b.len() < 19 || b[4] != b'/' || b[7] != b'/' || b[10] != b' ' {
+            return None;
+        }
+        let date = ymd(&b[0..4], &b[5..7], &b[8..10])?;
+        self.time_and_zone(b, date, 11)
+    }
+
+    /// `21-Nov-2026 08:13:46[.123]` (BIND, Roundcube, PHP).
+    fn dmy(&self, b: &[u8]) -> Option<(Timestamp, usize)> {
+        if b.len() < 20 || b[2] != b'-' || b[6] != b'-' || b[11] != b' ' {
+            return None;
+        }
+        let date = NaiveDate::from_ymd_opt(
+            digits(&b[7..11])? as i32,
+            month(&b[3..6])?,
+            digits(&b[0..2])?,
+        )?;
+        self.time_and_zone(b, date, 12)
+    }
+
+    /// `Sat Nov 21 08:13:46[.123456] 2026` (Apache error log, ctime).
+    fn ctime(&self, b: &[u8]) -> Option<(Timestamp, usize)> {
+        if b.len() < 24 || b[3] != b' ' || b[7] != b' ' || b[10] != b' ' {
+            return None;
+        }
+        let mon = month(&b[4..7])?;
+        let day = if b[8] == b' ' {
+            digits(&b[9..10])?
+        } else {
+            digits(&b[8..10])?
+        };
+        let (h, m, s, n) = clock(b, 11)?;
+        let nanos = fraction(b, n);
+        if b.get(nanos.1) != Some(&b' ') {
+            return None;
+        }
+        let y = nanos.1 + 1;
+        let year = digits(b.get(y..y + 4)?)? as i32;
+        let naive = NaiveDate::from_ymd_opt(year, mon, day)?.and_hms_nano_opt(h, m, s, nanos.0)?;
+        Some((self.tz.resolve(naive)?, y + 4))
+    }
+
+    /// `HH:MM:SS[.frac][zone]` at `at`, on `date`.
+    fn time_and_zone(&self, b: &[u8], date: NaiveDate, at: usize) -> Option<(Timestamp, usize)> {
+        let (h, m, s, n) = clock(b, at)?;
+        let (nanos, mut i) = fraction(b, n);
+        let naive = date.and_hms_nano_opt(h, m, s, nanos)?;
+        let explicit = match b.get(i) {
+            Some(b'Z') => {
+                i += 1;
+                Some(0)
+            }
+            Some(b'+' | b'-') => {
+                let (secs, used) = offset(&b[i..])?;
+                i += used;
+                Some(secs)
+            }
+            // ` UTC`, ` GMT`, or a full ` +0100` / ` +01:00` after a space.
+            Some(b' ') => {
+                let after = &b[i + 1..];
+                let zone = if after.starts_with(b"UTC") || after.starts_with(b"GMT") {
+                    Some((0, 3))
+                } else {
+                    offset(after).filter(|(_, used)| *used >= 5)
+                };
+                zone.map(|(secs, used)| {
+                    i += used + 1;
+                    secs
+                })
+            }
+            _ => None,
+        };
+        let time = match explicit {
+            Some(secs) => naive.and_utc() - chrono::Duration::seconds(i64::from(secs)),
+            None => self.tz.resolve(naive)?,
+        };
+        // The stamp must end at a boundary, not run into a word.
+        match b.get(i) {
+            None | Some(b' ' | b']' | b'|' | b',' | b'\t' | b':') => Some((time, i)),
+            _ => None,
+        }
+    }
+}
+
+/// `[+-]HH:MM`, `[+-]HHMM` or `[+-]HH` -> (seconds east, bytes used).
+fn offset(b: &[u8]) -> Option<(i32, usize)> {
+    let sign = match b.first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let hh = digits(b.get(1..3)?)? as i32;
+    let (mm, used) = if b.get(3) == Some(&b':') {
+        (digits(b.get(4..6)?)? as i32, 6)
+    } else if let Some(mm) = b.get(3..5).and_then(digits) {
+        (mm as i32, 5)
+    } else {
+        (0, 3)
+    };
+    (hh <= 14 && mm < 60).then_some((sign * (hh * 3600 + mm * 60), used))
+}
+
+/// `21/Nov/2026:08:13:46 +0000]` (after the `[`).
+fn clf(b: &[u8]) -> Option<Timestamp> {
+    if b.len() < 26
+        || b[2] != b'/'
+        || b[6] != b'/'
+        || b[11] != b':'
+        || b[20] != b' '
+        || b[26..].first() != Some(&b']')
+    {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        digits(&b[7..11])? as i32,
+        month(&b[3..6])?,
+        digits(&b[0..2])?,
+    )?;
+    let (h, m, s, _) = clock(b, 12)?;
+    let (secs, used) = offset(&b[21..])?;
+    if used != 5 {
+        return None;
+    }
+    Some(date.and_hms_opt(h, m, s)?.and_utc() - chrono::Duration::seconds(i64::from(secs)))
+}
+
+/// `1763712826[.123] ` at the start: seconds since the epoch, between 2001 and 2096.
+fn epoch(b: &[u8]) -> Option<(Timestamp, usize)> {
+    let int_end = b
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(b.len());
+    if int_end != 10 {
+        return None;
+    }
+    let secs = b[..10]
+        .iter()
+        .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+    if !(978_307_200..=4_000_000_000).contains(&secs) {
+        return None;
+    }
+    let (nanos, end) = fraction(b, 10);
+    if !matches!(b.get(end), None | Some(b' ')) {
+        return None;
+    }
+    let t = DateTime::from_timestamp(secs, nanos)?;
+    Some((t, end))
+}
+
+/// `.123` or `,123` at `at` -> (nanoseconds, index after it).
+fn fraction(b: &[u8], at: usize) -> (u32, usize) {
+    if !matches!(b.get(at), Some(b'.' | b',')) {
+        return (0, at);
+    }
+    let start = at + 1;
+    let end = start + b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if end == start {
+        return (0, at);
+    }
+    let used = &b[start..end.min(start + 9)];
+    let nanos = digits(used).map_or(0, |d| d * 10u32.pow(9 - used.len() as u32));
+    (nanos, end)
+}
+
+/// `HH:MM:SS` at `at` -> (h, m, s, index after it).
+fn clock(b: &[u8], at: usize) -> Option<(u32, u32, u32, usize)> {
+    let c = b.get(at..at + 8)?;
+    if c[2] != b':' || c[5] != b':' {
+        return None;
+    }
+    Some((
+        digits(&c[0..2])?,
+        digits(&c[3..5])?,
+        digits(&c[6..8])?,
+        at + 8,
+    ))
+}
+
+fn ymd(y: &[u8], m: &[u8], d: &[u8]) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(digits(y)? as i32, digits(m)?, digits(d)?)
 }
 
 fn digits(bytes: &[u8]) -> Option<u32> {
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+    if bytes.is_empty() || bytes.len() > 9 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(
@@ -48,94 +484,51 @@ fn digits(bytes: &[u8]) -> Option<u32> {
     )
 }
 
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
+fn month(b: &[u8]) -> Option<u32> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    MONTHS.iter().position(|m| b == *m).map(|i| i as u32 + 1)
+}
 
-/// `Nov 21 08:13:46 rest` / `Nov  1 08:13:46 rest`; the year is the latest one that
-/// does not put the line more than a day in the future.
-fn syslog_time(line: &[u8], now: Timestamp) -> Option<(Timestamp, &[u8])> {
-    if line.len() < 16 || line[3] != b' ' || line[6] != b' ' || line[15] != b' ' {
-        return None;
+fn trim_end(mut line: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = line {
+        line = rest;
     }
-    let month = MONTHS.iter().position(|m| &line[..3] == *m)? as u32 + 1;
-    let day_field = if line[4] == b' ' {
-        &line[5..6]
+    line
+}
+
+fn skip_spaces(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    b
+}
+
+/// After an RFC 5424 timestamp: skip HOST APP PROCID MSGID and the structured data.
+fn rfc5424_message(mut rest: &[u8]) -> &[u8] {
+    rest = skip_spaces(rest);
+    for _ in 0..4 {
+        match rest.iter().position(|&b| b == b' ') {
+            Some(p) => rest = &rest[p + 1..],
+            None => return &[],
+        }
+    }
+    if rest.first() == Some(&b'-') {
+        rest = &rest[1..];
     } else {
-        &line[4..6]
-    };
-    let day = digits(day_field)?;
-    let (h, m, s) = clock(&line[7..15])?;
-    let this_year = now.with_timezone(&Local).year();
-    let limit = now + chrono::Duration::days(1);
-    [this_year, this_year - 1]
-        .into_iter()
-        .filter_map(|y| local(NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s)?))
-        .find(|t| *t <= limit)
-        .map(|t| (t, &line[16..]))
-}
-
-fn clock(b: &[u8]) -> Option<(u32, u32, u32)> {
-    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
-        return None;
-    }
-    Some((digits(&b[0..2])?, digits(&b[3..5])?, digits(&b[6..8])?))
-}
-
-fn local(naive: NaiveDateTime) -> Option<Timestamp> {
-    Local
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// `2026-11-21T08:13:46[.123456][Z|+01:00|+0100] rest` (also with a space for `T`).
-fn iso_time(line: &[u8]) -> Option<(Timestamp, &[u8])> {
-    if line.len() < 20 || line[4] != b'-' || line[7] != b'-' || !matches!(line[10], b'T' | b' ') {
-        return None;
-    }
-    let date = NaiveDate::from_ymd_opt(
-        digits(&line[0..4])? as i32,
-        digits(&line[5..7])?,
-        digits(&line[8..10])?,
-    )?;
-    let (h, m, s) = clock(&line[11..19])?;
-    let mut i = 19;
-    let mut nanos = 0u32;
-    if line.get(i) == Some(&b'.') || line.get(i) == Some(&b',') {
-        let start = i + 1;
-        let mut end = start;
-        while end < line.len() && line[end].is_ascii_digit() {
-            end += 1;
+        // One or more `[id k="v" ...]` elements; `\]` escapes inside values.
+        while rest.first() == Some(&b'[') {
+            let mut i = 1;
+            while i < rest.len() && rest[i] != b']' {
+                i += if rest[i] == b'\\' { 2 } else { 1 };
+            }
+            rest = rest.get(i + 1..).unwrap_or(&[]);
         }
-        let frac = &line[start..end.min(start + 9)];
-        nanos = digits(frac)? * 10u32.pow(9 - frac.len() as u32);
-        i = end;
     }
-    let naive = date.and_hms_nano_opt(h, m, s, nanos)?;
-    let (time, after) = match line.get(i) {
-        Some(b'Z') => (naive.and_utc(), i + 1),
-        Some(sign @ (b'+' | b'-')) => {
-            let tz = &line[i + 1..];
-            let (oh, om, used) = if tz.len() >= 5 && tz[2] == b':' {
-                (digits(&tz[0..2])?, digits(&tz[3..5])?, 5)
-            } else if tz.len() >= 4 {
-                (digits(&tz[0..2])?, digits(&tz[2..4])?, 4)
-            } else {
-                return None;
-            };
-            let offset = (oh * 3600 + om * 60) as i64;
-            let offset = if *sign == b'+' { offset } else { -offset };
-            let utc = naive.and_utc() - chrono::Duration::seconds(offset);
-            (utc, i + 1 + used)
-        }
-        _ => (local(naive)?, i),
-    };
-    match line.get(after) {
-        Some(b' ') => Some((time, &line[after + 1..])),
-        None => Some((time, &line[after..])),
-        _ => None,
-    }
+    let rest = skip_spaces(rest);
+    rest.strip_prefix("\u{feff}".as_bytes()).unwrap_or(rest)
 }
 
 /// Removes `host tag[pid]: ` or `host tag: ` when the message starts with one.
@@ -144,7 +537,7 @@ fn strip_syslog_header(rest: &[u8]) -> &[u8] {
         return rest;
     };
     if host_end == 0 || rest[..host_end].contains(&b':') && !rest[..host_end].contains(&b'.') {
-        // Not a host name: `sshd[1]: ...` right after the time (no host field).
+        // No host field: `sshd[1]: ...` right after the time.
         return tag(rest).unwrap_or(rest);
     }
     tag(&rest[host_end + 1..]).unwrap_or(rest)
@@ -172,94 +565,4 @@ fn tag(s: &[u8]) -> Option<&[u8]> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn now() -> Timestamp {
-        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
-            .single()
-            .expect("valid time")
-    }
-
-    #[test]
-    fn syslog_line_loses_time_and_header() {
-        let line = b"Nov 21 08:13:46 srv sshd[1234]: Failed password for root from 192.0.2.7 port 22 ssh2\n";
-        let framed = split_line(line, now());
-        assert_eq!(
-            framed.message,
-            b"Failed password for root from 192.0.2.7 port 22 ssh2"
-        );
-        let expected = local(
-            NaiveDate::from_ymd_opt(2026, 11, 21)
-                .and_then(|d| d.and_hms_opt(8, 13, 46))
-                .expect("date"),
-        );
-        assert_eq!(framed.time, expected);
-    }
-
-    #[test]
-    fn syslog_year_is_never_in_the_future() {
-        // A December line read in November is from last year.
-        let framed = split_line(b"Dec 24 10:00:00 srv cron[1]: x", now());
-        let t = framed.time.expect("time").with_timezone(&Local);
-        assert_eq!(t.year(), 2025);
-        // Single-digit days are space padded.
-        let framed = split_line(b"Nov  1 10:00:00 srv cron[1]: x", now());
-        assert_eq!(framed.time.expect("time").with_timezone(&Local).day(), 1);
-        assert_eq!(framed.message, b"x");
-    }
-
-    #[test]
-    fn rfc3339_with_fraction_and_offset() {
-        let framed = split_line(
-            b"2026-11-21T09:13:46.250000+01:00 srv sshd[9]: Invalid user x from 192.0.2.7 port 4",
-            now(),
-        );
-        let expected = Utc
-            .with_ymd_and_hms(2026, 11, 21, 8, 13, 46)
-            .single()
-            .expect("time")
-            + chrono::Duration::milliseconds(250);
-        assert_eq!(framed.time, Some(expected));
-        assert_eq!(framed.message, b"Invalid user x from 192.0.2.7 port 4");
-        let z = split_line(b"2026-11-21T08:13:46Z srv app: hello", now());
-        assert_eq!(z.message, b"hello");
-    }
-
-    #[test]
-    fn lines_without_timestamp_are_all_message() {
-        let line = b"192.0.2.7 - - [21/Nov/2026:08:13:46 +0000] \"GET / HTTP/1.1\" 401 0";
-        let framed = split_line(line, now());
-        assert_eq!(framed.time, None);
-        assert_eq!(framed.message, &line[..]);
-    }
-
-    #[test]
-    fn header_without_pid_and_message_without_header() {
-        assert_eq!(
-            split_line(b"Nov 21 08:13:46 srv kernel: oops", now()).message,
-            b"oops"
-        );
-        assert_eq!(
-            split_line(b"Nov 21 08:13:46 just some text", now()).message,
-            b"just some text"
-        );
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        for line in [
-            &b""[..],
-            b"Nov",
-            b"Nov 99 99:99:99 x",
-            b"2026-13-45T25:61:61Z x",
-            b"2026-11-21T08:13:46.",
-            b"2026-11-21T08:13:46+1",
-            b"\xff\xfe\x00 garbage",
-            b"Nov 21 08:13:46 h t[: x",
-        ] {
-            let _ = split_line(line, now());
-        }
-    }
-}
+mod tests;
