@@ -40,6 +40,9 @@ pub enum Command {
         /// Also print the lines no failregex matched.
         #[arg(long)]
         show_missed: bool,
+        /// Time zone of timestamps without an offset (IANA name, UTC, +01:00, local).
+        #[arg(long, default_value = "local")]
+        logtimezone: String,
     },
     /// Query and steer the running daemon.
     Ctl(CtlArgs),

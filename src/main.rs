@@ -20,7 +20,15 @@ fn main() -> ExitCode {
             log,
             json,
             show_missed,
-        } => filter_test(&cli, filter, log.as_deref(), *json, *show_missed),
+            logtimezone,
+        } => filter_test(
+            &cli,
+            filter,
+            log.as_deref(),
+            logtimezone,
+            *json,
+            *show_missed,
+        ),
         Command::Ctl(args) => {
             let socket = socket_path(&cli);
             ctl::run(&socket, &args.command.request(), args.json)
@@ -120,9 +128,17 @@ fn filter_test(
     cli: &Cli,
     name: &str,
     log: Option<&std::path::Path>,
+    tz: &str,
     json: bool,
     show_missed: bool,
 ) -> i32 {
+    let tz = match gaoler::filter::LogTz::parse(tz) {
+        Ok(tz) => tz,
+        Err(e) => {
+            eprintln!("gaoler test-filter: --logtimezone: {e}");
+            return 2;
+        }
+    };
     let filter = match config::load_filter(&cli.config, name) {
         Ok(f) => f,
         Err(errors) => {
@@ -131,12 +147,12 @@ fn filter_test(
         }
     };
     let result = match log {
-        None => test_filter::run(&filter, std::io::stdin().lock(), show_missed),
+        None => test_filter::run(&filter, tz, std::io::stdin().lock(), show_missed),
         Some(p) if p.as_os_str() == "-" => {
-            test_filter::run(&filter, std::io::stdin().lock(), show_missed)
+            test_filter::run(&filter, tz, std::io::stdin().lock(), show_missed)
         }
         Some(p) => match std::fs::File::open(p) {
-            Ok(f) => test_filter::run(&filter, f, show_missed),
+            Ok(f) => test_filter::run(&filter, tz, f, show_missed),
             Err(e) => {
                 eprintln!(
                     "gaoler test-filter: cannot open {}: {}",

@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::DEFAULT_MAX_LINE;
-use crate::filter::{split_line, Filter, Verdict};
+use crate::filter::{Filter, Framer, LogTz, Verdict};
 
 /// One matched line.
 #[derive(Serialize, Debug)]
@@ -34,8 +34,18 @@ pub struct Report {
     pub missed_lines: Vec<(usize, String)>,
 }
 
-/// Runs `filter` over every line of `input`. Lines longer than the cap are cut.
-pub fn run(filter: &Filter, input: impl Read, keep_missed: bool) -> std::io::Result<Report> {
+/// Runs `filter` over every line of `input`, reading offset-less timestamps in `tz`.
+/// Lines longer than the cap are cut.
+pub fn run(
+    filter: &Filter,
+    tz: LogTz,
+    input: impl Read,
+    keep_missed: bool,
+) -> std::io::Result<Report> {
+    let framer = Framer {
+        tz,
+        pattern: filter.datepattern().cloned(),
+    };
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut report = Report {
         regex_hits: vec![0; filter.failregex_count()],
@@ -58,7 +68,7 @@ pub fn run(filter: &Filter, input: impl Read, keep_missed: bool) -> std::io::Res
             reader.read_until(b'\n', &mut sink)?;
         }
         report.lines += 1;
-        let framed = split_line(&buf, now);
+        let framed = framer.split(&buf, now);
         match filter.examine(framed.message) {
             Verdict::Failure(found) => {
                 report.matched += 1;

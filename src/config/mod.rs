@@ -18,7 +18,7 @@ pub use diag::{line_col, ConfigErrors, Diagnostic};
 pub use raw::{Action, Backend, OnStop, Protocol};
 pub use value::{format_duration, parse_bantime, parse_duration, parse_net, parse_port, PortRange};
 
-use crate::filter::{Filter, RegexRole};
+use crate::filter::{DatePattern, Filter, LogTz, RegexRole};
 use crate::types::{BanTime, IgnoreList};
 use raw::{RawFilter, RawJail, RawMain};
 
@@ -92,6 +92,8 @@ pub struct JailConfig {
     pub ignore: IgnoreList,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
+    /// How timestamps without an offset in this jail's logs are read.
+    pub logtimezone: LogTz,
 }
 
 /// A position in a config file, kept with a value whose check needs other files.
@@ -138,6 +140,7 @@ struct JailOptions {
     ignoreip: Vec<IpNet>,
     ipv4_prefix: Option<u8>,
     ipv6_prefix: Option<u8>,
+    logtimezone: Option<LogTz>,
 }
 
 impl JailOptions {
@@ -160,6 +163,7 @@ impl JailOptions {
             ignoreip,
             ipv4_prefix: self.ipv4_prefix.or(d.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(d.ipv6_prefix),
+            logtimezone: self.logtimezone.or(d.logtimezone),
         }
     }
 }
@@ -431,7 +435,6 @@ impl Loader {
             (raw.ipv4_prefix.as_ref().filter(|p| *p.get_ref() != 32).map(|p| p.span()), "ipv4_prefix other than 32 is not implemented in this version; offenders are counted and banned per address"),
             (raw.ipv6_prefix.as_ref().filter(|p| *p.get_ref() != 128).map(|p| p.span()), "ipv6_prefix other than 128 is not implemented in this version; offenders are counted and banned per address"),
             (raw.set.as_ref().map(|s| s.span()), "`set` (shared sets) is not implemented in this version; the jail gets its own sets"),
-            (raw.logtimezone.as_ref().map(|s| s.span()), "`logtimezone` is not implemented in this version; timestamps without an offset are read as local time"),
         ];
         for (span, msg) in not_yet {
             if let Some(span) = span {
@@ -454,7 +457,18 @@ impl Loader {
                 "[bantime_increment] is not implemented in this version; every ban lasts `bantime`",
             );
         }
+        let logtimezone =
+            raw.logtimezone
+                .as_ref()
+                .and_then(|tz| match LogTz::parse(tz.get_ref()) {
+                    Ok(tz) => Some(tz),
+                    Err(e) => {
+                        self.errors.push(Diagnostic::at(file, text, tz.span(), e));
+                        None
+                    }
+                });
         JailOptions {
+            logtimezone,
             enabled: raw.enabled,
             filter: raw.filter.map(|f| {
                 let pos = Pos::new(file, text, f.span().start);
@@ -578,6 +592,7 @@ impl Loader {
             // Prefix bans are not implemented yet (a warning says so): count per address.
             ipv4_prefix: 32,
             ipv6_prefix: 128,
+            logtimezone: opts.logtimezone.unwrap_or_default(),
         })
     }
 
@@ -628,9 +643,16 @@ impl Loader {
                 return None;
             }
         };
-        if let Some(dp) = &raw.datepattern {
-            self.warn(path, &text, dp.span(), "`datepattern` is not implemented in this version; timestamps are detected automatically");
-        }
+        let datepattern = match &raw.datepattern {
+            Some(dp) => match DatePattern::parse(dp.get_ref()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.errors.push(Diagnostic::at(path, &text, dp.span(), e));
+                    return None;
+                }
+            },
+            None => None,
+        };
         if raw.failregex.get_ref().is_empty() {
             self.errors.push(Diagnostic::at(
                 path,
@@ -653,7 +675,7 @@ impl Loader {
             .collect();
         let pref = raw.prefregex.as_ref().map(|p| p.get_ref().as_str());
         match Filter::new(name, &fail, &ignore, pref) {
-            Ok(f) => Some(Arc::new(f)),
+            Ok(f) => Some(Arc::new(f.with_datepattern(datepattern))),
             Err(errors) => {
                 for e in errors {
                     let span = match e.role {

@@ -210,3 +210,49 @@ fn settings_not_yet_implemented_are_warnings_not_silence() {
     assert_eq!(cfg.warnings.len(), 1);
     assert!(cfg.warnings[0].to_string().contains("sshd.toml:3:15:"));
 }
+
+#[test]
+fn logtimezone_and_datepattern_are_validated_where_they_stand() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "filters/app.toml",
+        "datepattern = \"%d.%m.%Y %H:%M:%S\"\nfailregex = ['''^fail <HOST>$''']\n",
+    );
+    d.write(
+        "jails/app.toml",
+        "filter = \"app\"\nlogpath = \"a.log\"\nlogtimezone = \"Europe/Berlin\"\n",
+    );
+    let cfg = d.load().expect("valid");
+    let jail = cfg.jail("app").expect("app");
+    assert_eq!(
+        jail.logtimezone,
+        LogTz::Named(chrono_tz::Tz::Europe__Berlin)
+    );
+    assert!(matches!(
+        jail.filter.datepattern(),
+        Some(DatePattern::Format(_))
+    ));
+
+    d.write(
+        "filters/bad.toml",
+        "datepattern = \"%Y-%Q\"\nfailregex = ['''^x <HOST>$''']\n",
+    );
+    d.write(
+        "jails/bad.toml",
+        "filter = \"bad\"\nlogpath = \"a.log\"\nlogtimezone = \"Mars/Olympus\"\n",
+    );
+    let errors = d.errors();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("bad.toml:3:15:") && e.contains("unknown time zone")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("filters/bad.toml:1:15:") && e.contains("invalid datepattern")),
+        "{errors:#?}"
+    );
+}

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ban::{self, BanError, BanManager};
 use crate::config::{Backend as BackendKind, Config};
+use crate::filter::Framer;
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::jail::{Jail, JailRules};
@@ -105,6 +106,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
                 .push(pipeline::Subscriber {
                     jail: index,
                     filter: jail.filter.clone(),
+                    framer: Framer {
+                        tz: jail.logtimezone,
+                        pattern: jail.filter.datepattern().cloned(),
+                    },
                 });
         }
     }

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::ban::Decision;
-use crate::filter::{split_line, Filter, Verdict};
+use crate::filter::{Filter, Framer, Verdict};
 use crate::jail::{Failure, Jail, Outcome};
 use crate::source::{FileTail, Lines};
 use crate::stats::Stats;
@@ -22,10 +22,11 @@ const POLL: Duration = Duration::from_secs(1);
 /// How often quiet addresses are forgotten.
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 
-/// A jail reading a file, with its filter.
+/// A jail reading a file, with its filter and how its lines' timestamps are read.
 pub struct Subscriber {
     pub jail: usize,
     pub filter: Arc<Filter>,
+    pub framer: Framer,
 }
 
 /// What every reader shares.
@@ -105,9 +106,22 @@ async fn examine(lines: &Lines, subscribers: &[Subscriber], cx: &ReaderContext) 
     }
     cx.stats.lines_read.fetch_add(lines.len() as u64, Relaxed);
     let now = cx.clock.now();
+    let auto = Framer::default();
     for line in lines.iter() {
-        let framed = split_line(line, now);
+        // Most jails detect timestamps in local time: split such a line only once.
+        let shared = subscribers
+            .iter()
+            .any(|s| s.framer == auto)
+            .then(|| auto.split(line, now));
         for sub in subscribers {
+            let own;
+            let framed = match &shared {
+                Some(f) if sub.framer == auto => f,
+                _ => {
+                    own = sub.framer.split(line, now);
+                    &own
+                }
+            };
             match sub.filter.examine(framed.message) {
                 Verdict::Failure(found) => {
                     let failure = Failure {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use regex::bytes::{Regex, RegexSet};
 
-pub use framing::{split_line, Framed};
+pub use framing::{split_line, DatePattern, Framed, Framer, LogTz};
 pub use host::{expand_placeholders, HOST_GROUP, USER_GROUP};
 
 /// Which regex of a filter an error or a match refers to.
@@ -56,6 +56,7 @@ pub struct Filter {
     fail_set: RegexSet,
     ignore: Option<RegexSet>,
     pref: Option<Regex>,
+    datepattern: Option<DatePattern>,
 }
 
 impl Filter {
@@ -140,7 +141,18 @@ impl Filter {
             fail_set,
             ignore,
             pref,
+            datepattern: None,
         })
+    }
+
+    /// Sets the filter's `datepattern` (timestamp format replacing detection).
+    pub fn with_datepattern(mut self, pattern: Option<DatePattern>) -> Self {
+        self.datepattern = pattern;
+        self
+    }
+
+    pub fn datepattern(&self) -> Option<&DatePattern> {
+        self.datepattern.as_ref()
     }
 
     pub fn name(&self) -> &str {
