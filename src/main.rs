@@ -146,13 +146,17 @@ fn filter_test(
             return 2;
         }
     };
+    let opts = test_filter::Options {
+        all_matches: json,
+        missed: show_missed,
+    };
     let result = match log {
-        None => test_filter::run(&filter, tz, std::io::stdin().lock(), show_missed),
+        None => test_filter::run(&filter, tz, std::io::stdin().lock(), opts),
         Some(p) if p.as_os_str() == "-" => {
-            test_filter::run(&filter, tz, std::io::stdin().lock(), show_missed)
+            test_filter::run(&filter, tz, std::io::stdin().lock(), opts)
         }
         Some(p) => match std::fs::File::open(p) {
-            Ok(f) => test_filter::run(&filter, tz, f, show_missed),
+            Ok(f) => test_filter::run(&filter, tz, f, opts),
             Err(e) => {
                 eprintln!(
                     "gaoler test-filter: cannot open {}: {}",
@@ -172,7 +176,7 @@ fn filter_test(
             0
         }
         Ok(report) => {
-            print!("{}", test_filter::render(&report, &filter, show_missed));
+            print!("{}", test_filter::render(&report, &filter));
             0
         }
         Err(e) => {

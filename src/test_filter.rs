@@ -1,7 +1,7 @@
 //! `gaoler test-filter`: runs one filter over a log, like fail2ban-regex, and reports
 //! hits per regex, matched / ignored / missed lines, and the time taken.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::config::DEFAULT_MAX_LINE;
 use crate::filter::{Filter, Framer, LogTz, Verdict};
+
+/// Matches shown in the human summary.
+const SAMPLE: usize = 10;
 
 /// One matched line.
 #[derive(Serialize, Debug)]
@@ -20,13 +23,14 @@ pub struct Match {
     pub user: Option<String>,
 }
 
-/// Everything `test-filter` found; the JSON shape is stable (see SPEC.md).
+/// Everything `test-filter` found; the JSON shape is stable (see the README).
 #[derive(Serialize, Debug, Default)]
 pub struct Report {
     pub lines: usize,
     pub matched: usize,
     pub ignored: usize,
     pub missed: usize,
+    /// Every match with `all_matches`, else the first few.
     pub matches: Vec<Match>,
     pub regex_hits: Vec<usize>,
     pub seconds: f64,
@@ -34,70 +38,112 @@ pub struct Report {
     pub missed_lines: Vec<(usize, String)>,
 }
 
+/// What to collect besides the counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Record every match (for `--json`); otherwise only the first few.
+    pub all_matches: bool,
+    /// Record the lines no failregex matched (`--show-missed`).
+    pub missed: bool,
+}
+
 /// Runs `filter` over every line of `input`, reading offset-less timestamps in `tz`.
 /// Lines longer than the cap are cut.
 pub fn run(
     filter: &Filter,
     tz: LogTz,
-    input: impl Read,
-    keep_missed: bool,
+    mut input: impl Read,
+    opts: Options,
 ) -> std::io::Result<Report> {
     let framer = Framer {
         tz,
         pattern: filter.datepattern().cloned(),
     };
-    let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut report = Report {
         regex_hits: vec![0; filter.failregex_count()],
         ..Report::default()
     };
     let now = Utc::now();
     let start = Instant::now();
-    let mut buf = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0;
+    let mut skipping = false;
     loop {
-        buf.clear();
-        let n = (&mut reader)
-            .take(DEFAULT_MAX_LINE as u64)
-            .read_until(b'\n', &mut buf)?;
-        if n == 0 {
+        let n = input.read(&mut buf[filled..])?;
+        let eof = n == 0;
+        filled += n;
+        let mut from = 0;
+        while let Some(pos) = memchr::memchr(b'\n', &buf[from..filled]) {
+            let line = &buf[from..from + pos.min(DEFAULT_MAX_LINE)];
+            from += pos + 1;
+            if std::mem::take(&mut skipping) {
+                continue; // the rest of a cut line
+            }
+            examine(filter, &framer, line, now, opts, &mut report);
+        }
+        if eof {
+            if from < filled && !skipping {
+                let line = buf[from..filled].to_vec();
+                examine(filter, &framer, &line, now, opts, &mut report);
+            }
             break;
         }
-        if buf.last() != Some(&b'\n') && n == DEFAULT_MAX_LINE {
-            // Cut: skip the rest of this overlong line.
-            let mut sink = Vec::new();
-            reader.read_until(b'\n', &mut sink)?;
-        }
-        report.lines += 1;
-        let framed = framer.split(&buf, now);
-        match filter.examine(framed.message) {
-            Verdict::Failure(found) => {
-                report.matched += 1;
-                report.regex_hits[found.regex] += 1;
-                report.matches.push(Match {
-                    line: report.lines,
-                    host: found.host.to_string(),
-                    time: framed
-                        .time
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-                    user: found.user,
-                });
-            }
-            Verdict::Ignored(_) => report.ignored += 1,
-            Verdict::Miss => {
-                report.missed += 1;
-                if keep_missed {
-                    let text = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    report.missed_lines.push((report.lines, text));
-                }
-            }
+        // Keep the partial line; cut it when it outgrows the cap.
+        buf.copy_within(from..filled, 0);
+        filled -= from;
+        if filled >= DEFAULT_MAX_LINE {
+            let line = buf[..DEFAULT_MAX_LINE].to_vec();
+            examine(filter, &framer, &line, now, opts, &mut report);
+            filled = 0;
+            skipping = true;
         }
     }
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
 }
 
+fn examine(
+    filter: &Filter,
+    framer: &Framer,
+    line: &[u8],
+    now: chrono::DateTime<Utc>,
+    opts: Options,
+    report: &mut Report,
+) {
+    report.lines += 1;
+    let framed = framer.split(line, now);
+    match filter.examine(framed.message) {
+        Verdict::Failure(found) => {
+            report.matched += 1;
+            report.regex_hits[found.regex] += 1;
+            if opts.all_matches || report.matches.len() < SAMPLE {
+                let user = match filter.examine_detailed(framed.message) {
+                    Verdict::Failure(f) => f.user,
+                    _ => None,
+                };
+                report.matches.push(Match {
+                    line: report.lines,
+                    host: found.host.to_string(),
+                    time: framed
+                        .time
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+                    user,
+                });
+            }
+        }
+        Verdict::Ignored(_) => report.ignored += 1,
+        Verdict::Miss => {
+            report.missed += 1;
+            if opts.missed {
+                let text = String::from_utf8_lossy(line).trim_end().to_string();
+                report.missed_lines.push((report.lines, text));
+            }
+        }
+    }
+}
+
 /// The human summary.
-pub fn render(report: &Report, filter: &Filter, show_missed: bool) -> String {
+pub fn render(report: &Report, filter: &Filter) -> String {
     let mut out = format!(
         "Filter {}: {} lines, {} matched, {} ignored, {} missed\n",
         filter.name(),
@@ -110,6 +156,18 @@ pub fn render(report: &Report, filter: &Filter, show_missed: bool) -> String {
     for (i, hits) in report.regex_hits.iter().enumerate() {
         out.push_str(&format!("  #{i}: {hits}\n"));
     }
+    if !report.matches.is_empty() {
+        out.push_str(&format!("First matches (of {}):\n", report.matched));
+        for m in &report.matches {
+            let user = m
+                .user
+                .as_deref()
+                .map(|u| format!(" user={u}"))
+                .unwrap_or_default();
+            let time = m.time.as_deref().unwrap_or("no time");
+            out.push_str(&format!("  line {}: {} at {time}{user}\n", m.line, m.host));
+        }
+    }
     let rate = if report.seconds > 0.0 {
         report.lines as f64 / report.seconds
     } else {
@@ -119,11 +177,59 @@ pub fn render(report: &Report, filter: &Filter, show_missed: bool) -> String {
         "Time: {:.3} s ({:.0} lines/s)\n",
         report.seconds, rate
     ));
-    if show_missed && !report.missed_lines.is_empty() {
+    if !report.missed_lines.is_empty() {
         out.push_str("Missed lines:\n");
         for (n, line) in &report.missed_lines {
             out.push_str(&format!("  {n}: {line}\n"));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sshd_like() -> Filter {
+        Filter::new(
+            "t",
+            &[r"^Failed for <USER> from <HOST>$".to_string()],
+            &[],
+            None,
+        )
+        .expect("filter")
+    }
+
+    #[test]
+    fn counts_every_line_and_cuts_overlong_ones() {
+        let mut input = b"Nov 21 08:13:46 h a[1]: Failed for root from 192.0.2.7\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * DEFAULT_MAX_LINE));
+        input.extend(b"\nnothing\nFailed for bob from 2001:db8::1");
+        let opts = Options {
+            all_matches: true,
+            missed: true,
+        };
+        let r = run(&sshd_like(), LogTz::Local, &input[..], opts).expect("run");
+        assert_eq!((r.lines, r.matched, r.missed), (4, 2, 2));
+        assert_eq!(r.matches[0].user.as_deref(), Some("root"));
+        assert_eq!(r.matches[1].host, "2001:db8::1");
+        assert!(r.matches[0].time.is_some() && r.matches[1].time.is_none());
+        assert_eq!(r.missed_lines[1].1, "nothing");
+        assert!(r.missed_lines[0].1.len() <= DEFAULT_MAX_LINE);
+    }
+
+    #[test]
+    fn the_summary_keeps_only_a_sample_of_matches() {
+        let input = "Failed for a from 192.0.2.7\n".repeat(50);
+        let r = run(
+            &sshd_like(),
+            LogTz::Local,
+            input.as_bytes(),
+            Options::default(),
+        )
+        .expect("run");
+        assert_eq!(r.matched, 50);
+        assert_eq!(r.matches.len(), SAMPLE);
+        assert!(render(&r, &sshd_like()).contains("First matches (of 50)"));
+    }
 }

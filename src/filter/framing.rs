@@ -48,23 +48,49 @@ impl LogTz {
     }
 
     /// The instant a wall-clock time in this zone names (the earlier one in a DST fold).
+    /// Offsets are cached per wall-clock hour, so a log of millions of lines does not
+    /// pay a time-zone lookup per line; ambiguous and skipped hours are never cached.
     fn resolve(&self, naive: NaiveDateTime) -> Option<Timestamp> {
-        let t = match self {
-            LogTz::Local => chrono::Local
-                .from_local_datetime(&naive)
-                .earliest()?
-                .with_timezone(&Utc),
-            LogTz::Fixed(off) => off
-                .from_local_datetime(&naive)
-                .earliest()?
-                .with_timezone(&Utc),
-            LogTz::Named(tz) => tz
-                .from_local_datetime(&naive)
-                .earliest()?
-                .with_timezone(&Utc),
+        use chrono::LocalResult;
+        if let LogTz::Fixed(off) = self {
+            return Some(
+                naive.and_utc() - chrono::Duration::seconds(i64::from(off.local_minus_utc())),
+            );
+        }
+        let hour = naive.and_utc().timestamp().div_euclid(3600);
+        if let Some((tz, h, off)) = OFFSETS.with(|c| c.get()) {
+            if tz == *self && h == hour {
+                return Some(naive.and_utc() - chrono::Duration::seconds(i64::from(off)));
+            }
+        }
+        let (result, single) = match self {
+            LogTz::Local => {
+                let r = chrono::Local.from_local_datetime(&naive);
+                (
+                    r.earliest().map(|t| t.with_timezone(&Utc)),
+                    matches!(r, LocalResult::Single(_)),
+                )
+            }
+            LogTz::Named(tz) => {
+                let r = tz.from_local_datetime(&naive);
+                (
+                    r.earliest().map(|t| t.with_timezone(&Utc)),
+                    matches!(r, LocalResult::Single(_)),
+                )
+            }
+            LogTz::Fixed(_) => (None, false),
         };
-        Some(t)
+        if let (Some(t), true) = (result, single) {
+            let off = (naive.and_utc() - t).num_seconds() as i32;
+            OFFSETS.with(|c| c.set(Some((*self, hour, off))));
+        }
+        result
     }
+}
+
+thread_local! {
+    /// The last (zone, wall-clock hour, offset) resolved on this thread.
+    static OFFSETS: std::cell::Cell<Option<(LogTz, i64, i32)>> = const { std::cell::Cell::new(None) };
 }
 
 /// A filter's `datepattern`.
@@ -161,7 +187,9 @@ impl Framer {
         let found = self
             .syslog(body, now)
             .map(|(t, n)| (t, n, true))
-            .or_else(|| self.iso(body).map(|(t, n)| (t, n, true)))
+            // Syslog writes ISO stamps with `T` (rsyslog, journalctl short-iso); a space
+            // marks an application's own log, where no syslog header follows.
+            .or_else(|| self.iso(body).map(|(t, n)| (t, n, body[10] == b'T')))
             .or_else(|| self.slash_date(body).map(|(t, n)| (t, n, false)))
             .or_else(|| self.dmy(body).map(|(t, n)| (t, n, false)))
             .or_else(|| self.ctime(body).map(|(t, n)| (t, n, false)))
@@ -183,6 +211,10 @@ impl Framer {
                 if line.get(end) == Some(&b':') {
                     end += 1;
                 }
+            }
+            // `stamp: message` (Proxmox Backup Server) loses the colon too.
+            if !bracket && line.get(end) == Some(&b':') && line.get(end + 1) == Some(&b' ') {
+                end += 1;
             }
             let rest = skip_spaces(&line[end..]);
             let message = if syslog_like && !bracket {
@@ -268,16 +300,15 @@ impl Framer {
         if !matches!(b.get(n), None | Some(b' ' | b']')) {
             return None;
         }
-        let limit = now + chrono::Duration::days(1);
+        // The latest year that does not put the line more than a day ahead (compared
+        // on wall-clock values, with room for any zone), then resolved once.
+        let limit = now.naive_utc() + chrono::Duration::hours(24 + 14);
         let year = chrono::Datelike::year(&now);
-        [year + 1, year, year - 1]
+        let naive = [year + 1, year, year - 1]
             .into_iter()
-            .filter_map(|y| {
-                self.tz
-                    .resolve(NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s)?)
-            })
-            .find(|t| *t <= limit)
-            .map(|t| (t, n))
+            .filter_map(|y| NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s))
+            .find(|t| *t <= limit)?;
+        self.tz.resolve(naive).map(|t| (t, n))
     }
 
     /// `2026-11-21T08:13:46[.123][Z|+01:00|+0100| UTC]` (or a space for `T`).
@@ -536,6 +567,10 @@ fn strip_syslog_header(rest: &[u8]) -> &[u8] {
     let Some(host_end) = rest.iter().position(|&b| b == b' ') else {
         return rest;
     };
+    // `[4264] FATAL: ...` is a pid and a severity, not a host and a tag.
+    if rest.first() == Some(&b'[') {
+        return rest;
+    }
     if host_end == 0 || rest[..host_end].contains(&b':') && !rest[..host_end].contains(&b'.') {
         // No host field: `sshd[1]: ...` right after the time.
         return tag(rest).unwrap_or(rest);

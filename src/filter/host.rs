@@ -8,8 +8,10 @@ pub const HOST_GROUP: &str = "host";
 /// Capture group holding a user name, when the filter has `<USER>`.
 pub const USER_GROUP: &str = "user";
 
-const IPV4: &str = r"\d{1,3}(?:\.\d{1,3}){3}";
-const IPV6: &str = r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|\d{1,3}(?:\.\d{1,3}){3})?";
+/// The shapes of an address. Deliberately loose (small automata, fast captures):
+/// what `<HOST>` captures is then parsed, and a capture that is not an address is a miss.
+const IPV4: &str = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}";
+const IPV6: &str = r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*";
 
 /// Replaces `<HOST>`/`<ADDR>` with an address pattern and `<USER>` with a user capture.
 pub fn expand_placeholders(source: &str) -> String {
@@ -23,8 +25,97 @@ pub fn expand_placeholders(source: &str) -> String {
         .replace("<USER>", ".*")
 }
 
-/// The address a `<HOST>` capture names, IPv4-mapped IPv6 turned into IPv4.
+/// The address a `<HOST>` capture names, IPv4-mapped IPv6 turned into IPv4. A
+/// trailing `.` or `:` (end of a sentence, a port separator) is not part of it.
 pub fn parse(bytes: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    text.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    parse_trimmed(bytes).map(|(ip, _)| ip)
+}
+
+/// Parses `bytes` as an address, trimming trailing `.`/`:`; returns the length used.
+fn parse_trimmed(mut bytes: &[u8]) -> Option<(IpAddr, usize)> {
+    loop {
+        if let Some(ip) = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|t| t.parse::<IpAddr>().ok())
+        {
+            // `0.0.0.0` and `::` are nobody: never an offender.
+            let ip = ip.to_canonical();
+            return (!ip.is_unspecified()).then_some((ip, bytes.len()));
+        }
+        match bytes {
+            [rest @ .., b'.' | b':'] => bytes = rest,
+            _ => return None,
+        }
+    }
+}
+
+fn is_address_byte(b: u8) -> bool {
+    b.is_ascii_hexdigit() || b == b'.' || b == b':'
+}
+
+/// The last few addresses in a line as (start, end, address), rightmost first. A
+/// line with more is left to the capture engine (the fast path then finds nothing).
+pub struct Candidates {
+    found: [Option<(usize, usize, IpAddr)>; Candidates::MAX],
+}
+
+impl Candidates {
+    const MAX: usize = 8;
+
+    pub fn find(line: &[u8]) -> Candidates {
+        let mut found = [None; Candidates::MAX];
+        let mut n = 0;
+        let mut end = line.len();
+        while n < Candidates::MAX {
+            while end > 0 && !is_address_byte(line[end - 1]) {
+                end -= 1;
+            }
+            if end == 0 {
+                break;
+            }
+            let mut start = end;
+            while start > 0 && is_address_byte(line[start - 1]) {
+                start -= 1;
+            }
+            let token = &line[start..end];
+            end = start;
+            if token.iter().any(|&b| b == b'.' || b == b':') {
+                if let Some((ip, used)) = parse_trimmed(token) {
+                    found[n] = Some((start, start + used, ip));
+                    n += 1;
+                }
+            }
+        }
+        Candidates { found }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, usize, IpAddr)> + '_ {
+        self.found.iter().map_while(|c| *c)
+    }
+}
+
+/// For a regex whose `host` group is a direct part of its top-level sequence: regexes
+/// for exactly what stands before the group (`\A...\z`) and what follows it (`\A...`).
+pub fn split_at_host(expanded: &str) -> Option<(String, String)> {
+    use regex_syntax::hir::{Hir, HirKind, Look};
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(expanded)
+        .ok()?;
+    let HirKind::Concat(subs) = hir.kind() else {
+        return None;
+    };
+    let at = subs.iter().position(
+        |h| matches!(h.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(HOST_GROUP)),
+    )?;
+    let mut before = subs[..at].to_vec();
+    before.push(Hir::look(Look::End));
+    let mut after = vec![Hir::look(Look::Start)];
+    after.extend_from_slice(&subs[at + 1..]);
+    Some((
+        Hir::concat(before).to_string(),
+        Hir::concat(after).to_string(),
+    ))
 }

@@ -47,11 +47,53 @@ pub enum Verdict {
     Failure(Found),
 }
 
+/// One failregex: the full regex, and where `<HOST>` is a direct part of its top-level
+/// sequence, DFA-only regexes for what must stand before and after the address.
+#[derive(Debug)]
+struct FailRegex {
+    full: Regex,
+    split: Option<(Regex, Regex)>,
+}
+
+impl FailRegex {
+    fn new(expanded: &str) -> Result<FailRegex, String> {
+        let full = compile(expanded)?;
+        let split = host::split_at_host(expanded)
+            .and_then(|(before, after)| Some((compile(&before).ok()?, compile(&after).ok()?)));
+        Ok(FailRegex { full, split })
+    }
+
+    /// The address without running a capture engine: the rightmost address in the
+    /// line with a valid prefix before it and a valid suffix after it. That is the
+    /// split greedy matching chooses; `None` leaves the case to `captured`.
+    fn fast(&self, content: &[u8], candidates: &host::Candidates) -> Option<IpAddr> {
+        let (before, after) = self.split.as_ref()?;
+        candidates
+            .iter()
+            .find(|(start, end, _)| {
+                before.is_match(&content[..*start]) && after.is_match(&content[*end..])
+            })
+            .map(|(_, _, ip)| ip)
+    }
+
+    /// The address (and user) as the regex engine's captures give them.
+    fn captured(&self, content: &[u8]) -> Option<(IpAddr, Option<String>)> {
+        let caps = self.full.captures(content)?;
+        let host = caps
+            .name(HOST_GROUP)
+            .and_then(|m| host::parse(m.as_bytes()))?;
+        let user = caps
+            .name(USER_GROUP)
+            .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
+        Some((host, user))
+    }
+}
+
 /// A filter ready to run: its failregexes, ignoreregexes and optional prefregex.
 #[derive(Debug)]
 pub struct Filter {
     name: String,
-    fail: Vec<Regex>,
+    fail: Vec<FailRegex>,
     /// All failregexes in one automaton: a message that matches none costs one scan.
     fail_set: RegexSet,
     ignore: Option<RegexSet>,
@@ -80,7 +122,7 @@ impl Filter {
                 });
                 continue;
             }
-            match compile(&expand_placeholders(source)) {
+            match FailRegex::new(&expand_placeholders(source)) {
                 Ok(re) => fail.push(re),
                 Err(message) => errors.push(FilterError { role, message }),
             }
@@ -118,7 +160,7 @@ impl Filter {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let sources: Vec<&str> = fail.iter().map(|r| r.as_str()).collect();
+        let sources: Vec<&str> = fail.iter().map(|r| r.full.as_str()).collect();
         let fail_set = set(&sources).map_err(|e| {
             vec![FilterError {
                 role: RegexRole::Fail(0),
@@ -164,8 +206,17 @@ impl Filter {
     }
 
     /// Looks for a failure in one message (the line without its timestamp and syslog
-    /// header; see [`split_line`]).
+    /// header; see [`Framer`]). Fast: the user is not extracted.
     pub fn examine(&self, message: &[u8]) -> Verdict {
+        self.run(message, false)
+    }
+
+    /// Like [`Filter::examine`], and also captures `<USER>`; for `test-filter`.
+    pub fn examine_detailed(&self, message: &[u8]) -> Verdict {
+        self.run(message, true)
+    }
+
+    fn run(&self, message: &[u8], detailed: bool) -> Verdict {
         let content = match &self.pref {
             Some(pref) => match pref.captures(message).and_then(|c| c.name("content")) {
                 Some(m) => &message[m.start()..m.end()],
@@ -173,23 +224,27 @@ impl Filter {
             },
             None => message,
         };
-        let candidates = self.fail_set.matches(content);
-        if !candidates.matched_any() {
+        // Most lines match nothing: answer those with one scan and no allocation.
+        if !self.fail_set.is_match(content) {
             return Verdict::Miss;
         }
-        for i in candidates.iter() {
-            let Some(caps) = self.fail[i].captures(content) else {
+        // The addresses in the line, found once for all failregexes.
+        let candidates = host::Candidates::find(content);
+        for (i, re) in self.fail.iter().enumerate() {
+            // A fast hit proves the whole regex matches; otherwise ask the regex itself.
+            let fast = if detailed {
+                None
+            } else {
+                re.fast(content, &candidates)
+            };
+            let found = match fast {
+                Some(ip) => Some((ip, None)),
+                None if re.full.is_match(content) => re.captured(content),
+                None => None,
+            };
+            let Some((host, user)) = found else {
                 continue;
             };
-            let Some(host) = caps
-                .name(HOST_GROUP)
-                .and_then(|m| host::parse(m.as_bytes()))
-            else {
-                continue;
-            };
-            let user = caps
-                .name(USER_GROUP)
-                .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
             let found = Found {
                 host,
                 user,
@@ -208,8 +263,6 @@ impl Filter {
     }
 }
 
-/// Regexes run in byte mode: `.`, `\S`, `\w`, `\d` are ASCII classes over raw bytes,
-/// so invalid UTF-8 in attacker-controlled text cannot make a line slip past a filter.
 fn compile(source: &str) -> Result<Regex, String> {
     regex::bytes::RegexBuilder::new(source)
         .unicode(false)

@@ -59,7 +59,9 @@ fn text_that_is_not_an_address_is_never_a_host() {
 #[test]
 fn user_is_captured_and_greedy_so_a_forged_address_loses() {
     let f = filter(&[r"^Invalid user <USER> from <HOST> port \d+$"], &[], None);
-    let v = f.examine(b"Invalid user evil from 203.0.113.9 port 1 from 192.0.2.7 port 22");
+    let line = b"Invalid user evil from 203.0.113.9 port 1 from 192.0.2.7 port 22";
+    assert_eq!(host(&f.examine(line)).as_deref(), Some("192.0.2.7"));
+    let v = f.examine_detailed(line);
     match v {
         Verdict::Failure(found) => {
             assert_eq!(found.host.to_string(), "192.0.2.7");

@@ -1,6 +1,6 @@
 //! Every shipped filter against its fixture of real-format log lines: positives with
 //! the expected address (and user), negatives, and injections where attacker text
-//! carries a forged address. Fixture format, one annotation before each line:
+//! carries a forged address; and the fast address path agreeing with full captures. Fixture format, one annotation before each line:
 //!   `#> host=ADDR [user=NAME]`  the line must match with this address (and user)
 //!   `#> inject host=ADDR`       as above; the line also holds a forged address
 //!   `#> none`                   the line must not match
@@ -59,6 +59,19 @@ fn parse_annotation(text: &str) -> Expect {
     Expect::Host { host, user, inject }
 }
 
+/// The address a word of a log line spells, also as `ADDR:PORT` or with a trailing `.`.
+fn address_in(word: &str) -> Option<String> {
+    let word = word.trim_end_matches(['.', ':']);
+    if let Ok(ip) = word.parse::<std::net::IpAddr>() {
+        return Some(ip.to_canonical().to_string());
+    }
+    let (addr, port) = word.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    addr.parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
 #[test]
 fn every_shipped_filter_passes_its_fixture() {
     let now = chrono::Utc::now();
@@ -89,7 +102,23 @@ fn every_shipped_filter_passes_its_fixture() {
                 failures.push(format!("{name}.log:{line_no}: line without an annotation"));
                 continue;
             };
-            let verdict = filter.examine(split_line(raw, now).message);
+            let message = split_line(raw, now).message;
+            let verdict = filter.examine_detailed(message);
+            // The fast path (no capture engine) must find exactly what captures find.
+            let fast = filter.examine(message);
+            let same = match (&fast, &verdict) {
+                (Verdict::Failure(a), Verdict::Failure(b))
+                | (Verdict::Ignored(a), Verdict::Ignored(b)) => {
+                    a.host == b.host && a.regex == b.regex
+                }
+                (Verdict::Miss, Verdict::Miss) => true,
+                _ => false,
+            };
+            if !same {
+                failures.push(format!(
+                    "{name}.log:{line_no}: fast path {fast:?} differs from captures {verdict:?}"
+                ));
+            }
             match (&expect, &verdict) {
                 (Expect::None, Verdict::Miss | Verdict::Ignored(_)) => negatives += 1,
                 (Expect::Host { host, user, inject }, Verdict::Failure(found)) => {
@@ -112,7 +141,8 @@ fn every_shipped_filter_passes_its_fixture() {
                         let text = String::from_utf8_lossy(raw);
                         let addresses = text
                             .split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
-                            .filter(|w| w.parse::<std::net::IpAddr>().is_ok() && w != host)
+                            .filter_map(address_in)
+                            .filter(|a| a != host)
                             .count();
                         if addresses == 0 {
                             failures.push(format!(

@@ -217,3 +217,38 @@ fn arbitrary_bytes_never_panic() {
         let _ = utc_framer().split(&line, now());
     }
 }
+
+#[test]
+fn cached_offsets_follow_dst_changes() {
+    // Europe/Berlin: CET (+1) until 2026-03-29 02:00, then CEST (+2).
+    let berlin = Framer {
+        tz: LogTz::parse("Europe/Berlin").expect("tz"),
+        pattern: None,
+    };
+    let at = |line: &str| berlin.split(line.as_bytes(), now()).time;
+    assert_eq!(
+        at("2026-03-29 01:30:00 x"),
+        Some(utc(2026, 3, 29, 0, 30, 0))
+    );
+    assert_eq!(
+        at("2026-03-29 01:45:00 x"),
+        Some(utc(2026, 3, 29, 0, 45, 0)),
+        "cached hour"
+    );
+    assert_eq!(
+        at("2026-03-29 03:30:00 x"),
+        Some(utc(2026, 3, 29, 1, 30, 0)),
+        "after the change"
+    );
+    // 02:30 does not exist that day: no time rather than a wrong one.
+    assert_eq!(at("2026-03-29 02:30:00 x"), None);
+    // The repeated hour at the end of DST takes its first occurrence.
+    assert_eq!(
+        at("2026-10-25 02:30:00 x"),
+        Some(utc(2026, 10, 25, 0, 30, 0))
+    );
+    assert_eq!(
+        at("2026-10-25 03:30:00 x"),
+        Some(utc(2026, 10, 25, 2, 30, 0))
+    );
+}

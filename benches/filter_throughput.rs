@@ -1,0 +1,238 @@
+//! Filter throughput: a generated 1M-line mixed syslog corpus (about 20% sshd failures
+//! among accepted logins, sessions, cron, kernel and systemd lines), measured side by
+//! side in one run: `grep -cE` on the file, `gaoler test-filter sshd` on one core, the
+//! engine in-process, and every shipped filter at once over the same lines.
+//! Run: `cargo bench --bench filter_throughput` (numbers go to BENCHMARKS.md).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use gaoler::filter::{Filter, Framer, Verdict};
+
+const LINES: usize = 1_000_000;
+const RUNS: usize = 3;
+
+/// A small deterministic generator (no external crates).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+    fn ip(&mut self) -> String {
+        let n = self.next();
+        format!("203.0.{}.{}", (n >> 8) % 256, n % 254 + 1)
+    }
+}
+
+fn corpus(path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return;
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("corpus file"));
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let users = [
+        "root", "admin", "oracle", "test", "ubuntu", "git", "postgres", "pi", "deploy",
+    ];
+    for i in 0..LINES {
+        let (h, m, s) = ((i / 3600) % 24, (i / 60) % 60, i % 60);
+        let stamp = format!("Nov 21 {h:02}:{m:02}:{s:02} web1");
+        let pid = 1000 + rng.next() % 30000;
+        let roll = rng.next() % 100;
+        let ip = rng.ip();
+        let user = rng.pick(&users);
+        let port = 1024 + rng.next() % 60000;
+        let line = match roll {
+            0..=9 => format!("{stamp} sshd[{pid}]: Failed password for {user} from {ip} port {port} ssh2"),
+            10..=14 => format!("{stamp} sshd[{pid}]: Invalid user {user} from {ip} port {port}"),
+            15..=19 => format!("{stamp} sshd[{pid}]: Connection closed by authenticating user {user} {ip} port {port} [preauth]"),
+            20..=34 => format!("{stamp} sshd[{pid}]: Accepted publickey for {user} from {ip} port {port} ssh2: ED25519 SHA256:Yc3x0b8W1T0k2nq4m5p6r7s8t9u0v1w2x3y4z5a6b7c"),
+            35..=49 => format!("{stamp} sshd[{pid}]: pam_unix(sshd:session): session opened for user {user}(uid=1000) by (uid=0)"),
+            50..=59 => format!("{stamp} sshd[{pid}]: Received disconnect from {ip} port {port}:11: disconnected by user"),
+            60..=74 => format!("{stamp} CRON[{pid}]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)"),
+            75..=84 => format!("{stamp} kernel: [{pid}.{port}] IN=eth0 OUT= MAC=00:16:3e:aa:bb:cc SRC={ip} DST=192.0.2.1 LEN=60 PROTO=TCP SPT={port} DPT=23"),
+            85..=94 => format!("{stamp} systemd[1]: Started session-{pid}.scope - Session {pid} of User {user}."),
+            _ => format!("{stamp} postfix/smtpd[{pid}]: connect from unknown[{ip}]"),
+        };
+        writeln!(out, "{line}").expect("write corpus");
+    }
+    out.flush().expect("flush corpus");
+}
+
+fn best<T>(mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::MAX;
+    let mut last = None;
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let r = f();
+        best = best.min(start.elapsed().as_secs_f64());
+        last = Some(r);
+    }
+    (best, last.expect("at least one run"))
+}
+
+fn one_core(cmd: &str) -> Command {
+    // Pin to one core when taskset exists, so the figure is single-core throughput.
+    if Command::new("taskset").arg("--version").output().is_ok() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", cmd]);
+        c
+    } else {
+        Command::new(cmd)
+    }
+}
+
+fn main() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo.join("target/bench-data");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let path: PathBuf = dir.join("mixed-1m.log");
+    corpus(&path);
+    let bytes = std::fs::read(&path).expect("read corpus");
+    let lines: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mb = bytes.len() as f64 / 1e6;
+    println!(
+        "corpus: {} lines, {mb:.0} MB ({})",
+        lines.len(),
+        path.display()
+    );
+
+    let pattern = "Failed password|Invalid user|authenticating user";
+    let (grep_s, grep_out) = best(|| {
+        one_core("grep")
+            .args(["-cE", pattern])
+            .arg(&path)
+            .output()
+            .expect("grep")
+    });
+    let grep_count = String::from_utf8_lossy(&grep_out.stdout).trim().to_string();
+
+    let bin = env!("CARGO_BIN_EXE_gaoler");
+    let (tf_s, tf_out) = best(|| {
+        one_core(bin)
+            .args(["test-filter", "sshd"])
+            .arg(&path)
+            .args(["--json", "--config"])
+            .arg(repo)
+            .output()
+            .expect("test-filter")
+    });
+    let report: serde_json::Value =
+        serde_json::from_slice(&tf_out.stdout).expect("test-filter json");
+
+    let filters_dir = repo.join("filters");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&filters_dir)
+        .expect("filters")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let load = |p: &Path| -> std::sync::Arc<Filter> {
+        gaoler::config::load_filter(repo, p.to_str().expect("path")).expect("filter compiles")
+    };
+    let sshd = load(&filters_dir.join("sshd.toml"));
+    let all: Vec<std::sync::Arc<Filter>> = files.iter().map(|p| load(p)).collect();
+    let framer = Framer::default();
+    let now = chrono::Utc::now();
+
+    let (frame_s, _) = best(|| {
+        lines
+            .iter()
+            .map(|l| framer.split(l, now).message.len())
+            .sum::<usize>()
+    });
+    let messages: Vec<&[u8]> = lines.iter().map(|l| framer.split(l, now).message).collect();
+    let (filter_s, _) = best(|| {
+        messages
+            .iter()
+            .filter(|m| matches!(sshd.examine(m), Verdict::Failure(_)))
+            .count()
+    });
+    let (hits, misses): (Vec<&[u8]>, Vec<&[u8]>) = messages
+        .iter()
+        .partition(|m| matches!(sshd.examine(m), Verdict::Failure(_)));
+    let (miss_s, _) = best(|| {
+        misses
+            .iter()
+            .filter(|m| matches!(sshd.examine(m), Verdict::Miss))
+            .count()
+    });
+    let (hit_s, _) = best(|| {
+        hits.iter()
+            .filter(|m| matches!(sshd.examine(m), Verdict::Failure(_)))
+            .count()
+    });
+    println!(
+        "per line: miss {:.0} ns ({} lines), hit {:.0} ns ({} lines)",
+        miss_s / misses.len() as f64 * 1e9,
+        misses.len(),
+        hit_s / hits.len() as f64 * 1e9,
+        hits.len()
+    );
+    let (engine_s, engine_hits) = best(|| {
+        lines
+            .iter()
+            .filter(|l| {
+                matches!(
+                    sshd.examine(framer.split(l, now).message),
+                    Verdict::Failure(_)
+                )
+            })
+            .count()
+    });
+    let (all_s, all_hits) = best(|| {
+        let mut hits = 0;
+        for l in &lines {
+            let framed = framer.split(l, now);
+            for f in &all {
+                if matches!(f.examine(framed.message), Verdict::Failure(_)) {
+                    hits += 1;
+                }
+            }
+        }
+        hits
+    });
+
+    let rate = |s: f64| lines.len() as f64 / s;
+    println!();
+    println!("| what | time (best of {RUNS}) | lines/s | matches |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| `grep -cE '{pattern}'` (1 core) | {grep_s:.3} s | {:.2} M | {grep_count} |",
+        rate(grep_s) / 1e6
+    );
+    println!(
+        "| `gaoler test-filter sshd` (1 core, whole process) | {tf_s:.3} s | {:.2} M | {} |",
+        rate(tf_s) / 1e6,
+        report["matched"]
+    );
+    println!(
+        "| framing only (timestamp + syslog header) | {frame_s:.3} s | {:.2} M | |",
+        rate(frame_s) / 1e6
+    );
+    println!(
+        "| sshd filter only, on framed messages | {filter_s:.3} s | {:.2} M | |",
+        rate(filter_s) / 1e6
+    );
+    println!(
+        "| sshd filter in-process (framing + filter) | {engine_s:.3} s | {:.2} M | {engine_hits} |",
+        rate(engine_s) / 1e6
+    );
+    println!("| all {} shipped filters on every line, in-process | {all_s:.3} s | {:.2} M | {all_hits} |", all.len(), rate(all_s) / 1e6);
+    println!();
+    println!(
+        "test-filter sshd vs grep: {:.2}x grep's time",
+        tf_s / grep_s
+    );
+}
