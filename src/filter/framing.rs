@@ -88,7 +88,22 @@ impl LogTz {
     }
 }
 
+/// The latest wall-clock time a year-less stamp may name at `now`, and `now`'s year;
+/// memoised because a batch of lines shares one `now`.
+fn syslog_horizon(now: Timestamp) -> (NaiveDateTime, i32) {
+    if let Some((at, limit, year)) = HORIZON.with(|c| c.get()) {
+        if at == now {
+            return (limit, year);
+        }
+    }
+    let limit = now.naive_utc() + chrono::Duration::hours(24 + 14);
+    let year = chrono::Datelike::year(&now);
+    HORIZON.with(|c| c.set(Some((now, limit, year))));
+    (limit, year)
+}
+
 thread_local! {
+    static HORIZON: std::cell::Cell<Option<(Timestamp, NaiveDateTime, i32)>> = const { std::cell::Cell::new(None) };
     /// The last (zone, wall-clock hour, offset) resolved on this thread.
     static OFFSETS: std::cell::Cell<Option<(LogTz, i64, i32)>> = const { std::cell::Cell::new(None) };
 }
@@ -302,8 +317,7 @@ impl Framer {
         }
         // The latest year that does not put the line more than a day ahead (compared
         // on wall-clock values, with room for any zone), then resolved once.
-        let limit = now.naive_utc() + chrono::Duration::hours(24 + 14);
-        let year = chrono::Datelike::year(&now);
+        let (limit, year) = syslog_horizon(now);
         let naive = [year + 1, year, year - 1]
             .into_iter()
             .filter_map(|y| NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s))
@@ -516,11 +530,21 @@ fn digits(bytes: &[u8]) -> Option<u32> {
 }
 
 fn month(b: &[u8]) -> Option<u32> {
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    MONTHS.iter().position(|m| b == *m).map(|i| i as u32 + 1)
+    Some(match b {
+        b"Jan" => 1,
+        b"Feb" => 2,
+        b"Mar" => 3,
+        b"Apr" => 4,
+        b"May" => 5,
+        b"Jun" => 6,
+        b"Jul" => 7,
+        b"Aug" => 8,
+        b"Sep" => 9,
+        b"Oct" => 10,
+        b"Nov" => 11,
+        b"Dec" => 12,
+        _ => return None,
+    })
 }
 
 fn trim_end(mut line: &[u8]) -> &[u8] {

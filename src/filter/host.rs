@@ -49,8 +49,34 @@ fn parse_trimmed(mut bytes: &[u8]) -> Option<(IpAddr, usize)> {
     }
 }
 
+/// Bytes an address is written with: hex digits, `.` and `:`.
+const ADDRESS_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_hexdigit() || c == b'.' || c == b':';
+        b += 1;
+    }
+    t
+};
+
 fn is_address_byte(b: u8) -> bool {
-    b.is_ascii_hexdigit() || b == b'.' || b == b':'
+    ADDRESS_BYTES[b as usize]
+}
+
+/// Cheap shape check before parsing: three dots and digits (IPv4) or two colons (IPv6).
+fn could_be_address(token: &[u8]) -> bool {
+    let (mut dots, mut colons, mut hex_letters) = (0, 0, false);
+    for &b in token {
+        match b {
+            b'.' => dots += 1,
+            b':' => colons += 1,
+            b'0'..=b'9' => {}
+            _ => hex_letters = true,
+        }
+    }
+    colons >= 2 || (dots >= 3 && !hex_letters)
 }
 
 /// The last few addresses in a line as (start, end, address), rightmost first. A
@@ -79,7 +105,7 @@ impl Candidates {
             }
             let token = &line[start..end];
             end = start;
-            if token.iter().any(|&b| b == b'.' || b == b':') {
+            if could_be_address(token) {
                 if let Some((ip, used)) = parse_trimmed(token) {
                     found[n] = Some((start, start + used, ip));
                     n += 1;

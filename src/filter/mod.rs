@@ -66,9 +66,10 @@ impl FailRegex {
     /// The address without running a capture engine: the rightmost address in the
     /// line with a valid prefix before it and a valid suffix after it. That is the
     /// split greedy matching chooses; `None` leaves the case to `captured`.
-    fn fast(&self, content: &[u8], candidates: &host::Candidates) -> Option<IpAddr> {
+    fn fast(&self, content: &[u8], candidates: &mut Option<host::Candidates>) -> Option<IpAddr> {
         let (before, after) = self.split.as_ref()?;
         candidates
+            .get_or_insert_with(|| host::Candidates::find(content))
             .iter()
             .find(|(start, end, _)| {
                 before.is_match(&content[..*start]) && after.is_match(&content[*end..])
@@ -218,6 +219,8 @@ impl Filter {
 
     fn run(&self, message: &[u8], detailed: bool) -> Verdict {
         let content = match &self.pref {
+            // A DFA answers "no" cheaply; only accepted lines pay for the capture.
+            Some(pref) if !pref.is_match(message) => return Verdict::Miss,
             Some(pref) => match pref.captures(message).and_then(|c| c.name("content")) {
                 Some(m) => &message[m.start()..m.end()],
                 None => return Verdict::Miss,
@@ -228,14 +231,14 @@ impl Filter {
         if !self.fail_set.is_match(content) {
             return Verdict::Miss;
         }
-        // The addresses in the line, found once for all failregexes.
-        let candidates = host::Candidates::find(content);
+        // The addresses in the line, found once (when first needed) for all failregexes.
+        let mut candidates = None;
         for (i, re) in self.fail.iter().enumerate() {
             // A fast hit proves the whole regex matches; otherwise ask the regex itself.
             let fast = if detailed {
                 None
             } else {
-                re.fast(content, &candidates)
+                re.fast(content, &mut candidates)
             };
             let found = match fast {
                 Some(ip) => Some((ip, None)),
