@@ -283,6 +283,16 @@ async fn a_failing_kernel_keeps_the_ban_saved_and_retries() {
     );
 }
 
+/// What `ctl banned` would get from the running manager.
+async fn list(commands: &mpsc::Sender<Command>) -> Vec<Ban> {
+    let (reply, rx) = oneshot::channel();
+    commands
+        .send(Command::List { jail: None, reply })
+        .await
+        .expect("send");
+    rx.await.expect("reply")
+}
+
 #[tokio::test(start_paused = true)]
 async fn run_loop_expires_bans_by_itself_and_stops_on_shutdown() {
     let mut r = rig(Shared::default());
@@ -295,23 +305,9 @@ async fn run_loop_expires_bans_by_itself_and_stops_on_shutdown() {
     dtx.send(decision("203.0.113.5")).await.expect("send");
     // Decisions and commands are separate queues: let the decision land first.
     tokio::time::sleep(Duration::from_millis(1)).await;
-    let (tx, rx) = oneshot::channel();
-    ctx.send(Command::List {
-        jail: None,
-        reply: tx,
-    })
-    .await
-    .expect("send");
-    assert_eq!(rx.await.expect("reply").len(), 1);
+    assert_eq!(list(&ctx).await.len(), 1);
     tokio::time::sleep(Duration::from_secs(601)).await;
-    let (tx, rx) = oneshot::channel();
-    ctx.send(Command::List {
-        jail: None,
-        reply: tx,
-    })
-    .await
-    .expect("send");
-    assert!(rx.await.expect("reply").is_empty());
+    assert!(list(&ctx).await.is_empty());
     assert!(store.get().bans.is_empty());
     shutdown.cancel();
     task.await.expect("manager stops");

@@ -348,12 +348,7 @@ impl Framer {
         if b.len() < 20 || b[2] != b'-' || b[6] != b'-' || b[11] != b' ' {
             return None;
         }
-        let date = NaiveDate::from_ymd_opt(
-            digits(&b[7..11])? as i32,
-            month(&b[3..6])?,
-            digits(&b[0..2])?,
-        )?;
-        self.time_and_zone(b, date, 12)
+        self.time_and_zone(b, day_month_year(b)?, 12)
     }
 
     /// `Sat Nov 21 08:13:46[.123456] 2026` (Apache error log, ctime).
@@ -449,11 +444,7 @@ fn clf(b: &[u8]) -> Option<Timestamp> {
     {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(
-        digits(&b[7..11])? as i32,
-        month(&b[3..6])?,
-        digits(&b[0..2])?,
-    )?;
+    let date = day_month_year(b)?;
     let (h, m, s, _) = clock(b, 12)?;
     let (secs, used) = offset(&b[21..])?;
     if used != 5 {
@@ -512,6 +503,16 @@ fn clock(b: &[u8], at: usize) -> Option<(u32, u32, u32, usize)> {
         digits(&c[6..8])?,
         at + 8,
     ))
+}
+
+/// `21-Nov-2026` or `21/Nov/2026` at the start of `b` (the separators are checked by
+/// the caller).
+fn day_month_year(b: &[u8]) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(
+        digits(b.get(7..11)?)? as i32,
+        month(&b[3..6])?,
+        digits(&b[0..2])?,
+    )
 }
 
 fn ymd(y: &[u8], m: &[u8], d: &[u8]) -> Option<NaiveDate> {

@@ -17,6 +17,20 @@ fn ban(ip: &str, count: u32) -> Ban {
     }
 }
 
+/// Reopens a store just dropped in this process. sled's flusher thread lets go of
+/// the file lock a moment after the handle is dropped (a new process never waits).
+fn reopen(dir: &std::path::Path) -> Result<SledStore, StoreError> {
+    for _ in 0..100 {
+        match SledStore::open(dir) {
+            Err(StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    SledStore::open(dir)
+}
+
 fn contract(store: &mut dyn BanStore) {
     let a = ban("192.0.2.1", 1);
     let b = Ban {
@@ -60,7 +74,7 @@ fn sled_store_keeps_the_contract_and_survives_reopen() {
             .commit(&[StoreChange::Put(ban("192.0.2.9", 3))])
             .expect("commit");
     }
-    let store = SledStore::open(dir.path()).expect("reopen");
+    let store = reopen(dir.path()).expect("reopen");
     assert_eq!(store.bans().expect("bans").len(), 2);
     let t: Target = "192.0.2.9".parse().expect("ip");
     assert_eq!(
@@ -102,7 +116,7 @@ fn a_newer_format_is_refused_with_a_clear_error() {
             .expect("insert");
         store.db.flush().expect("flush");
     }
-    match SledStore::open(dir.path()) {
+    match reopen(dir.path()) {
         Err(e @ StoreError::Newer { .. }) => assert!(e.to_string().contains("newer")),
         Err(other) => panic!("expected Newer, got {other}"),
         Ok(_) => panic!("opened a newer store"),
