@@ -1,12 +1,16 @@
 //! Follows one log file: reads what was appended, hands out complete lines (a line
 //! longer than the cap is cut, never buffered without bound), notices rename-style
-//! rotation (new inode at the path: the old file is finished first) and truncation
-//! (copytruncate: start again at 0). Blocking I/O; callers run it off the runtime.
+//! rotation (new inode at the path: the old file is finished first), truncation
+//! (copytruncate: start again at 0) and delete + re-create, and resumes after a restart
+//! from a saved position when the file is still the same one (device, inode, and a hash
+//! of its first line). Blocking I/O; callers run it off the runtime.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use crate::store::FilePosition;
 
 /// Bytes read before `read` returns so the caller can process them.
 const READ_BUDGET: usize = 1024 * 1024;
@@ -57,13 +61,33 @@ pub struct ReadReport {
     pub truncated: bool,
 }
 
+/// Where a follower started, given what was saved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Nothing saved: from the end (only what is written from now on).
+    AtEnd,
+    /// The same file as saved: from the saved offset (lines written while down too).
+    Resumed { offset: u64 },
+    /// Another file than the saved one (rotated or replaced while down): from its start.
+    Replaced,
+    /// The saved file, shorter than the saved offset (truncated while down): from 0.
+    Truncated,
+    /// No file yet: read from its start once it appears.
+    Missing,
+}
+
 /// The state of following one path.
 #[derive(Debug)]
 pub struct FileTail {
     path: PathBuf,
     file: Option<File>,
     id: Option<(u64, u64)>,
+    /// Bytes read from the current file.
     offset: u64,
+    /// Bytes of complete lines handed out (what a restart resumes from).
+    consumed: u64,
+    /// Hash of the current file's first line, once known.
+    head: Option<u64>,
     partial: Vec<u8>,
     /// The current line passed the cap; drop bytes until its newline.
     overlong: bool,
@@ -79,6 +103,8 @@ impl FileTail {
             file: None,
             id: None,
             offset: 0,
+            consumed: 0,
+            head: None,
             partial: Vec::new(),
             overlong: false,
             max_line: max_line.max(1),
@@ -93,17 +119,53 @@ impl FileTail {
     /// Opens the file positioned at its end (only what is written from now on is
     /// read). A missing file is not an error: it is read from its start once it exists.
     pub fn open_at_end(&mut self) -> io::Result<bool> {
-        match File::open(&self.path) {
-            Ok(mut f) => {
-                let meta = f.metadata()?;
-                self.offset = f.seek(SeekFrom::End(0))?;
-                self.id = Some((meta.dev(), meta.ino()));
-                self.file = Some(f);
-                Ok(true)
+        self.resume(None).map(|start| start != Start::Missing)
+    }
+
+    /// Opens the file where `saved` left off when it is still the same file, from its
+    /// start when it was replaced or truncated, and at its end when nothing was saved.
+    pub fn resume(&mut self, saved: Option<FilePosition>) -> io::Result<Start> {
+        let f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Start::Missing),
+            Err(e) => return Err(e),
+        };
+        let meta = f.metadata()?;
+        let id = (meta.dev(), meta.ino());
+        let head = first_line_hash(&f);
+        let (start, offset) = match saved {
+            None => (Start::AtEnd, meta.len()),
+            Some(p) if (p.dev, p.ino) == id && (p.head.is_none() || p.head == head) => {
+                if meta.len() >= p.offset {
+                    (Start::Resumed { offset: p.offset }, p.offset)
+                } else {
+                    (Start::Truncated, 0)
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+            Some(_) => (Start::Replaced, 0),
+        };
+        self.file = Some(f);
+        self.id = Some(id);
+        self.offset = offset;
+        self.consumed = offset;
+        self.head = head;
+        self.partial.clear();
+        self.overlong = false;
+        if let Some(f) = self.file.as_mut() {
+            f.seek(SeekFrom::Start(offset))?;
         }
+        Ok(start)
+    }
+
+    /// What to save so that a restart resumes after the last complete line.
+    pub fn position(&self) -> Option<FilePosition> {
+        let (dev, ino) = self.id?;
+        Some(FilePosition {
+            dev,
+            ino,
+            head: self.head,
+            offset: self.consumed,
+        })
     }
 
     /// Reads what is available into `out` (complete lines only).
@@ -127,6 +189,8 @@ impl FileTail {
                                 self.file = Some(f);
                                 self.id = Some(id);
                                 self.offset = 0;
+                                self.consumed = 0;
+                                self.head = None;
                                 continue;
                             }
                             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
@@ -139,6 +203,8 @@ impl FileTail {
                             f.seek(SeekFrom::Start(0))?;
                         }
                         self.offset = 0;
+                        self.consumed = 0;
+                        self.head = None;
                         self.partial.clear();
                         self.overlong = false;
                         report.truncated = true;
@@ -165,10 +231,12 @@ impl FileTail {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            let base = self.offset;
             self.offset += n as u64;
             let mut rest = &self.buf[..n];
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            while let Some(pos) = memchr::memchr(b'\n', rest) {
                 let (head, tail) = (&rest[..pos], &rest[pos + 1..]);
+                self.consumed = base + (n - rest.len() + pos + 1) as u64;
                 if !self.overlong {
                     let room = self.max_line.saturating_sub(self.partial.len());
                     self.partial
@@ -185,6 +253,9 @@ impl FileTail {
                     .extend_from_slice(&rest[..rest.len().min(room)]);
                 self.overlong = rest.len() > room;
             }
+            if self.head.is_none() && self.consumed > 0 {
+                self.head = first_line_hash(file);
+            }
             *budget = budget.saturating_sub(n);
             if *budget == 0 {
                 return Ok(true);
@@ -200,6 +271,28 @@ impl FileTail {
         }
         self.overlong = false;
     }
+}
+
+/// FNV-1a of the first line (at most its first 1 KiB), if the file has a whole one.
+fn first_line_hash(file: &File) -> Option<u64> {
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    let line = match memchr::memchr(b'\n', &buf[..n]) {
+        Some(end) => &buf[..end],
+        None if n == buf.len() => &buf[..],
+        None => return None,
+    };
+    Some(line.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }))
 }
 
 #[cfg(test)]
@@ -303,5 +396,112 @@ mod tests {
         std::fs::File::create(&path).expect("truncate");
         append(&path, b"x\n");
         assert_eq!(strs(&read_all(&mut tail)), vec!["x"]);
+    }
+
+    /// A follower of `path` resumed from `saved`, as after a restart.
+    fn restarted(path: &Path, saved: Option<FilePosition>) -> (FileTail, Start) {
+        let mut tail = FileTail::new(path, 1024);
+        let start = tail.resume(saved).expect("resume");
+        (tail, start)
+    }
+
+    #[test]
+    fn resume_reads_lines_written_while_down_and_none_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        append(&path, b"history\n");
+        let (mut tail, start) = restarted(&path, None);
+        assert_eq!(start, Start::AtEnd);
+        append(&path, b"one\ntwo\npart");
+        assert_eq!(strs(&read_all(&mut tail)), vec!["one", "two"]);
+        let saved = tail.position();
+        drop(tail);
+        // While down: the partial line completes and more arrives.
+        append(&path, b"ial\nthree\n");
+        let (mut tail, start) = restarted(&path, saved);
+        assert!(matches!(start, Start::Resumed { .. }), "{start:?}");
+        assert_eq!(strs(&read_all(&mut tail)), vec!["partial", "three"]);
+    }
+
+    #[test]
+    fn a_file_replaced_while_down_is_read_from_its_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        append(&path, b"old first line\n");
+        let (mut tail, _) = restarted(&path, None);
+        append(&path, b"old more\n");
+        read_all(&mut tail);
+        let saved = tail.position();
+        drop(tail);
+        // Rotated while down (rename + create).
+        std::fs::rename(&path, dir.path().join("a.log.1")).expect("rename");
+        append(&path, b"new one\nnew two\n");
+        let (mut tail, start) = restarted(&path, saved);
+        assert_eq!(start, Start::Replaced);
+        assert_eq!(strs(&read_all(&mut tail)), vec!["new one", "new two"]);
+    }
+
+    #[test]
+    fn delete_and_recreate_with_a_reused_inode_is_noticed_by_the_first_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        append(&path, b"first version\nline\n");
+        let (tail, _) = restarted(&path, None);
+        let saved = tail.position().expect("position");
+        drop(tail);
+        std::fs::remove_file(&path).expect("rm");
+        append(&path, b"second version\n");
+        // Pretend the file system reused the inode: only the first line tells them apart.
+        let meta = std::fs::metadata(&path).expect("meta");
+        let same_inode = FilePosition {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ..saved
+        };
+        let (mut tail, start) = restarted(&path, Some(same_inode));
+        assert_eq!(start, Start::Replaced);
+        assert_eq!(strs(&read_all(&mut tail)), vec!["second version"]);
+    }
+
+    #[test]
+    fn truncated_while_down_starts_again_at_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        append(&path, b"x\n");
+        let (mut tail, _) = restarted(&path, None);
+        append(&path, b"a long line that makes the file longer\n");
+        read_all(&mut tail);
+        let saved = tail.position();
+        drop(tail);
+        std::fs::File::create(&path).expect("truncate");
+        append(&path, b"x\nafter\n");
+        let (mut tail, start) = restarted(&path, saved);
+        assert_eq!(start, Start::Truncated);
+        assert_eq!(strs(&read_all(&mut tail)), vec!["x", "after"]);
+    }
+
+    #[test]
+    fn delete_and_recreate_while_running_follows_the_new_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        append(&path, b"");
+        let (mut tail, _) = restarted(&path, None);
+        append(&path, b"before\n");
+        std::fs::remove_file(&path).expect("rm");
+        assert_eq!(strs(&read_all(&mut tail)), vec!["before"]);
+        append(&path, b"after\n");
+        assert_eq!(strs(&read_all(&mut tail)), vec!["after"]);
+    }
+
+    #[test]
+    fn the_saved_offset_never_includes_a_partial_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        append(&path, b"");
+        let (mut tail, _) = restarted(&path, None);
+        append(&path, b"done\nhalf");
+        read_all(&mut tail);
+        assert_eq!(tail.position().map(|p| p.offset), Some(5));
+        assert!(tail.position().and_then(|p| p.head).is_some());
     }
 }

@@ -1,8 +1,10 @@
-//! Durable ban state behind a small trait: current bans and per-(jail, target) ban
-//! history. `sled` is the real store; `memory` is a fake for unit tests of the core.
+//! Durable state behind small traits: current bans and per-(jail, target) ban
+//! history (`BanStore`, owned by the ban manager), and the log sources' read positions
+//! (`PositionStore`, one key per reader). `sled` is the real store; `memory` is a fake for unit tests of the core.
 //! Records carry a format version so old state directories keep loading.
 
 mod memory;
+mod positions;
 mod sled_store;
 
 use std::path::PathBuf;
@@ -10,7 +12,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use positions::{FilePosition, MemoryPositions, PositionStore};
+pub use sled_store::{SledPositions, SledStore};
 
 use crate::types::{Ban, Target, Timestamp};
 

@@ -4,6 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use super::positions::{
+    encode_cursor, encode_file, file_key, CursorRecord, FilePosition, PositionRecord,
+    PositionStore, JOURNAL_KEY,
+};
 use super::{
     ban_key, history_key, next_history, BanRecord, BanStore, History, HistoryRecord, StoreChange,
     StoreError, FORMAT_VERSION,
@@ -53,6 +57,18 @@ impl SledStore {
         };
         store.check_format()?;
         Ok(store)
+    }
+
+    /// The read positions, in their own tree of the same database.
+    pub fn positions(&self) -> Result<SledPositions, StoreError> {
+        let tree = self
+            .db
+            .open_tree("positions")
+            .map_err(db_err("opening positions"))?;
+        Ok(SledPositions {
+            db: self.db.clone(),
+            tree,
+        })
     }
 
     fn check_format(&self) -> Result<(), StoreError> {
@@ -153,4 +169,52 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
         doing: "encoding a record",
         reason: e.to_string(),
     })
+}
+
+/// Read positions in the sled database; cheap to share between readers.
+pub struct SledPositions {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl SledPositions {
+    fn put(&self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.tree
+            .insert(key, value)
+            .map_err(db_err("saving a read position"))?;
+        self.db
+            .flush()
+            .map_err(db_err("flushing a read position"))?;
+        Ok(())
+    }
+}
+
+impl PositionStore for SledPositions {
+    fn file(&self, path: &Path) -> Result<Option<FilePosition>, StoreError> {
+        let value = self
+            .tree
+            .get(file_key(path))
+            .map_err(db_err("reading a read position"))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<PositionRecord>(&v).ok())
+            .map(|r| r.position))
+    }
+
+    fn save_file(&self, path: &Path, position: &FilePosition) -> Result<(), StoreError> {
+        self.put(&file_key(path), encode_file(position))
+    }
+
+    fn journal_cursor(&self) -> Result<Option<String>, StoreError> {
+        let value = self
+            .tree
+            .get(JOURNAL_KEY)
+            .map_err(db_err("reading the journal cursor"))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<CursorRecord>(&v).ok())
+            .map(|r| r.cursor))
+    }
+
+    fn save_journal_cursor(&self, cursor: &str) -> Result<(), StoreError> {
+        self.put(JOURNAL_KEY, encode_cursor(cursor))
+    }
 }

@@ -122,3 +122,60 @@ fn a_newer_format_is_refused_with_a_clear_error() {
         Ok(_) => panic!("opened a newer store"),
     }
 }
+
+fn positions_contract(p: &dyn PositionStore) {
+    let path = std::path::Path::new("/var/log/auth.log");
+    assert_eq!(p.file(path).expect("read"), None);
+    let pos = FilePosition {
+        dev: 1,
+        ino: 2,
+        head: Some(3),
+        offset: 4,
+    };
+    p.save_file(path, &pos).expect("save");
+    assert_eq!(p.file(path).expect("read"), Some(pos));
+    assert_eq!(p.file(std::path::Path::new("/other")).expect("read"), None);
+    assert_eq!(p.journal_cursor().expect("read"), None);
+    p.save_journal_cursor("s=abc;i=1").expect("save");
+    assert_eq!(
+        p.journal_cursor().expect("read").as_deref(),
+        Some("s=abc;i=1")
+    );
+}
+
+#[test]
+fn positions_are_kept_in_memory_and_in_sled_across_reopen() {
+    positions_contract(&MemoryPositions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        positions_contract(&store.positions().expect("positions"));
+    }
+    let store = reopen(dir.path()).expect("reopen");
+    let p = store.positions().expect("positions");
+    assert_eq!(
+        p.file(std::path::Path::new("/var/log/auth.log"))
+            .expect("read")
+            .map(|p| p.offset),
+        Some(4)
+    );
+    assert_eq!(
+        p.journal_cursor().expect("read").as_deref(),
+        Some("s=abc;i=1")
+    );
+}
+
+#[test]
+fn version_1_position_records_still_load() {
+    let v1 = r#"{"v":1,"dev":2049,"ino":131,"head":1234567,"offset":4096}"#;
+    let rec: positions::PositionRecord = serde_json::from_str(v1).expect("v1 loads");
+    assert_eq!(
+        rec.position,
+        FilePosition {
+            dev: 2049,
+            ino: 131,
+            head: Some(1234567),
+            offset: 4096
+        }
+    );
+}
