@@ -15,10 +15,11 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 pub use diag::{line_col, ConfigErrors, Diagnostic};
-pub use raw::{Action, Backend, OnStop, Protocol};
+pub use raw::{Action, Backend, FileWatch, OnStop, Protocol};
 pub use value::{format_duration, parse_bantime, parse_duration, parse_net, parse_port, PortRange};
 
 use crate::filter::{DatePattern, Filter, LogTz, RegexRole};
+use crate::source::journal::Matches;
 use crate::types::{BanTime, IgnoreList};
 use raw::{RawFilter, RawJail, RawMain};
 
@@ -63,6 +64,9 @@ pub struct DaemonConfig {
     pub filter_path: Vec<PathBuf>,
     pub max_tracked: usize,
     pub max_line_length: usize,
+    pub file_watch: FileWatch,
+    /// How often files are checked without an inotify event.
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -81,8 +85,10 @@ pub struct JailConfig {
     pub enabled: bool,
     pub filter_name: String,
     pub filter: Arc<Filter>,
+    /// Files or glob patterns (`/var/log/nginx/*access.log`).
     pub logpath: Vec<PathBuf>,
-    pub journal: Vec<String>,
+    /// Journal matches, when the jail reads the systemd journal.
+    pub journal: Option<Matches>,
     pub maxretry: u32,
     pub findtime: Duration,
     pub bantime: BanTime,
@@ -130,7 +136,7 @@ struct JailOptions {
     enabled: Option<bool>,
     filter: Option<(String, Pos)>,
     logpath: Option<Vec<String>>,
-    journal: Option<Vec<String>>,
+    journal: Option<Matches>,
     maxretry: Option<u32>,
     findtime: Option<Duration>,
     bantime: Option<BanTime>,
@@ -266,6 +272,11 @@ fn builtin_defaults() -> JailOptions {
     }
 }
 
+/// True when a logpath is a glob pattern rather than one file.
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
 /// True for names usable as a jail, table or set name in nftables and on the CLI.
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -343,6 +354,15 @@ impl Loader {
             },
             max_tracked,
             max_line_length,
+            file_watch: raw.file_watch.unwrap_or_default(),
+            poll_interval: match raw.poll_interval {
+                Some(p) if p.get_ref().0 < Duration::from_millis(100) || p.get_ref().0 > Duration::from_secs(3600) => {
+                    self.errors.push(Diagnostic::at(file, text, p.span(), "poll_interval must be between 1s and 1h"));
+                    Duration::from_secs(1)
+                }
+                Some(p) => p.get_ref().0,
+                None => Duration::from_secs(1),
+            },
         }
     }
 
@@ -475,7 +495,13 @@ impl Loader {
                 (f.into_inner(), pos)
             }),
             logpath: raw.logpath.map(|l| l.0),
-            journal: raw.journal.map(|j| j.0),
+            journal: raw.journal.and_then(|j| match Matches::parse(&j.get_ref().0) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.errors.push(Diagnostic::at(file, text, j.span(), e));
+                    None
+                }
+            }),
             maxretry,
             findtime: raw.findtime.map(|d| d.0),
             bantime: raw.bantime.map(|b| b.0),
@@ -552,24 +578,24 @@ impl Loader {
             .iter()
             .map(|p| self.path(p))
             .collect();
-        let journal = opts.journal.unwrap_or_default();
+        let journal = opts.journal;
         let enabled = opts.enabled.unwrap_or(true);
-        if enabled && logpath.is_empty() && journal.is_empty() {
+        if enabled && logpath.is_empty() && journal.is_none() {
             self.errors.push(whole.error(format!(
                 "jail `{name}` reads nothing: set `logpath = [\"/var/log/...\"]` or `journal = [...]`"
             )));
         }
-        if enabled && !journal.is_empty() {
-            self.warnings.push(whole.error(
-                "`journal` sources are not implemented in this version; this jail reads only its logpath",
-            ));
+        if enabled && !logpath.is_empty() && journal.is_some() {
+            self.warnings.push(whole.error(format!(
+                "jail `{name}` reads both logpath and the journal: a message that reaches both (through rsyslog) is counted twice"
+            )));
         }
         for p in &logpath {
-            if p.to_string_lossy().contains(['*', '?', '[']) {
-                self.warnings.push(whole.error(format!(
-                    "logpath `{}` looks like a glob; globs are not implemented in this version and it is read as a plain path",
-                    p.display()
-                )));
+            let text_path = p.to_string_lossy();
+            if is_glob(&text_path) {
+                if let Err(e) = glob::Pattern::new(&text_path) {
+                    self.errors.push(whole.error(format!("logpath `{text_path}` is not a valid glob: {e}")));
+                }
             }
         }
         let filter = filter?;

@@ -27,6 +27,19 @@ pub struct RawDaemon {
     pub filter_path: Option<OneOrMany<String>>,
     pub max_tracked: Option<Spanned<i64>>,
     pub max_line_length: Option<Spanned<i64>>,
+    pub file_watch: Option<FileWatch>,
+    pub poll_interval: Option<Spanned<DurationValue>>,
+}
+
+/// How file sources notice new lines.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileWatch {
+    /// inotify, with a poll every `poll_interval` as a safety net.
+    #[default]
+    Auto,
+    /// Only polling (file systems without inotify, such as some network mounts).
+    Poll,
 }
 
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -96,7 +109,7 @@ pub struct RawJail {
     pub enabled: Option<bool>,
     pub filter: Option<Spanned<String>>,
     pub logpath: Option<OneOrMany<String>>,
-    pub journal: Option<OneOrMany<String>>,
+    pub journal: Option<Spanned<OneOrMany<String>>>,
     pub maxretry: Option<Spanned<i64>>,
     pub findtime: Option<DurationValue>,
     pub bantime: Option<BanTimeValue>,

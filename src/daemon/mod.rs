@@ -1,12 +1,12 @@
 //! `run`: the only place that wires the stages together. It opens the store, restores
 //! bans into a fresh kernel table, binds the control socket, and starts the tasks:
-//! one reader per log file -> the jail task -> the ban manager, plus the ctl server.
+//! one reader per log file and one for the journal -> the jail task -> the ban
+//! manager, plus the ctl server.
 
 mod pipeline;
+mod sources;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -14,15 +14,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::ban::{self, BanError, BanManager};
 use crate::config::{Backend as BackendKind, Config};
-use crate::filter::Framer;
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::jail::{Jail, JailRules};
-use crate::source::DirWatcher;
 use crate::stats::Stats;
-use crate::store::{SledStore, StoreError};
+use crate::store::{PositionStore, SledStore, StoreError};
+use sources::FileSources;
 use crate::types::{Clock, SystemClock};
 
+/// The journal reader's command.
+const JOURNALCTL: &str = "journalctl";
 /// Capacity of the channel from readers to the jail task.
 const FAILURE_QUEUE: usize = 4096;
 /// Capacity of the channel from the jail task to the ban manager.
@@ -55,6 +56,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     };
     firewall.probe().await?;
     let store = SledStore::open(&config.daemon.state_dir)?;
+    let positions: Arc<dyn PositionStore> = Arc::new(store.positions()?);
     let mut manager = BanManager::new(
         firewall,
         Box::new(store),
@@ -96,38 +98,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         shutdown.clone(),
     ));
 
-    // One reader per file, however many jails watch it.
-    let mut readers: BTreeMap<PathBuf, Vec<pipeline::Subscriber>> = BTreeMap::new();
-    for (index, jail) in jails.iter().enumerate() {
-        for path in &jail.logpath {
-            readers
-                .entry(path.clone())
-                .or_default()
-                .push(pipeline::Subscriber {
-                    jail: index,
-                    filter: jail.filter.clone(),
-                    framer: Framer {
-                        tz: jail.logtimezone,
-                        pattern: jail.filter.datepattern().cloned(),
-                    },
-                });
-        }
+    // One reader per file (literal or glob match), however many jails read it, and
+    // one for the journal.
+    let cx = pipeline::ReaderContext {
+        failures: failure_tx.clone(),
+        stats: stats.clone(),
+        clock: clock.clone(),
+        shutdown: shutdown.clone(),
+        max_line: config.daemon.max_line_length,
+        positions,
+        poll: config.daemon.poll_interval,
+    };
+    let cx_journal = cx.clone();
+    let mut files = FileSources::new(&jails, config.daemon.file_watch, cx.clone(), tasks.clone());
+    files.start_new(true);
+    if files.has_globs() {
+        tasks.spawn(sources::rescan_globs(Arc::new(Mutex::new(files)), cx.clone()));
+    } else {
+        // Keep the inotify watcher alive for as long as the readers run.
+        tasks.spawn(async move {
+            let _files = files;
+            cx.shutdown.cancelled().await;
+        });
     }
-    let mut watcher = DirWatcher::new();
-    for (path, subscribers) in readers {
-        let wake = watcher.watch(&path);
-        tasks.spawn(pipeline::follow_file(
-            path,
-            subscribers,
-            pipeline::ReaderContext {
-                failures: failure_tx.clone(),
-                wake,
-                stats: stats.clone(),
-                clock: clock.clone(),
-                shutdown: shutdown.clone(),
-                max_line: config.daemon.max_line_length,
-            },
-        ));
+    let journal = sources::journal_subscribers(&jails);
+    if !journal.is_empty() {
+        tasks.spawn(pipeline::follow_journal(journal, JOURNALCTL.to_string(), cx_journal));
     }
     drop(failure_tx);
 
@@ -140,7 +136,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             .collect(),
     });
     tasks.spawn(server::serve(listener, handler, shutdown.clone()));
-    tasks.close();
 
     let summary = format!("{} jails, {} bans restored", jails.len(), restored.loaded);
     tracing::info!(socket = %config.daemon.socket.display(), "gaoler is ready: {summary}");
@@ -152,8 +147,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     shutdown.cancelled().await;
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
+    tasks.close();
     tasks.wait().await;
-    drop(watcher);
     let _ = std::fs::remove_file(&config.daemon.socket);
     tracing::info!("stopped");
     Ok(())

@@ -1,5 +1,5 @@
-//! The tasks between a log file and the ban manager: a reader per file runs each
-//! subscribed jail's filter on every complete line, and the jail task counts the
+//! The tasks between the logs and the ban manager: a reader per file (and one for the
+//! journal) runs each subscribed jail's filter on every complete line or entry, and the jail task counts the
 //! failures and sends ban decisions on. Channels are bounded: a flood waits, never grows.
 
 use std::path::PathBuf;
@@ -13,46 +13,84 @@ use tokio_util::sync::CancellationToken;
 use crate::ban::Decision;
 use crate::filter::{Filter, Framer, Verdict};
 use crate::jail::{Failure, Jail, Outcome};
-use crate::source::{FileTail, Lines};
+use crate::source::journal::{parse_entry, Follower, Matches};
+use crate::source::{FileTail, Lines, Start};
+use crate::store::PositionStore;
 use crate::stats::Stats;
 use crate::types::Clock;
 
-/// How often a file is checked when no inotify event came.
-const POLL: Duration = Duration::from_secs(1);
 /// How often quiet addresses are forgotten.
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 
 /// A jail reading a file, with its filter and how its lines' timestamps are read.
+#[derive(Clone)]
 pub struct Subscriber {
     pub jail: usize,
     pub filter: Arc<Filter>,
     pub framer: Framer,
 }
 
+/// A jail reading the journal, with its filter and matches.
+pub struct JournalSubscriber {
+    pub jail: usize,
+    pub filter: Arc<Filter>,
+    pub matches: Matches,
+}
+
 /// What every reader shares.
+#[derive(Clone)]
 pub struct ReaderContext {
     pub failures: mpsc::Sender<Failure>,
-    pub wake: Arc<Notify>,
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
     pub shutdown: CancellationToken,
     pub max_line: usize,
+    pub positions: Arc<dyn PositionStore>,
+    /// How often a file is checked without an inotify event.
+    pub poll: Duration,
 }
 
-/// Follows `path` from its end and sends every failure its jails' filters find.
-pub async fn follow_file(path: PathBuf, subscribers: Vec<Subscriber>, cx: ReaderContext) {
+/// Where a reader of a file with no saved position starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsaved {
+    /// At the end: a file present when gaoler starts (its past is history).
+    End,
+    /// At the start: a file that appeared while gaoler runs (all of it is new).
+    Start,
+}
+
+/// Follows `path`, resuming from its saved position, and sends every failure its
+/// jails' filters find; saves the position after each batch it handled.
+pub async fn follow_file(
+    path: PathBuf,
+    subscribers: Vec<Subscriber>,
+    wake: Option<Arc<Notify>>,
+    unsaved: Unsaved,
+    cx: ReaderContext,
+) {
     let mut tail = FileTail::new(&path, cx.max_line);
-    match tail.open_at_end() {
-        Ok(true) => tracing::info!(file = %path.display(), "following"),
-        Ok(false) => {
-            tracing::warn!(file = %path.display(), "log file does not exist yet; it will be read once it appears")
-        }
+    let saved = match cx.positions.file(&path) {
+        Ok(p) => p,
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %crate::util::io_reason(&e), "cannot open log file; retrying")
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the saved position; starting at the end");
+            None
         }
+    };
+    let start = match (saved, unsaved) {
+        (None, Unsaved::Start) => tail.resume_from_start(),
+        (saved, _) => tail.resume(saved),
+    };
+    match start {
+        Ok(Start::AtEnd) => tracing::info!(file = %path.display(), "following from the end"),
+        Ok(Start::Resumed { offset }) => tracing::info!(file = %path.display(), offset, "resuming where gaoler left off"),
+        Ok(Start::Replaced) => tracing::info!(file = %path.display(), "file was replaced while gaoler was down; reading it from the start"),
+        Ok(Start::Truncated) => tracing::info!(file = %path.display(), "file was truncated while gaoler was down; reading it from the start"),
+        Ok(Start::Missing) => tracing::warn!(file = %path.display(), "log file does not exist yet; it will be read once it appears"),
+        Err(e) => tracing::warn!(file = %path.display(), error = %crate::util::io_reason(&e), "cannot open log file; retrying"),
     }
     let mut lines = Lines::default();
     let mut last_error: Option<String> = None;
+    let mut saved = saved;
     loop {
         loop {
             lines.clear();
@@ -87,15 +125,121 @@ pub async fn follow_file(path: PathBuf, subscribers: Vec<Subscriber>, cx: Reader
             if !examine(&lines, &subscribers, &cx).await {
                 return;
             }
+            let now = tail.position();
+            if now.is_some() && now != saved {
+                if let Some(p) = &now {
+                    if let Err(e) = cx.positions.save_file(&path, p) {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot save the read position");
+                    }
+                }
+                saved = now;
+            }
             if !more {
                 break;
             }
         }
+        let notified = async {
+            match &wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cx.shutdown.cancelled() => return,
-            _ = cx.wake.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = notified => {}
+            _ = tokio::time::sleep(cx.poll) => {}
         }
+    }
+}
+
+/// Follows the journal after the saved cursor (from now when there is none), applies
+/// each jail's matches, and sends the failures found in matching entries' messages.
+pub async fn follow_journal(subscribers: Vec<JournalSubscriber>, journalctl: String, cx: ReaderContext) {
+    let wanted: Vec<String> = {
+        let mut f: Vec<String> = subscribers.iter().flat_map(|s| s.matches.fields().map(String::from)).collect();
+        f.sort();
+        f.dedup();
+        f
+    };
+    let mut cursor = cx.positions.journal_cursor().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the saved journal cursor; following from now");
+        None
+    });
+    let mut saved = cursor.clone();
+    let mut buf = Vec::new();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let mut follower = match Follower::spawn(&journalctl, cursor.as_deref()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::error!("journal sources need `journalctl` (systemd); jails reading the journal see nothing");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::util::io_reason(&e), "cannot start journalctl; retrying");
+                if !pause(&cx, backoff).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        tracing::info!(resume = cursor.is_some(), "following the journal");
+        let mut got_any = false;
+        loop {
+            let read = tokio::select! {
+                _ = cx.shutdown.cancelled() => return,
+                r = follower.next_line(&mut buf) => r,
+            };
+            match read {
+                Ok(true) => {}
+                Ok(false) | Err(_) => break,
+            }
+            got_any = true;
+            let Some(entry) = parse_entry(&buf, wanted.iter().map(String::as_str)) else {
+                continue;
+            };
+            cx.stats.lines_read.fetch_add(1, Relaxed);
+            for sub in subscribers.iter().filter(|s| s.matches.accepts(&entry)) {
+                if let Verdict::Failure(found) = sub.filter.examine(&entry.message) {
+                    let failure = Failure { jail: sub.jail, host: found.host, time: entry.time };
+                    if cx.failures.send(failure).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            cursor = Some(entry.cursor);
+            // Save once a burst is handled, not after every entry of it.
+            if !follower.has_buffered() && cursor != saved {
+                if let Some(c) = &cursor {
+                    if let Err(e) = cx.positions.save_journal_cursor(c) {
+                        tracing::warn!(error = %e, "cannot save the journal cursor");
+                    }
+                }
+                saved = cursor.clone();
+            }
+        }
+        let why = follower.finish().await;
+        if cx.shutdown.is_cancelled() {
+            return;
+        }
+        if !got_any && cursor.is_some() && why.contains("cursor") {
+            tracing::warn!(reason = %why, "the saved journal cursor is no longer valid; following from now");
+            cursor = None;
+        } else {
+            tracing::warn!(reason = %why, "journalctl stopped; restarting it");
+        }
+        if !pause(&cx, backoff).await {
+            return;
+        }
+        backoff = if got_any { Duration::from_secs(1) } else { (backoff * 2).min(Duration::from_secs(30)) };
+    }
+}
+
+/// Sleeps unless shutdown comes first; false on shutdown.
+async fn pause(cx: &ReaderContext, d: Duration) -> bool {
+    tokio::select! {
+        _ = cx.shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
     }
 }
 

@@ -157,6 +157,21 @@ impl FileTail {
         Ok(start)
     }
 
+    /// Opens the file at its start (a file that appeared while gaoler runs).
+    pub fn resume_from_start(&mut self) -> io::Result<Start> {
+        match self.resume(None)? {
+            Start::Missing => Ok(Start::Missing),
+            _ => {
+                self.offset = 0;
+                self.consumed = 0;
+                if let Some(f) = self.file.as_mut() {
+                    f.seek(SeekFrom::Start(0))?;
+                }
+                Ok(Start::Replaced)
+            }
+        }
+    }
+
     /// What to save so that a restart resumes after the last complete line.
     pub fn position(&self) -> Option<FilePosition> {
         let (dev, ino) = self.id?;

@@ -1,0 +1,139 @@
+//! Starts the log readers: one per file, for literal paths and for files matching a
+//! glob (re-scanned periodically, so files created later are picked up), however many
+//! jails read it; and one reader for the journal. Every reader shares one context.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use super::pipeline::{self, JournalSubscriber, ReaderContext, Subscriber, Unsaved};
+use crate::config::{is_glob, FileWatch, JailConfig};
+use crate::filter::Framer;
+use crate::source::DirWatcher;
+
+/// How often glob patterns are expanded again.
+pub const GLOB_RESCAN: Duration = Duration::from_secs(10);
+
+/// A logpath of a jail: one file or a glob.
+struct Pattern {
+    literal: PathBuf,
+    glob: Option<glob::Pattern>,
+    subscriber: Subscriber,
+}
+
+/// The file readers started so far, and what is needed to start more.
+pub struct FileSources {
+    patterns: Vec<Pattern>,
+    running: HashSet<PathBuf>,
+    watcher: Option<DirWatcher>,
+    cx: ReaderContext,
+    tasks: TaskTracker,
+}
+
+impl FileSources {
+    pub fn new(jails: &[JailConfig], watch: FileWatch, cx: ReaderContext, tasks: TaskTracker) -> Self {
+        let mut patterns = Vec::new();
+        for (index, jail) in jails.iter().enumerate() {
+            for path in &jail.logpath {
+                let text = path.to_string_lossy();
+                patterns.push(Pattern {
+                    literal: path.clone(),
+                    glob: is_glob(&text).then(|| glob::Pattern::new(&text).ok()).flatten(),
+                    subscriber: Subscriber {
+                        jail: index,
+                        filter: jail.filter.clone(),
+                        framer: Framer {
+                            tz: jail.logtimezone,
+                            pattern: jail.filter.datepattern().cloned(),
+                        },
+                    },
+                });
+            }
+        }
+        let watcher = (watch == FileWatch::Auto).then(DirWatcher::new);
+        FileSources {
+            patterns,
+            running: HashSet::new(),
+            watcher,
+            cx,
+            tasks,
+        }
+    }
+
+    pub fn has_globs(&self) -> bool {
+        self.patterns.iter().any(|p| p.glob.is_some())
+    }
+
+    /// Starts a reader for every file not followed yet. At start (`initial`), files
+    /// without a saved position are read from their end; files found later, from
+    /// their start.
+    pub fn start_new(&mut self, initial: bool) {
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for p in &self.patterns {
+            match &p.glob {
+                None => paths.push(p.literal.clone()),
+                Some(_) => match glob::glob(&p.literal.to_string_lossy()) {
+                    Ok(found) => paths.extend(found.filter_map(Result::ok).filter(|f| f.is_file())),
+                    Err(e) => tracing::warn!(pattern = %p.literal.display(), error = %e, "cannot expand glob"),
+                },
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        for path in paths {
+            if self.running.contains(&path) {
+                continue;
+            }
+            let subscribers = self.subscribers(&path);
+            let wake = self.watcher.as_mut().map(|w| w.watch(&path));
+            let unsaved = if initial { Unsaved::End } else { Unsaved::Start };
+            if !initial {
+                tracing::info!(file = %path.display(), "a new file matches a logpath glob");
+            }
+            self.tasks.spawn(pipeline::follow_file(path.clone(), subscribers, wake, unsaved, self.cx.clone()));
+            self.running.insert(path);
+        }
+    }
+
+    /// Every jail whose logpath names or matches `path`.
+    fn subscribers(&self, path: &Path) -> Vec<Subscriber> {
+        self.patterns
+            .iter()
+            .filter(|p| match &p.glob {
+                Some(g) => g.matches_path(path),
+                None => p.literal == path,
+            })
+            .map(|p| p.subscriber.clone())
+            .collect()
+    }
+}
+
+/// Re-expands the globs every `GLOB_RESCAN` until shutdown.
+pub async fn rescan_globs(sources: Arc<Mutex<FileSources>>, cx: ReaderContext) {
+    loop {
+        tokio::select! {
+            _ = cx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(GLOB_RESCAN) => {
+                sources.lock().unwrap_or_else(|p| p.into_inner()).start_new(false);
+            }
+        }
+    }
+}
+
+/// The journal reader's subscribers: the jails with journal matches.
+pub fn journal_subscribers(jails: &[JailConfig]) -> Vec<JournalSubscriber> {
+    jails
+        .iter()
+        .enumerate()
+        .filter_map(|(index, j)| {
+            j.journal.clone().map(|matches| JournalSubscriber {
+                jail: index,
+                filter: j.filter.clone(),
+                matches,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,220 @@
+//! The systemd journal as a source. Follows `journalctl -o json` unfiltered and applies
+//! each jail's matches here (a match-filtered `journalctl -f` was seen to miss the first
+//! entries on systemd 252), resumes after the last cursor handled, and hands out each
+//! entry's MESSAGE with its time. No libsystemd: journalctl is the interface.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::types::Timestamp;
+
+/// Longest journal entry (JSON line) accepted; journald itself caps far below this.
+const MAX_ENTRY: u64 = 4 * 1024 * 1024;
+
+/// A jail's journal matches: `FIELD=value`. Matches of the same field are alternatives,
+/// different fields must all match (journalctl's rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matches {
+    fields: Vec<(String, Vec<String>)>,
+}
+
+impl Matches {
+    /// Parses `["_COMM=sshd", "_COMM=sshd-session"]`.
+    pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Matches, String> {
+        let mut fields: Vec<(String, Vec<String>)> = Vec::new();
+        for m in list {
+            let m = m.as_ref();
+            let Some((field, value)) = m.split_once('=') else {
+                return Err(format!("journal match `{m}` is not FIELD=value (e.g. _SYSTEMD_UNIT=ssh.service)"));
+            };
+            let valid = !field.is_empty()
+                && field.len() <= 64
+                && !field.starts_with(|c: char| c.is_ascii_digit())
+                && field.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                return Err(format!("journal field `{field}` in `{m}` is not a journal field name (upper-case letters, digits and _)"));
+            }
+            match fields.iter_mut().find(|(f, _)| f == field) {
+                Some((_, values)) => values.push(value.to_string()),
+                None => fields.push((field.to_string(), vec![value.to_string()])),
+            }
+        }
+        if fields.is_empty() {
+            return Err("journal needs at least one FIELD=value match".into());
+        }
+        Ok(Matches { fields })
+    }
+
+    /// The fields these matches look at.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(f, _)| f.as_str())
+    }
+
+    pub fn accepts(&self, entry: &Entry) -> bool {
+        self.fields.iter().all(|(field, values)| {
+            entry
+                .fields
+                .get(field)
+                .is_some_and(|v| values.iter().any(|want| want == v))
+        })
+    }
+}
+
+/// One journal entry, with only the fields some jail matches on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub cursor: String,
+    pub time: Option<Timestamp>,
+    pub message: Vec<u8>,
+    pub fields: HashMap<String, String>,
+}
+
+/// Parses one line of `journalctl -o json`; keeps the fields named in `wanted`.
+pub fn parse_entry<'a>(line: &[u8], wanted: impl IntoIterator<Item = &'a str>) -> Option<Entry> {
+    let mut obj: serde_json::Map<String, Value> = serde_json::from_slice(line).ok()?;
+    let cursor = match obj.remove("__CURSOR")? {
+        Value::String(c) => c,
+        _ => return None,
+    };
+    let time = obj
+        .get("__REALTIME_TIMESTAMP")
+        .and_then(Value::as_str)
+        .and_then(|us| us.parse::<i64>().ok())
+        .and_then(chrono::DateTime::from_timestamp_micros);
+    let message = match obj.remove("MESSAGE") {
+        Some(Value::String(s)) => s.into_bytes(),
+        // Non-UTF-8 messages come as an array of byte values.
+        Some(Value::Array(bytes)) => bytes
+            .iter()
+            .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let fields = wanted
+        .into_iter()
+        .filter_map(|f| match obj.get(f) {
+            Some(Value::String(v)) => Some((f.to_string(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    Some(Entry {
+        cursor,
+        time,
+        message,
+        fields,
+    })
+}
+
+/// A running `journalctl --follow`.
+pub struct Follower {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Follower {
+    /// Follows the journal after `cursor`, or from now when there is none.
+    pub fn spawn(journalctl: &str, cursor: Option<&str>) -> std::io::Result<Follower> {
+        let mut cmd = Command::new(journalctl);
+        cmd.args(["--output=json", "--no-pager", "--follow", "--all"]);
+        match cursor {
+            Some(c) => cmd.arg(format!("--after-cursor={c}")),
+            None => cmd.arg("--lines=0"),
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("journalctl has no stdout"))?;
+        Ok(Follower {
+            child,
+            out: BufReader::with_capacity(256 * 1024, out),
+        })
+    }
+
+    /// The next entry line; `None` when journalctl has exited.
+    pub async fn next_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+        buf.clear();
+        let n = (&mut self.out).take(MAX_ENTRY).read_until(b'\n', buf).await?;
+        Ok(n > 0)
+    }
+
+    /// True when more output is already buffered (the burst is not over).
+    pub fn has_buffered(&self) -> bool {
+        !self.out.buffer().is_empty()
+    }
+
+    /// Why journalctl ended: its exit status and what it said on stderr.
+    pub async fn finish(mut self) -> String {
+        let _ = self.child.start_kill();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+        let status = self.child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+        format!("{status}: {}", err.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(json: &str, wanted: &[&str]) -> Entry {
+        parse_entry(json.as_bytes(), wanted.iter().copied()).expect("entry parses")
+    }
+
+    #[test]
+    fn entries_parse_with_time_message_and_wanted_fields() {
+        let e = entry(
+            r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1763712826250000","MESSAGE":"Failed password for root from 192.0.2.7 port 22 ssh2","_COMM":"sshd","_PID":"42","_HOSTNAME":"h"}"#,
+            &["_COMM"],
+        );
+        assert_eq!(e.cursor, "s=1;i=2");
+        assert_eq!(e.time.map(|t| t.timestamp_millis()), Some(1_763_712_826_250));
+        assert!(e.message.starts_with(b"Failed password"));
+        assert_eq!(e.fields.get("_COMM").map(String::as_str), Some("sshd"));
+        assert!(!e.fields.contains_key("_PID"));
+    }
+
+    #[test]
+    fn binary_messages_come_as_byte_arrays() {
+        let e = entry(r#"{"__CURSOR":"c","MESSAGE":[255,104,105]}"#, &[]);
+        assert_eq!(e.message, vec![255, b'h', b'i']);
+        assert_eq!(e.time, None);
+        assert!(parse_entry(b"not json", []).is_none());
+        assert!(parse_entry(br#"{"MESSAGE":"no cursor"}"#, []).is_none());
+    }
+
+    #[test]
+    fn matches_or_within_a_field_and_within_fields() {
+        let m = Matches::parse(&["_COMM=sshd", "_COMM=sshd-session", "_SYSTEMD_UNIT=ssh.service"]).expect("matches");
+        let with = |comm: &str, unit: &str| Entry {
+            cursor: String::new(),
+            time: None,
+            message: Vec::new(),
+            fields: HashMap::from([("_COMM".into(), comm.into()), ("_SYSTEMD_UNIT".into(), unit.into())]),
+        };
+        assert!(m.accepts(&with("sshd", "ssh.service")));
+        assert!(m.accepts(&with("sshd-session", "ssh.service")));
+        assert!(!m.accepts(&with("sshd", "cron.service")));
+        assert!(!m.accepts(&with("logger", "ssh.service")));
+        assert_eq!(m.fields().collect::<Vec<_>>(), vec!["_COMM", "_SYSTEMD_UNIT"]);
+    }
+
+    #[test]
+    fn malformed_matches_are_rejected() {
+        for bad in ["sshd", "=x", "lower=x", "1X=y"] {
+            assert!(Matches::parse(&[bad]).is_err(), "{bad}");
+        }
+        assert!(Matches::parse::<&str>(&[]).is_err());
+    }
+}
