@@ -356,8 +356,16 @@ impl Loader {
             max_line_length,
             file_watch: raw.file_watch.unwrap_or_default(),
             poll_interval: match raw.poll_interval {
-                Some(p) if p.get_ref().0 < Duration::from_millis(100) || p.get_ref().0 > Duration::from_secs(3600) => {
-                    self.errors.push(Diagnostic::at(file, text, p.span(), "poll_interval must be between 1s and 1h"));
+                Some(p)
+                    if p.get_ref().0 < Duration::from_millis(100)
+                        || p.get_ref().0 > Duration::from_secs(3600) =>
+                {
+                    self.errors.push(Diagnostic::at(
+                        file,
+                        text,
+                        p.span(),
+                        "poll_interval must be between 1s and 1h",
+                    ));
                     Duration::from_secs(1)
                 }
                 Some(p) => p.get_ref().0,
@@ -495,13 +503,15 @@ impl Loader {
                 (f.into_inner(), pos)
             }),
             logpath: raw.logpath.map(|l| l.0),
-            journal: raw.journal.and_then(|j| match Matches::parse(&j.get_ref().0) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    self.errors.push(Diagnostic::at(file, text, j.span(), e));
-                    None
-                }
-            }),
+            journal: raw
+                .journal
+                .and_then(|j| match Matches::parse(&j.get_ref().0) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        self.errors.push(Diagnostic::at(file, text, j.span(), e));
+                        None
+                    }
+                }),
             maxretry,
             findtime: raw.findtime.map(|d| d.0),
             bantime: raw.bantime.map(|b| b.0),
@@ -594,7 +604,9 @@ impl Loader {
             let text_path = p.to_string_lossy();
             if is_glob(&text_path) {
                 if let Err(e) = glob::Pattern::new(&text_path) {
-                    self.errors.push(whole.error(format!("logpath `{text_path}` is not a valid glob: {e}")));
+                    self.errors.push(
+                        whole.error(format!("logpath `{text_path}` is not a valid glob: {e}")),
+                    );
                 }
             }
         }

@@ -17,10 +17,11 @@ use crate::config::{Backend as BackendKind, Config};
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::jail::{Jail, JailRules};
+use crate::source::journal::{self, StartAt};
 use crate::stats::Stats;
 use crate::store::{PositionStore, SledStore, StoreError};
-use sources::FileSources;
 use crate::types::{Clock, SystemClock};
+use sources::FileSources;
 
 /// The journal reader's command.
 const JOURNALCTL: &str = "journalctl";
@@ -113,7 +114,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let mut files = FileSources::new(&jails, config.daemon.file_watch, cx.clone(), tasks.clone());
     files.start_new(true);
     if files.has_globs() {
-        tasks.spawn(sources::rescan_globs(Arc::new(Mutex::new(files)), cx.clone()));
+        tasks.spawn(sources::rescan_globs(
+            Arc::new(Mutex::new(files)),
+            cx.clone(),
+        ));
     } else {
         // Keep the inotify watcher alive for as long as the readers run.
         tasks.spawn(async move {
@@ -123,7 +127,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     let journal = sources::journal_subscribers(&jails);
     if !journal.is_empty() {
-        tasks.spawn(pipeline::follow_journal(journal, JOURNALCTL.to_string(), cx_journal));
+        // Decided before READY, so that nothing logged after it can be missed.
+        let start = match cx_journal.positions.journal_cursor() {
+            Ok(Some(cursor)) => Some(StartAt::After(cursor)),
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(error = %e, "cannot read the saved journal cursor");
+                }
+                match journal::tail(JOURNALCTL).await {
+                    Ok(start) => Some(start),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        tracing::error!("journal sources need `journalctl` (systemd); jails reading the journal see nothing");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %crate::util::io_reason(&e), "cannot read the journal's tail; following from now");
+                        Some(StartAt::Now)
+                    }
+                }
+            }
+        };
+        if let Some(start) = start {
+            tasks.spawn(pipeline::follow_journal(
+                journal,
+                JOURNALCTL.to_string(),
+                start,
+                cx_journal,
+            ));
+        }
     }
     drop(failure_tx);
 

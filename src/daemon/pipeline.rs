@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::ban::Decision;
 use crate::filter::{Filter, Framer, Verdict};
 use crate::jail::{Failure, Jail, Outcome};
-use crate::source::journal::{parse_entry, Follower, Matches};
+use crate::source::journal::{parse_entry, Follower, Matches, StartAt};
 use crate::source::{FileTail, Lines, Start};
-use crate::store::PositionStore;
 use crate::stats::Stats;
+use crate::store::PositionStore;
 use crate::types::Clock;
 
 /// How often quiet addresses are forgotten.
@@ -82,11 +82,21 @@ pub async fn follow_file(
     };
     match start {
         Ok(Start::AtEnd) => tracing::info!(file = %path.display(), "following from the end"),
-        Ok(Start::Resumed { offset }) => tracing::info!(file = %path.display(), offset, "resuming where gaoler left off"),
-        Ok(Start::Replaced) => tracing::info!(file = %path.display(), "file was replaced while gaoler was down; reading it from the start"),
-        Ok(Start::Truncated) => tracing::info!(file = %path.display(), "file was truncated while gaoler was down; reading it from the start"),
-        Ok(Start::Missing) => tracing::warn!(file = %path.display(), "log file does not exist yet; it will be read once it appears"),
-        Err(e) => tracing::warn!(file = %path.display(), error = %crate::util::io_reason(&e), "cannot open log file; retrying"),
+        Ok(Start::Resumed { offset }) => {
+            tracing::info!(file = %path.display(), offset, "resuming where gaoler left off")
+        }
+        Ok(Start::Replaced) => {
+            tracing::info!(file = %path.display(), "file was replaced while gaoler was down; reading it from the start")
+        }
+        Ok(Start::Truncated) => {
+            tracing::info!(file = %path.display(), "file was truncated while gaoler was down; reading it from the start")
+        }
+        Ok(Start::Missing) => {
+            tracing::warn!(file = %path.display(), "log file does not exist yet; it will be read once it appears")
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %crate::util::io_reason(&e), "cannot open log file; retrying")
+        }
     }
     let mut lines = Lines::default();
     let mut last_error: Option<String> = None;
@@ -152,24 +162,29 @@ pub async fn follow_file(
     }
 }
 
-/// Follows the journal after the saved cursor (from now when there is none), applies
-/// each jail's matches, and sends the failures found in matching entries' messages.
-pub async fn follow_journal(subscribers: Vec<JournalSubscriber>, journalctl: String, cx: ReaderContext) {
+/// Follows the journal from `start`, applies each jail's matches, sends the failures
+/// found in matching entries' messages, and saves the cursor after each burst.
+pub async fn follow_journal(
+    subscribers: Vec<JournalSubscriber>,
+    journalctl: String,
+    start: StartAt,
+    cx: ReaderContext,
+) {
     let wanted: Vec<String> = {
-        let mut f: Vec<String> = subscribers.iter().flat_map(|s| s.matches.fields().map(String::from)).collect();
+        let mut f: Vec<String> = subscribers
+            .iter()
+            .flat_map(|s| s.matches.fields().map(String::from))
+            .collect();
         f.sort();
         f.dedup();
         f
     };
-    let mut cursor = cx.positions.journal_cursor().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the saved journal cursor; following from now");
-        None
-    });
-    let mut saved = cursor.clone();
+    let mut start = start;
+    let mut saved: Option<String> = None;
     let mut buf = Vec::new();
     let mut backoff = Duration::from_secs(1);
     loop {
-        let mut follower = match Follower::spawn(&journalctl, cursor.as_deref()) {
+        let mut follower = match Follower::spawn(&journalctl, &start) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::error!("journal sources need `journalctl` (systemd); jails reading the journal see nothing");
@@ -183,16 +198,15 @@ pub async fn follow_journal(subscribers: Vec<JournalSubscriber>, journalctl: Str
                 continue;
             }
         };
-        tracing::info!(resume = cursor.is_some(), "following the journal");
+        tracing::info!(start = ?start, "following the journal");
         let mut got_any = false;
         loop {
             let read = tokio::select! {
                 _ = cx.shutdown.cancelled() => return,
                 r = follower.next_line(&mut buf) => r,
             };
-            match read {
-                Ok(true) => {}
-                Ok(false) | Err(_) => break,
+            if !matches!(read, Ok(true)) {
+                break;
             }
             got_any = true;
             let Some(entry) = parse_entry(&buf, wanted.iter().map(String::as_str)) else {
@@ -201,37 +215,45 @@ pub async fn follow_journal(subscribers: Vec<JournalSubscriber>, journalctl: Str
             cx.stats.lines_read.fetch_add(1, Relaxed);
             for sub in subscribers.iter().filter(|s| s.matches.accepts(&entry)) {
                 if let Verdict::Failure(found) = sub.filter.examine(&entry.message) {
-                    let failure = Failure { jail: sub.jail, host: found.host, time: entry.time };
+                    let failure = Failure {
+                        jail: sub.jail,
+                        host: found.host,
+                        time: entry.time,
+                    };
                     if cx.failures.send(failure).await.is_err() {
                         return;
                     }
                 }
             }
-            cursor = Some(entry.cursor);
+            start = StartAt::After(entry.cursor);
             // Save once a burst is handled, not after every entry of it.
-            if !follower.has_buffered() && cursor != saved {
-                if let Some(c) = &cursor {
-                    if let Err(e) = cx.positions.save_journal_cursor(c) {
+            if let StartAt::After(cursor) = &start {
+                if !follower.has_buffered() && saved.as_ref() != Some(cursor) {
+                    if let Err(e) = cx.positions.save_journal_cursor(cursor) {
                         tracing::warn!(error = %e, "cannot save the journal cursor");
                     }
+                    saved = Some(cursor.clone());
                 }
-                saved = cursor.clone();
             }
         }
         let why = follower.finish().await;
         if cx.shutdown.is_cancelled() {
             return;
         }
-        if !got_any && cursor.is_some() && why.contains("cursor") {
-            tracing::warn!(reason = %why, "the saved journal cursor is no longer valid; following from now");
-            cursor = None;
+        if !got_any && matches!(start, StartAt::After(_)) && why.contains("cursor") {
+            tracing::warn!(reason = %why, "journalctl does not know the saved cursor; following from now");
+            start = StartAt::Now;
         } else {
             tracing::warn!(reason = %why, "journalctl stopped; restarting it");
         }
         if !pause(&cx, backoff).await {
             return;
         }
-        backoff = if got_any { Duration::from_secs(1) } else { (backoff * 2).min(Duration::from_secs(30)) };
+        backoff = if got_any {
+            Duration::from_secs(1)
+        } else {
+            (backoff * 2).min(Duration::from_secs(30))
+        };
     }
 }
 

@@ -1,12 +1,13 @@
 //! Starts the log readers: one per file, for literal paths and for files matching a
-//! glob (re-scanned periodically, so files created later are picked up), however many
-//! jails read it; and one reader for the journal. Every reader shares one context.
+//! glob (re-scanned when their directory changes and periodically, so files created
+//! later are picked up), however many jails read it; and one reader for the journal. Every reader shares one context.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use super::pipeline::{self, JournalSubscriber, ReaderContext, Subscriber, Unsaved};
@@ -29,19 +30,28 @@ pub struct FileSources {
     patterns: Vec<Pattern>,
     running: HashSet<PathBuf>,
     watcher: Option<DirWatcher>,
+    /// Fired by changes in the directories globs look into.
+    glob_dirs_changed: Arc<Notify>,
     cx: ReaderContext,
     tasks: TaskTracker,
 }
 
 impl FileSources {
-    pub fn new(jails: &[JailConfig], watch: FileWatch, cx: ReaderContext, tasks: TaskTracker) -> Self {
+    pub fn new(
+        jails: &[JailConfig],
+        watch: FileWatch,
+        cx: ReaderContext,
+        tasks: TaskTracker,
+    ) -> Self {
         let mut patterns = Vec::new();
         for (index, jail) in jails.iter().enumerate() {
             for path in &jail.logpath {
                 let text = path.to_string_lossy();
                 patterns.push(Pattern {
                     literal: path.clone(),
-                    glob: is_glob(&text).then(|| glob::Pattern::new(&text).ok()).flatten(),
+                    glob: is_glob(&text)
+                        .then(|| glob::Pattern::new(&text).ok())
+                        .flatten(),
                     subscriber: Subscriber {
                         jail: index,
                         filter: jail.filter.clone(),
@@ -53,11 +63,27 @@ impl FileSources {
                 });
             }
         }
-        let watcher = (watch == FileWatch::Auto).then(DirWatcher::new);
+        let mut watcher = (watch == FileWatch::Auto).then(DirWatcher::new);
+        let glob_dirs_changed = Arc::new(Notify::new());
+        if let Some(w) = watcher.as_mut() {
+            for p in patterns.iter().filter(|p| p.glob.is_some()) {
+                // The part of the pattern before its first wildcard component.
+                let dir: PathBuf = p
+                    .literal
+                    .parent()
+                    .into_iter()
+                    .flat_map(|d| d.ancestors())
+                    .find(|d| !is_glob(&d.to_string_lossy()))
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("/"));
+                w.wake_on(&dir, glob_dirs_changed.clone());
+            }
+        }
         FileSources {
             patterns,
             running: HashSet::new(),
             watcher,
+            glob_dirs_changed,
             cx,
             tasks,
         }
@@ -77,7 +103,9 @@ impl FileSources {
                 None => paths.push(p.literal.clone()),
                 Some(_) => match glob::glob(&p.literal.to_string_lossy()) {
                     Ok(found) => paths.extend(found.filter_map(Result::ok).filter(|f| f.is_file())),
-                    Err(e) => tracing::warn!(pattern = %p.literal.display(), error = %e, "cannot expand glob"),
+                    Err(e) => {
+                        tracing::warn!(pattern = %p.literal.display(), error = %e, "cannot expand glob")
+                    }
                 },
             }
         }
@@ -89,11 +117,21 @@ impl FileSources {
             }
             let subscribers = self.subscribers(&path);
             let wake = self.watcher.as_mut().map(|w| w.watch(&path));
-            let unsaved = if initial { Unsaved::End } else { Unsaved::Start };
+            let unsaved = if initial {
+                Unsaved::End
+            } else {
+                Unsaved::Start
+            };
             if !initial {
                 tracing::info!(file = %path.display(), "a new file matches a logpath glob");
             }
-            self.tasks.spawn(pipeline::follow_file(path.clone(), subscribers, wake, unsaved, self.cx.clone()));
+            self.tasks.spawn(pipeline::follow_file(
+                path.clone(),
+                subscribers,
+                wake,
+                unsaved,
+                self.cx.clone(),
+            ));
             self.running.insert(path);
         }
     }
@@ -111,15 +149,24 @@ impl FileSources {
     }
 }
 
-/// Re-expands the globs every `GLOB_RESCAN` until shutdown.
+/// Re-expands the globs when their directories change, and every `GLOB_RESCAN`
+/// anyway, until shutdown.
 pub async fn rescan_globs(sources: Arc<Mutex<FileSources>>, cx: ReaderContext) {
+    let changed = sources
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .glob_dirs_changed
+        .clone();
     loop {
         tokio::select! {
             _ = cx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(GLOB_RESCAN) => {
-                sources.lock().unwrap_or_else(|p| p.into_inner()).start_new(false);
-            }
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(GLOB_RESCAN) => {}
         }
+        sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .start_new(false);
     }
 }
 

@@ -188,50 +188,57 @@ impl FileTail {
         let mut report = ReadReport::default();
         let mut budget = READ_BUDGET;
         loop {
+            if self.rewritten_in_place()? {
+                // copytruncate: start the same file again from 0, before reading on.
+                if let Some(f) = self.file.as_mut() {
+                    f.seek(SeekFrom::Start(0))?;
+                }
+                self.offset = 0;
+                self.consumed = 0;
+                self.head = None;
+                self.partial.clear();
+                self.overlong = false;
+                report.truncated = true;
+            }
             if self.drain(out, &mut budget)? {
                 report.more = true;
                 return Ok(report);
             }
             match std::fs::metadata(&self.path) {
+                Ok(meta) if self.id == Some((meta.dev(), meta.ino())) => return Ok(report),
                 Ok(meta) => {
-                    let id = (meta.dev(), meta.ino());
-                    if self.id != Some(id) {
-                        // Rotated (or appeared): the old file was read to its end above.
-                        self.finish_partial(out);
-                        match File::open(&self.path) {
-                            Ok(f) => {
-                                report.rotated |= self.id.is_some();
-                                self.file = Some(f);
-                                self.id = Some(id);
-                                self.offset = 0;
-                                self.consumed = 0;
-                                self.head = None;
-                                continue;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
-                            Err(e) => return Err(e),
+                    // Rotated (or appeared): the old file was read to its end above.
+                    self.finish_partial(out);
+                    match File::open(&self.path) {
+                        Ok(f) => {
+                            report.rotated |= self.id.is_some();
+                            self.file = Some(f);
+                            self.id = Some((meta.dev(), meta.ino()));
+                            self.offset = 0;
+                            self.consumed = 0;
+                            self.head = None;
                         }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+                        Err(e) => return Err(e),
                     }
-                    if meta.len() < self.offset {
-                        // Truncated in place (copytruncate): start again from 0.
-                        if let Some(f) = self.file.as_mut() {
-                            f.seek(SeekFrom::Start(0))?;
-                        }
-                        self.offset = 0;
-                        self.consumed = 0;
-                        self.head = None;
-                        self.partial.clear();
-                        self.overlong = false;
-                        report.truncated = true;
-                        continue;
-                    }
-                    return Ok(report);
                 }
                 // Moved away and not re-created yet: keep reading the old file.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// True when the open file was truncated in place: it is shorter than what was
+    /// read, or was refilled past that already, which a different first line gives away.
+    fn rewritten_in_place(&self) -> io::Result<bool> {
+        let Some(f) = self.file.as_ref() else {
+            return Ok(false);
+        };
+        if f.metadata()?.len() < self.offset {
+            return Ok(true);
+        }
+        Ok(self.head.is_some() && first_line_hash(f) != self.head)
     }
 
     /// Reads the open file to EOF or until the budget is spent (returns true then).
@@ -506,6 +513,22 @@ mod tests {
         assert_eq!(strs(&read_all(&mut tail)), vec!["before"]);
         append(&path, b"after\n");
         assert_eq!(strs(&read_all(&mut tail)), vec!["after"]);
+    }
+
+    #[test]
+    fn copytruncate_refilled_past_the_old_offset_is_noticed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.log");
+        append(&path, b"");
+        let (mut tail, _) = restarted(&path, None);
+        append(&path, b"first line before\n");
+        assert_eq!(read_all(&mut tail).len(), 1);
+        // Truncated and written again beyond the old offset before the next read.
+        std::fs::write(&path, b"first line after!\nsecond line after\n").expect("rewrite");
+        assert_eq!(
+            strs(&read_all(&mut tail)),
+            vec!["first line after!", "second line after"]
+        );
     }
 
     #[test]

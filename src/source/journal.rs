@@ -29,12 +29,16 @@ impl Matches {
         for m in list {
             let m = m.as_ref();
             let Some((field, value)) = m.split_once('=') else {
-                return Err(format!("journal match `{m}` is not FIELD=value (e.g. _SYSTEMD_UNIT=ssh.service)"));
+                return Err(format!(
+                    "journal match `{m}` is not FIELD=value (e.g. _SYSTEMD_UNIT=ssh.service)"
+                ));
             };
             let valid = !field.is_empty()
                 && field.len() <= 64
                 && !field.starts_with(|c: char| c.is_ascii_digit())
-                && field.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                && field
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
             if !valid {
                 return Err(format!("journal field `{field}` in `{m}` is not a journal field name (upper-case letters, digits and _)"));
             }
@@ -109,6 +113,32 @@ pub fn parse_entry<'a>(line: &[u8], wanted: impl IntoIterator<Item = &'a str>) -
     })
 }
 
+/// Where following the journal starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// After this entry (the saved cursor, or the journal's tail at start).
+    After(String),
+    /// From the first entry (the journal was empty at start).
+    Beginning,
+    /// From now (a saved cursor that journalctl no longer knows).
+    Now,
+}
+
+/// Where to start when nothing was saved: after the journal's current last entry, so
+/// that nothing written after gaoler said it is ready can be missed.
+pub async fn tail(journalctl: &str) -> std::io::Result<StartAt> {
+    let out = Command::new(journalctl)
+        .args(["--output=json", "--no-pager", "--lines=1", "--all"])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let last = out.stdout.split(|&b| b == b'\n').rfind(|l| !l.is_empty());
+    Ok(match last.and_then(|l| parse_entry(l, [])) {
+        Some(e) => StartAt::After(e.cursor),
+        None => StartAt::Beginning,
+    })
+}
+
 /// A running `journalctl --follow`.
 pub struct Follower {
     child: Child,
@@ -116,13 +146,14 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Follows the journal after `cursor`, or from now when there is none.
-    pub fn spawn(journalctl: &str, cursor: Option<&str>) -> std::io::Result<Follower> {
+    /// Follows the journal from `start`.
+    pub fn spawn(journalctl: &str, start: &StartAt) -> std::io::Result<Follower> {
         let mut cmd = Command::new(journalctl);
         cmd.args(["--output=json", "--no-pager", "--follow", "--all"]);
-        match cursor {
-            Some(c) => cmd.arg(format!("--after-cursor={c}")),
-            None => cmd.arg("--lines=0"),
+        match start {
+            StartAt::After(c) => cmd.arg(format!("--after-cursor={c}")),
+            StartAt::Beginning => cmd.arg("--lines=all"),
+            StartAt::Now => cmd.arg("--lines=0"),
         };
         let mut child = cmd
             .stdin(Stdio::null())
@@ -143,7 +174,10 @@ impl Follower {
     /// The next entry line; `None` when journalctl has exited.
     pub async fn next_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
         buf.clear();
-        let n = (&mut self.out).take(MAX_ENTRY).read_until(b'\n', buf).await?;
+        let n = (&mut self.out)
+            .take(MAX_ENTRY)
+            .read_until(b'\n', buf)
+            .await?;
         Ok(n > 0)
     }
 
@@ -159,7 +193,12 @@ impl Follower {
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut err).await;
         }
-        let status = self.child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+        let status = self
+            .child
+            .wait()
+            .await
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         format!("{status}: {}", err.trim())
     }
 }
@@ -179,7 +218,10 @@ mod tests {
             &["_COMM"],
         );
         assert_eq!(e.cursor, "s=1;i=2");
-        assert_eq!(e.time.map(|t| t.timestamp_millis()), Some(1_763_712_826_250));
+        assert_eq!(
+            e.time.map(|t| t.timestamp_millis()),
+            Some(1_763_712_826_250)
+        );
         assert!(e.message.starts_with(b"Failed password"));
         assert_eq!(e.fields.get("_COMM").map(String::as_str), Some("sshd"));
         assert!(!e.fields.contains_key("_PID"));
@@ -196,18 +238,29 @@ mod tests {
 
     #[test]
     fn matches_or_within_a_field_and_within_fields() {
-        let m = Matches::parse(&["_COMM=sshd", "_COMM=sshd-session", "_SYSTEMD_UNIT=ssh.service"]).expect("matches");
+        let m = Matches::parse(&[
+            "_COMM=sshd",
+            "_COMM=sshd-session",
+            "_SYSTEMD_UNIT=ssh.service",
+        ])
+        .expect("matches");
         let with = |comm: &str, unit: &str| Entry {
             cursor: String::new(),
             time: None,
             message: Vec::new(),
-            fields: HashMap::from([("_COMM".into(), comm.into()), ("_SYSTEMD_UNIT".into(), unit.into())]),
+            fields: HashMap::from([
+                ("_COMM".into(), comm.into()),
+                ("_SYSTEMD_UNIT".into(), unit.into()),
+            ]),
         };
         assert!(m.accepts(&with("sshd", "ssh.service")));
         assert!(m.accepts(&with("sshd-session", "ssh.service")));
         assert!(!m.accepts(&with("sshd", "cron.service")));
         assert!(!m.accepts(&with("logger", "ssh.service")));
-        assert_eq!(m.fields().collect::<Vec<_>>(), vec!["_COMM", "_SYSTEMD_UNIT"]);
+        assert_eq!(
+            m.fields().collect::<Vec<_>>(),
+            vec!["_COMM", "_SYSTEMD_UNIT"]
+        );
     }
 
     #[test]

@@ -51,6 +51,13 @@ impl DirWatcher {
     pub fn watch(&mut self, file: &Path) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
         let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+        self.wake_on(&dir, notify.clone());
+        notify
+    }
+
+    /// Fires `notify` whenever anything in `dir` changes.
+    pub fn wake_on(&mut self, dir: &Path, notify: Arc<Notify>) {
+        let dir = dir.to_path_buf();
         let mut map = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
         let first = !map.contains_key(&dir);
         map.entry(dir.clone()).or_default().push(notify.clone());
@@ -58,10 +65,9 @@ impl DirWatcher {
         if first {
             if let Some(w) = self.watcher.as_mut() {
                 if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; polling it every second");
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; polling it");
                 }
             }
         }
-        notify
     }
 }

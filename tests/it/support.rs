@@ -65,12 +65,21 @@ impl ConfigDir {
 
     /// Appends an sshd failure for `ip`, framed as syslog with the current time.
     pub fn sshd_failure(&self, ip: &str) {
-        let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
-        let line = format!(
-            "{stamp} testhost sshd[4242]: Failed password for root from {ip} port 50000 ssh2\n"
-        );
-        self.append("auth.log", line.as_bytes());
+        self.append("auth.log", sshd_line(ip).as_bytes());
     }
+}
+
+/// An sshd failure line for `ip`, framed as syslog with the current time.
+pub fn sshd_line(ip: &str) -> String {
+    let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
+    format!("{stamp} testhost sshd[4242]: Failed password for root from {ip} port 50000 ssh2\n")
+}
+
+/// `ctl stats --json`'s `failures`: failures counted since the daemon started.
+pub fn failures(config: &Path) -> u64 {
+    ctl_json(config, &["stats"])["failures"]
+        .as_u64()
+        .expect("failures")
 }
 
 /// Runs `gaoler ARGS --config DIR` to completion.
@@ -132,14 +141,23 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon (inside `netns` when given) and waits until it answers.
     pub fn start(config: &Path, netns: Option<&str>) -> Daemon {
+        match netns {
+            Some(ns) => Daemon::start_in(config, &["ip", "netns", "exec", ns]),
+            None => Daemon::start_in(config, &[]),
+        }
+    }
+
+    /// Starts the daemon under `wrapper` (a command that execs the rest of its
+    /// arguments, such as `ip netns exec NS` or `nsenter -m -t PID`).
+    pub fn start_in(config: &Path, wrapper: &[&str]) -> Daemon {
         let log = config.join(format!(
             "daemon-{}.log",
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, bin()]);
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
                 c
             }
             None => Command::new(bin()),

@@ -1,0 +1,114 @@
+//! File sources through the real daemon: resume after SIGTERM and after kill -9 (lines
+//! written while down are read, none twice), rotation while running, a file created
+//! later matching a glob, and partial lines.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn counting_jail(logpath: &str) -> String {
+    format!("filter = \"sshd\"\nlogpath = \"{logpath}\"\nmaxretry = 3\n")
+}
+
+#[test]
+fn restart_reads_what_was_written_while_down_and_nothing_twice() {
+    let cfg = ConfigDir::new("backend = \"log\"", &counting_jail("auth.log"));
+    let mut d = Daemon::start(cfg.path(), None);
+    cfg.sshd_failure("203.0.113.1");
+    cfg.sshd_failure("203.0.113.1");
+    wait_for(WAIT, "two failures", || failures(cfg.path()) == 2);
+    d.stop();
+    // Written while gaoler is down: must be read at the next start.
+    for _ in 0..3 {
+        cfg.sshd_failure("203.0.113.2");
+    }
+    let mut d = Daemon::start(cfg.path(), None);
+    wait_for(WAIT, "the ban from lines written while down", || {
+        banned_ips(cfg.path()) == vec!["203.0.113.2".to_string()]
+    });
+    // Only the three new lines were counted: the two read before were not read again.
+    assert_eq!(failures(cfg.path()), 3);
+
+    // The same after kill -9 (give the reader a moment to save its position).
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    for _ in 0..3 {
+        cfg.sshd_failure("203.0.113.3");
+    }
+    let _d = Daemon::start(cfg.path(), None);
+    wait_for(WAIT, "the ban after kill -9", || {
+        banned_ips(cfg.path()).contains(&"203.0.113.3".to_string())
+    });
+    assert_eq!(
+        failures(cfg.path()),
+        3,
+        "lines before the kill are not counted again"
+    );
+}
+
+#[test]
+fn rename_rotation_and_copytruncate_while_running_lose_nothing() {
+    let cfg = ConfigDir::new("backend = \"log\"", &counting_jail("auth.log"));
+    let _d = Daemon::start(cfg.path(), None);
+    // Two failures, then logrotate's default (rename, then create), then the third.
+    cfg.sshd_failure("203.0.113.4");
+    cfg.sshd_failure("203.0.113.4");
+    std::fs::rename(cfg.path().join("auth.log"), cfg.path().join("auth.log.1")).expect("rotate");
+    cfg.append("auth.log.1", sshd_line("203.0.113.5").as_bytes()); // the logger's last write to the old file
+    cfg.write("auth.log", &sshd_line("203.0.113.4"));
+    wait_for(WAIT, "the ban across a rename rotation", || {
+        banned_ips(cfg.path()).contains(&"203.0.113.4".to_string())
+    });
+    wait_for(WAIT, "four failures", || failures(cfg.path()) == 4);
+    // copytruncate: the file is emptied in place and written from 0 again.
+    std::fs::write(cfg.path().join("auth.log"), "").expect("truncate");
+    for _ in 0..3 {
+        cfg.sshd_failure("203.0.113.6");
+    }
+    wait_for(WAIT, "the ban after copytruncate", || {
+        banned_ips(cfg.path()).contains(&"203.0.113.6".to_string())
+    });
+    assert_eq!(failures(cfg.path()), 7);
+}
+
+#[test]
+fn a_file_created_later_that_matches_a_glob_is_read() {
+    let cfg = ConfigDir::new("backend = \"log\"", &counting_jail("logs/*.log"));
+    std::fs::create_dir_all(cfg.path().join("logs")).expect("mkdir");
+    cfg.write("logs/old.log", &sshd_line("203.0.113.7"));
+    let _d = Daemon::start(cfg.path(), None);
+    // A file that appears while gaoler runs is read from its start.
+    let mut three = String::new();
+    for _ in 0..3 {
+        three.push_str(&sshd_line("203.0.113.8"));
+    }
+    cfg.write("logs/new.log", &three);
+    cfg.write(
+        "logs/ignored.txt",
+        &three.replace("203.0.113.8", "203.0.113.9"),
+    );
+    wait_for(WAIT, "the ban from the new file", || {
+        banned_ips(cfg.path()) == vec!["203.0.113.8".to_string()]
+    });
+    // The old file was followed from its end; the .txt file does not match the glob.
+    assert_eq!(failures(cfg.path()), 3);
+}
+
+#[test]
+fn a_partial_line_waits_for_its_newline() {
+    let cfg = ConfigDir::new("backend = \"log\"", &counting_jail("auth.log"));
+    let _d = Daemon::start(cfg.path(), None);
+    let line = sshd_line("203.0.113.10");
+    let (head, tail) = line.split_at(line.len() / 2);
+    cfg.append("auth.log", head.as_bytes());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        ctl_json(cfg.path(), &["stats"])["lines_read"],
+        0,
+        "half a line is not a line"
+    );
+    cfg.append("auth.log", tail.as_bytes());
+    wait_for(WAIT, "the completed line", || failures(cfg.path()) == 1);
+}
