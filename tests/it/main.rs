@@ -4,5 +4,7 @@
 mod cli;
 mod e2e;
 mod filters;
+mod journal;
 mod sources;
 mod support;
+mod tail_model;
