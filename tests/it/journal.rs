@@ -98,6 +98,18 @@ impl PrivateJournal {
     }
 }
 
+impl PrivateJournal {
+    /// Runs `args` inside the journal's namespace and waits for success.
+    fn run(&self, args: &[&str]) {
+        let status = Command::new("nsenter")
+            .args(["--mount", "--target", &self.pid()])
+            .args(args)
+            .status()
+            .expect("nsenter");
+        assert!(status.success(), "{args:?} failed");
+    }
+}
+
 impl Drop for PrivateJournal {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.pid()]).status();
@@ -167,4 +179,37 @@ fn journal_entries_are_matched_counted_and_resumed_by_cursor() {
         banned_ips(cfg.path()).contains(&"203.0.113.24".to_string())
     });
     assert_eq!(failures(cfg.path()), 3);
+}
+
+#[test]
+fn the_shipped_sshd_jail_works_from_the_journal_and_ignores_forged_entries() {
+    let journal = PrivateJournal::start();
+    let wrapper = journal.enter();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(repo.join("jails/sshd.toml")).expect("shipped jail");
+    let cfg = ConfigDir::new("backend = \"log\"", &shipped);
+    // A program really named sshd (a copy of bash that echoes and lingers, so journald
+    // can read its /proc entry) writing through systemd-cat: journald records
+    // _COMM=sshd for it, as for the real daemon.
+    let fake_sshd = cfg.path().join("sshd");
+    std::fs::copy("/bin/bash", &fake_sshd).expect("copy bash");
+    let fake_sshd = fake_sshd.to_str().expect("path");
+    let _d = Daemon::start_in(cfg.path(), &wrapper);
+    // A local user forging sshd lines: SYSLOG_IDENTIFIER=sshd, but _COMM=cat.
+    for _ in 0..6 {
+        journal.log("sshd", &failure("203.0.113.30"));
+    }
+    let script = format!(
+        "for i in 1 2 3 4 5; do echo '{}'; done; sleep 0.5",
+        failure("203.0.113.31")
+    );
+    journal.run(&["systemd-cat", "-t", "sshd", fake_sshd, "-c", &script]);
+    wait_for(WAIT, "the shipped jail's ban", || {
+        banned_ips(cfg.path()) == vec!["203.0.113.31".to_string()]
+    });
+    wait_for(WAIT, "every entry read", || {
+        ctl_json(cfg.path(), &["stats"])["lines_read"].as_u64() >= Some(11)
+    });
+    assert_eq!(failures(cfg.path()), 5, "forged entries are not counted");
 }
