@@ -10,6 +10,8 @@ use std::time::Duration;
 use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
+/// journald's syslog socket inside the private namespace.
+const SYSLOG_SOCKET: &str = "/run/systemd/journal/dev-log";
 
 /// A private journald; killed (with its namespace) when dropped.
 struct PrivateJournal {
@@ -189,22 +191,35 @@ fn the_shipped_sshd_jail_works_from_the_journal_and_ignores_forged_entries() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let shipped = std::fs::read_to_string(repo.join("jails/sshd.toml")).expect("shipped jail");
     let cfg = ConfigDir::new("backend = \"log\"", &shipped);
-    // A program really named sshd (a copy of bash that echoes and lingers, so journald
-    // can read its /proc entry) writing through systemd-cat: journald records
-    // _COMM=sshd for it, as for the real daemon.
+    // Like the real sshd, write through the syslog socket, where journald takes the
+    // sender's credentials with each message and records its _COMM. A copy of logger
+    // named sshd stays alive while its stdin is open, so its name is read correctly.
     let fake_sshd = cfg.path().join("sshd");
-    std::fs::copy("/bin/bash", &fake_sshd).expect("copy bash");
-    let fake_sshd = fake_sshd.to_str().expect("path");
+    std::fs::copy("/usr/bin/logger", &fake_sshd).expect("copy logger");
     let _d = Daemon::start_in(cfg.path(), &wrapper);
-    // A local user forging sshd lines: SYSLOG_IDENTIFIER=sshd, but _COMM=cat.
+    // A local user forging sshd lines: SYSLOG_IDENTIFIER=sshd, but _COMM=logger.
     for _ in 0..6 {
-        journal.log("sshd", &failure("203.0.113.30"));
+        journal.run(&[
+            "logger",
+            "-u",
+            SYSLOG_SOCKET,
+            "-t",
+            "sshd",
+            &failure("203.0.113.30"),
+        ]);
     }
-    let script = format!(
-        "for i in 1 2 3 4 5; do echo '{}'; done; sleep 0.5",
-        failure("203.0.113.31")
-    );
-    journal.run(&["systemd-cat", "-t", "sshd", fake_sshd, "-c", &script]);
+    let mut sshd = Command::new("nsenter")
+        .args(["--mount", "--target", &journal.pid()])
+        .arg(&fake_sshd)
+        .args(["-u", SYSLOG_SOCKET, "-t", "sshd"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("fake sshd");
+    let mut input = sshd.stdin.take().expect("stdin");
+    for _ in 0..5 {
+        writeln!(input, "{}", failure("203.0.113.31")).expect("write");
+    }
+    input.flush().expect("flush");
     wait_for(WAIT, "the shipped jail's ban", || {
         banned_ips(cfg.path()) == vec!["203.0.113.31".to_string()]
     });
@@ -212,4 +227,6 @@ fn the_shipped_sshd_jail_works_from_the_journal_and_ignores_forged_entries() {
         ctl_json(cfg.path(), &["stats"])["lines_read"].as_u64() >= Some(11)
     });
     assert_eq!(failures(cfg.path()), 5, "forged entries are not counted");
+    drop(input);
+    let _ = sshd.wait();
 }

@@ -230,6 +230,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}--- end of daemon log ---", self.output());
+        }
     }
 }
 
