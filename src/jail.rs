@@ -1,6 +1,7 @@
 //! Per-jail failure windows and ban decisions: an address (or prefix) that fails
 //! `maxretry` times within `findtime` is to be banned. Pure: every call takes `now`;
-//! no I/O, no tokio. Memory per address is capped at `maxretry` timestamps.
+//! no I/O, no tokio. Memory is bounded: at most `maxretry` timestamps per address, and
+//! at most `max_tracked` addresses over all jails (the least recently failing go first).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -54,11 +55,97 @@ pub enum Outcome {
     Ban { target: Target, failures: u32 },
 }
 
+/// Failure times of one address in seconds since the epoch, oldest first; at most
+/// `maxretry` are kept. A few fit inline, so a tracked address costs no allocation.
+#[derive(Debug, Clone)]
+enum Times {
+    Few { n: u8, t: [u32; Times::INLINE] },
+    Many(VecDeque<u32>),
+}
+
+impl Times {
+    const INLINE: usize = 6;
+
+    fn new() -> Times {
+        Times::Few {
+            n: 0,
+            t: [0; Times::INLINE],
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Times::Few { n, .. } => usize::from(*n),
+            Times::Many(v) => v.len(),
+        }
+    }
+
+    fn newest(&self) -> Option<u32> {
+        match self {
+            Times::Few { n: 0, .. } => None,
+            Times::Few { n, t } => Some(t[usize::from(*n) - 1]),
+            Times::Many(v) => v.back().copied(),
+        }
+    }
+
+    /// Drops the times before `horizon`.
+    fn prune(&mut self, horizon: u32) {
+        match self {
+            Times::Few { n, t } => {
+                let mut kept = 0;
+                for i in 0..usize::from(*n) {
+                    if t[i] >= horizon {
+                        t[kept] = t[i];
+                        kept += 1;
+                    }
+                }
+                *n = kept as u8;
+            }
+            Times::Many(v) => v.retain(|x| *x >= horizon),
+        }
+    }
+
+    /// Adds `at`, keeping the newest `keep`.
+    fn push(&mut self, at: u32, keep: usize) {
+        if let Times::Few { n, t } = self {
+            let len = usize::from(*n);
+            if len < Times::INLINE {
+                t[len] = at;
+                *n += 1;
+                if len + 1 > keep {
+                    t.copy_within(1..len + 1, 0);
+                    *n -= 1;
+                }
+                return;
+            }
+            *self = Times::Many(t.iter().copied().collect());
+        }
+        if let Times::Many(v) = self {
+            v.push_back(at);
+            while v.len() > keep {
+                v.pop_front();
+            }
+        }
+    }
+}
+
+/// What a jail knows of one address: its recent failures and when it was last touched.
+#[derive(Debug)]
+struct Tracked {
+    times: Times,
+    /// Position in the eviction order (see [`Jails`]).
+    seq: u64,
+}
+
 /// The failure windows of one jail.
 #[derive(Debug)]
 pub struct Jail {
     rules: JailRules,
-    window: HashMap<Target, VecDeque<Timestamp>>,
+    window: HashMap<Target, Tracked>,
+}
+
+fn secs(t: Timestamp) -> u32 {
+    t.timestamp().clamp(0, i64::from(u32::MAX)) as u32
 }
 
 impl Jail {
@@ -75,30 +162,45 @@ impl Jail {
 
     /// Counts a failure of `addr` that happened at `at` (`None`: now).
     pub fn record(&mut self, addr: IpAddr, at: Option<Timestamp>, now: Timestamp) -> Outcome {
+        self.record_seq(addr, at, now, 0).0
+    }
+
+    /// `record`, tagging the address with eviction sequence `seq`; also says whether
+    /// the address is newly tracked.
+    fn record_seq(
+        &mut self,
+        addr: IpAddr,
+        at: Option<Timestamp>,
+        now: Timestamp,
+        seq: u64,
+    ) -> (Outcome, bool) {
         let target = Target::with_prefix(addr, self.rules.ipv4_prefix, self.rules.ipv6_prefix);
         if self.rules.ignore.covers(&target) {
-            return Outcome::Ignored;
+            return (Outcome::Ignored, false);
         }
         let at = at.map_or(now, |t| t.min(now));
         let horizon = self.horizon(now);
-        if at < horizon {
-            return Outcome::Stale;
+        if secs(at) < horizon {
+            return (Outcome::Stale, false);
         }
         let maxretry = self.rules.maxretry.max(1) as usize;
-        let times = self.window.entry(target).or_default();
-        while times.front().is_some_and(|t| *t < horizon) {
-            times.pop_front();
-        }
-        times.push_back(at);
-        while times.len() > maxretry {
-            times.pop_front();
-        }
-        let failures = times.len() as u32;
-        if times.len() >= maxretry {
+        let mut new = false;
+        let entry = self.window.entry(target).or_insert_with(|| {
+            new = true;
+            Tracked {
+                times: Times::new(),
+                seq,
+            }
+        });
+        entry.seq = seq;
+        entry.times.prune(horizon);
+        entry.times.push(secs(at), maxretry);
+        let failures = entry.times.len() as u32;
+        if entry.times.len() >= maxretry {
             self.window.remove(&target);
-            Outcome::Ban { target, failures }
+            (Outcome::Ban { target, failures }, false)
         } else {
-            Outcome::Counted { target, failures }
+            (Outcome::Counted { target, failures }, new)
         }
     }
 
@@ -106,7 +208,7 @@ impl Jail {
     pub fn expire(&mut self, now: Timestamp) {
         let horizon = self.horizon(now);
         self.window
-            .retain(|_, times| times.back().is_some_and(|t| *t >= horizon));
+            .retain(|_, t| t.times.newest().is_some_and(|n| n >= horizon));
     }
 
     /// Forgets the failures of one target (it was banned by other means).
@@ -119,8 +221,108 @@ impl Jail {
         self.window.len()
     }
 
-    fn horizon(&self, now: Timestamp) -> Timestamp {
-        now - chrono::Duration::from_std(self.rules.findtime).unwrap_or(chrono::Duration::MAX)
+    fn horizon(&self, now: Timestamp) -> u32 {
+        secs(now).saturating_sub(self.rules.findtime.as_secs().min(u64::from(u32::MAX)) as u32)
+    }
+}
+
+/// All jails' failure windows with one cap, `max_tracked`, on the addresses tracked
+/// across them: past it, the address whose last failure is oldest is forgotten first.
+#[derive(Debug)]
+pub struct Jails {
+    jails: Vec<Jail>,
+    /// (jail, target, seq) in the order addresses were last touched; entries whose
+    /// seq is no longer the target's are stale and skipped.
+    order: VecDeque<(u32, Target, u64)>,
+    seq: u64,
+    max_tracked: usize,
+    evicted: u64,
+}
+
+impl Jails {
+    pub fn new(jails: Vec<Jail>, max_tracked: usize) -> Self {
+        Jails {
+            jails,
+            order: VecDeque::new(),
+            seq: 0,
+            max_tracked: max_tracked.max(1),
+            evicted: 0,
+        }
+    }
+
+    /// Counts a failure in jail `index`; evicts the least recently failing addresses
+    /// when the cap is passed.
+    pub fn record(
+        &mut self,
+        index: usize,
+        addr: IpAddr,
+        at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Outcome {
+        let Some(jail) = self.jails.get_mut(index) else {
+            return Outcome::Ignored;
+        };
+        self.seq += 1;
+        let (outcome, _) = jail.record_seq(addr, at, now, self.seq);
+        if let Outcome::Counted { target, .. } = &outcome {
+            self.order.push_back((index as u32, *target, self.seq));
+        }
+        while self.tracked() > self.max_tracked {
+            if !self.evict_one() {
+                break;
+            }
+        }
+        if self.order.len() > 2 * self.tracked() + 1024 {
+            self.compact();
+        }
+        outcome
+    }
+
+    fn evict_one(&mut self) -> bool {
+        while let Some((jail, target, seq)) = self.order.pop_front() {
+            let Some(j) = self.jails.get_mut(jail as usize) else {
+                continue;
+            };
+            if j.window.get(&target).is_some_and(|t| t.seq == seq) {
+                j.window.remove(&target);
+                self.evicted += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops stale entries from the eviction order.
+    fn compact(&mut self) {
+        let jails = &self.jails;
+        self.order.retain(|(jail, target, seq)| {
+            jails
+                .get(*jail as usize)
+                .and_then(|j| j.window.get(target))
+                .is_some_and(|t| t.seq == *seq)
+        });
+    }
+
+    /// Forgets quiet addresses in every jail.
+    pub fn expire(&mut self, now: Timestamp) {
+        for j in &mut self.jails {
+            j.expire(now);
+        }
+        self.compact();
+    }
+
+    pub fn jail(&self, index: usize) -> Option<&Jail> {
+        self.jails.get(index)
+    }
+
+    /// Addresses with failures but no ban, over all jails.
+    pub fn tracked(&self) -> usize {
+        self.jails.iter().map(Jail::tracked).sum()
+    }
+
+    /// Addresses forgotten because of the cap, since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 }
 
@@ -258,6 +460,61 @@ mod tests {
         assert!(small
             .window
             .get(&Target::addr(a))
-            .is_some_and(|v| v.len() <= 3));
+            .is_some_and(|v| v.times.len() <= 3));
+    }
+
+    #[test]
+    fn failure_times_spill_from_inline_storage_and_keep_the_newest() {
+        let mut t = Times::new();
+        for i in 0..10 {
+            t.push(i, 8);
+        }
+        assert!(matches!(t, Times::Many(_)));
+        assert_eq!((t.len(), t.newest()), (8, Some(9)));
+        t.prune(5);
+        assert_eq!(t.len(), 5);
+        let mut few = Times::new();
+        for i in 0..5 {
+            few.push(i, 3);
+        }
+        assert!(matches!(few, Times::Few { n: 3, .. }));
+        assert_eq!(few.newest(), Some(4));
+    }
+
+    #[test]
+    fn max_tracked_evicts_the_least_recently_failing_address_first() {
+        let mut jails = Jails::new(vec![jail(5, 600), jail(5, 600)], 3);
+        for (j, a) in [(0, "203.0.113.1"), (1, "203.0.113.2"), (0, "203.0.113.3")] {
+            jails.record(j, ip(a), None, t0());
+        }
+        // .1 fails again: now .2 is the least recently failing.
+        jails.record(0, ip("203.0.113.1"), None, t0() + secs(1));
+        jails.record(1, ip("203.0.113.4"), None, t0() + secs(2));
+        assert_eq!((jails.tracked(), jails.evicted()), (3, 1));
+        let tracked = |j: usize, a: &str| {
+            jails
+                .jail(j)
+                .and_then(|jail| jail.window.get(&Target::addr(ip(a))))
+                .map(|t| t.times.len())
+        };
+        assert_eq!(tracked(1, "203.0.113.2"), None);
+        assert_eq!(tracked(0, "203.0.113.1"), Some(2));
+    }
+
+    #[test]
+    fn a_spray_of_unique_addresses_stays_at_the_cap() {
+        let mut jails = Jails::new(vec![jail(5, 600)], 1000);
+        for i in 0..100_000u32 {
+            let a = std::net::Ipv6Addr::from(
+                0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i),
+            );
+            jails.record(0, IpAddr::V6(a), None, t0());
+        }
+        assert_eq!(jails.tracked(), 1000);
+        assert_eq!(jails.evicted(), 99_000);
+        assert!(
+            jails.order.len() <= 2 * 1000 + 1024,
+            "the eviction order is compacted"
+        );
     }
 }

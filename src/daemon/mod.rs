@@ -16,7 +16,7 @@ use crate::ban::{self, BanError, BanManager};
 use crate::config::{Backend as BackendKind, Config};
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::server::{self, Handler, SocketError};
-use crate::jail::{Jail, JailRules};
+use crate::jail::{Jail, JailRules, Jails};
 use crate::source::journal::{self, StartAt};
 use crate::stats::Stats;
 use crate::store::{PositionStore, SledStore, StoreError};
@@ -86,11 +86,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         shutdown.clone(),
         config.firewall.on_stop,
     ));
-    let counting: Vec<(String, Jail)> = jails
-        .iter()
-        .map(|j| (j.name.clone(), Jail::new(JailRules::from(j))))
-        .collect();
+    let counting = Jails::new(
+        jails
+            .iter()
+            .map(|j| Jail::new(JailRules::from(j)))
+            .collect(),
+        config.daemon.max_tracked,
+    );
     tasks.spawn(pipeline::count_failures(
+        jails.iter().map(|j| j.name.clone()).collect(),
         counting,
         failure_rx,
         decision_tx,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ban::Decision;
 use crate::filter::{Filter, Framer, Verdict};
-use crate::jail::{Failure, Jail, Outcome};
+use crate::jail::{Failure, Jails, Outcome};
 use crate::source::journal::{parse_entry, Follower, Matches, StartAt};
 use crate::source::{FileTail, Lines, Start};
 use crate::stats::Stats;
@@ -309,9 +309,12 @@ async fn examine(lines: &Lines, subscribers: &[Subscriber], cx: &ReaderContext) 
     true
 }
 
-/// Counts failures per jail and sends a decision when a jail's threshold is reached.
+/// Counts failures per jail and sends a decision when a jail's threshold is reached;
+/// keeps the tracked addresses under `max_tracked` (a WARN at most once a minute while
+/// it has to forget some).
 pub async fn count_failures(
-    mut jails: Vec<(String, Jail)>,
+    names: Vec<String>,
+    mut jails: Jails,
     mut failures: mpsc::Receiver<Failure>,
     decisions: mpsc::Sender<Decision>,
     clock: Arc<dyn Clock>,
@@ -319,13 +322,15 @@ pub async fn count_failures(
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    let mut warned_at: Option<tokio::time::Instant> = None;
+    let mut evicted_at_warning = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             f = failures.recv() => {
                 let Some(f) = f else { return };
-                let Some((name, jail)) = jails.get_mut(f.jail) else { continue };
-                let outcome = jail.record(f.host, f.time, clock.now());
+                let Some(name) = names.get(f.jail) else { continue };
+                let outcome = jails.record(f.jail, f.host, f.time, clock.now());
                 let counters = stats.jail(name);
                 match outcome {
                     Outcome::Ignored => tracing::debug!(jail = %name, host = %f.host, "ignored address"),
@@ -344,16 +349,26 @@ pub async fn count_failures(
                         }
                     }
                 }
-                if let Some(c) = stats.jail(name) {
-                    c.currently_failed.store(jail.tracked() as u64, Relaxed);
+                if let (Some(c), Some(j)) = (counters, jails.jail(f.jail)) {
+                    c.currently_failed.store(j.tracked() as u64, Relaxed);
                 }
+                let evicted = jails.evicted();
+                if evicted > evicted_at_warning && warned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        evicted = evicted - evicted_at_warning,
+                        tracked = jails.tracked(),
+                        "more addresses are failing than max_tracked allows; forgetting the least recently failing ones"
+                    );
+                    warned_at = Some(tokio::time::Instant::now());
+                    evicted_at_warning = evicted;
+                }
+                stats.evicted.store(evicted, Relaxed);
             }
             _ = tick.tick() => {
-                let now = clock.now();
-                for (name, jail) in jails.iter_mut() {
-                    jail.expire(now);
-                    if let Some(c) = stats.jail(name) {
-                        c.currently_failed.store(jail.tracked() as u64, Relaxed);
+                jails.expire(clock.now());
+                for (i, name) in names.iter().enumerate() {
+                    if let (Some(c), Some(j)) = (stats.jail(name), jails.jail(i)) {
+                        c.currently_failed.store(j.tracked() as u64, Relaxed);
                     }
                 }
             }

@@ -231,7 +231,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("--- daemon log ---\n{}--- end of daemon log ---", self.output());
+            eprintln!(
+                "--- daemon log ---\n{}--- end of daemon log ---",
+                self.output()
+            );
         }
     }
 }
