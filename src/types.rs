@@ -138,6 +138,35 @@ impl fmt::Display for BanTime {
     }
 }
 
+/// `[bantime_increment]`: repeat offenders get longer bans. Ban number `n` of a target
+/// in a jail lasts `bantime * multipliers[n-1]` (the last multiplier repeating) or
+/// `bantime * factor^(n-1)`, capped at `maxtime`, plus up to `rndtime` random seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Increment {
+    pub factor: f64,
+    pub multipliers: Vec<f64>,
+    pub maxtime: Option<Duration>,
+    pub rndtime: Duration,
+}
+
+impl Increment {
+    /// How long ban number `count` (1 for the first) lasts; `random` is in `0..=1`.
+    pub fn bantime(&self, base: Duration, count: u32, random: f64) -> Duration {
+        let n = count.max(1) as usize;
+        let multiplier = match self.multipliers.as_slice() {
+            [] => self.factor.powi(i32::try_from(n - 1).unwrap_or(i32::MAX)),
+            list => list[(n - 1).min(list.len() - 1)],
+        };
+        let secs = base.as_secs_f64() * multiplier;
+        let cap = self.maxtime.map_or(f64::MAX, |m| m.as_secs_f64());
+        let secs = if secs.is_finite() { secs.min(cap) } else { cap };
+        // Capped at ten years so the arithmetic below cannot overflow.
+        let secs = secs.clamp(0.0, 10.0 * 365.0 * 86_400.0);
+        let extra = (self.rndtime.as_secs_f64() * random.clamp(0.0, 1.0)).round();
+        Duration::from_secs((secs + extra) as u64)
+    }
+}
+
 /// One ban as the store keeps it and `ctl banned` shows it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Ban {
@@ -302,6 +331,37 @@ mod tests {
             ..ban
         };
         assert_eq!(permanent.remaining(now), Some(None));
+    }
+
+    #[test]
+    fn escalation_by_factor_and_multipliers_is_capped_and_randomised() {
+        let hour = Duration::from_secs(3600);
+        let inc = Increment {
+            factor: 2.0,
+            multipliers: vec![],
+            maxtime: Some(Duration::from_secs(5 * 3600)),
+            rndtime: Duration::ZERO,
+        };
+        let hours = |n| inc.bantime(hour, n, 0.0).as_secs() / 3600;
+        assert_eq!([hours(1), hours(2), hours(3), hours(4)], [1, 2, 4, 5]);
+        assert_eq!(
+            inc.bantime(hour, 400, 0.0),
+            Duration::from_secs(5 * 3600),
+            "no overflow"
+        );
+        let listed = Increment {
+            multipliers: vec![1.0, 3.0, 10.0],
+            maxtime: None,
+            ..inc.clone()
+        };
+        let hours = |n| listed.bantime(hour, n, 0.0).as_secs() / 3600;
+        assert_eq!([hours(1), hours(2), hours(3), hours(9)], [1, 3, 10, 10]);
+        let rnd = Increment {
+            rndtime: Duration::from_secs(100),
+            ..inc
+        };
+        assert_eq!(rnd.bantime(hour, 1, 0.5), Duration::from_secs(3650));
+        assert_eq!(rnd.bantime(hour, 1, 1.0), Duration::from_secs(3700));
     }
 
     #[test]

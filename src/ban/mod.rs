@@ -20,10 +20,12 @@ use crate::config::{Config, OnStop};
 use crate::firewall::{Change, Element, Firewall, FirewallError, Layout};
 use crate::stats::Stats;
 use crate::store::{BanStore, StoreChange, StoreError};
-use crate::types::{Ban, BanTime, Clock, IgnoreList, Target, Timestamp};
+use crate::types::{Ban, BanTime, Clock, IgnoreList, Increment, Target, Timestamp};
 
 /// Most decisions taken into one store batch and one kernel transaction.
 const MAX_BATCH: usize = 10_000;
+/// How often old ban history is purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Longest sleep between checks, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
@@ -86,6 +88,7 @@ impl BanError {
 pub struct JailPolicy {
     pub bantime: BanTime,
     pub ignore: IgnoreList,
+    pub increment: Option<Increment>,
 }
 
 /// Policies of the enabled jails of `config`.
@@ -98,6 +101,7 @@ pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
                 JailPolicy {
                     bantime: j.bantime,
                     ignore: j.ignore.clone(),
+                    increment: j.increment.clone(),
                 },
             )
         })
@@ -126,6 +130,9 @@ pub struct BanManager<F: Firewall> {
     pending_unbans: Vec<(String, Target)>,
     retry_at: Option<Instant>,
     retry_delay: Duration,
+    /// Ban history older than this no longer counts and is purged.
+    history_horizon: Duration,
+    purge_at: Instant,
 }
 
 impl<F: Firewall> BanManager<F> {
@@ -147,6 +154,29 @@ impl<F: Firewall> BanManager<F> {
             pending_unbans: Vec::new(),
             retry_at: None,
             retry_delay: Duration::from_secs(1),
+            history_horizon: Duration::from_secs(30 * 86_400),
+            purge_at: Instant::now(),
+        }
+    }
+
+    /// Sets how long ban history counts for escalation (`dbpurgeage`).
+    pub fn with_history_horizon(mut self, horizon: Duration) -> Self {
+        self.history_horizon = horizon;
+        self
+    }
+
+    /// Removes history older than the horizon (hourly, from the run loop).
+    fn purge_history(&mut self) {
+        if self.purge_at > Instant::now() {
+            return;
+        }
+        self.purge_at = Instant::now() + PURGE_EVERY;
+        let horizon =
+            chrono::Duration::from_std(self.history_horizon).unwrap_or(chrono::Duration::MAX);
+        match self.store.purge_history(self.clock.now() - horizon) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "purged ban history older than dbpurgeage"),
+            Err(e) => tracing::warn!(error = %e, "could not purge old ban history"),
         }
     }
 
@@ -222,6 +252,7 @@ impl<F: Firewall> BanManager<F> {
                 _ = tokio::time::sleep_until(wake) => {
                     self.expire();
                     self.retry().await;
+                    self.purge_history();
                 }
             }
         }
@@ -329,12 +360,28 @@ impl<F: Firewall> BanManager<F> {
                 jail: jail.to_string(),
             });
         }
-        let count = self.store.history(jail, &target)?.map_or(0, |h| h.count) + 1;
+        // History older than the horizon is forgotten: the count starts again.
+        let horizon =
+            chrono::Duration::from_std(self.history_horizon).unwrap_or(chrono::Duration::MAX);
+        let count = self
+            .store
+            .history(jail, &target)?
+            .filter(|h| now - h.last_banned_at <= horizon)
+            .map_or(0, |h| h.count)
+            + 1;
+        // An explicit bantime (ctl ban --bantime) is taken as given.
+        let bantime = match (bantime, &policy.increment, policy.bantime) {
+            (Some(explicit), _, _) => explicit,
+            (None, Some(inc), BanTime::Finite(base)) => {
+                BanTime::Finite(inc.bantime(base, count, fastrand::f64()))
+            }
+            (None, _, configured) => configured,
+        };
         Ok(Ban {
             target,
             jail: jail.to_string(),
             banned_at: now,
-            expires_at: bantime.unwrap_or(policy.bantime).expiry_from(now),
+            expires_at: bantime.expiry_from(now),
             count,
         })
     }

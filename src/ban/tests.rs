@@ -28,6 +28,9 @@ impl BanStore for Shared {
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
         self.get().commit(changes)
     }
+    fn purge_history(&mut self, before: Timestamp) -> Result<usize, StoreError> {
+        self.get().purge_history(before)
+    }
 }
 
 use crate::types::test_time as t0;
@@ -53,6 +56,11 @@ struct Rig {
 }
 
 fn rig(store: Shared) -> Rig {
+    rig_with(store, None)
+}
+
+/// A manager whose sshd jail escalates with `increment`.
+fn rig_with(store: Shared, increment: Option<Increment>) -> Rig {
     let fw = MemoryFirewall::default();
     let stats = Arc::new(Stats::new(["sshd"]));
     let jails = BTreeMap::from([(
@@ -60,6 +68,7 @@ fn rig(store: Shared) -> Rig {
         JailPolicy {
             bantime: BanTime::Finite(Duration::from_secs(600)),
             ignore: IgnoreList::new(vec!["192.0.2.0/24".parse().expect("net")]),
+            increment,
         },
     )]);
     let manager = BanManager::new(
@@ -318,4 +327,109 @@ async fn run_loop_expires_bans_by_itself_and_stops_on_shutdown() {
             .unwrap_or(false),
         "flush removed the table"
     );
+}
+
+fn doubling() -> Increment {
+    Increment {
+        factor: 2.0,
+        multipliers: vec![],
+        maxtime: Some(Duration::from_secs(2000)),
+        rndtime: Duration::ZERO,
+    }
+}
+
+fn ban_length(r: &Rig, ip: &str) -> Option<i64> {
+    r.manager
+        .book()
+        .get("sshd", &target(ip))
+        .and_then(|b| b.expires_at.map(|e| (e - b.banned_at).num_seconds()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeat_offenders_get_longer_bans_also_across_a_restart() {
+    let store = Shared::default();
+    let mut r = rig_with(store.clone(), Some(doubling()));
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    assert_eq!(ban_length(&r, "203.0.113.5"), Some(600));
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.manager.expire();
+    // A new manager on the same store: the daemon restarted.
+    let mut r = rig_with(store.clone(), Some(doubling()));
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    assert_eq!(ban_length(&r, "203.0.113.5"), Some(1200));
+    let ban = r
+        .manager
+        .book()
+        .get("sshd", &target("203.0.113.5"))
+        .cloned()
+        .expect("ban");
+    assert_eq!(ban.count, 2);
+    // Third: 2400 s, capped at maxtime 2000 s.
+    tokio::time::advance(Duration::from_secs(1201)).await;
+    r.manager.expire();
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    assert_eq!(ban_length(&r, "203.0.113.5"), Some(2000));
+    // An explicit ctl bantime is taken as given.
+    let manual = r
+        .manager
+        .manual_ban(
+            "sshd",
+            target("203.0.113.6"),
+            Some(BanTime::Finite(Duration::from_secs(60))),
+        )
+        .await
+        .expect("ban");
+    assert_eq!(
+        manual
+            .expires_at
+            .map(|e| (e - manual.banned_at).num_seconds()),
+        Some(60)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn history_older_than_the_horizon_no_longer_escalates_and_is_purged() {
+    let store = Shared::default();
+    let mut r = rig_with(store.clone(), Some(doubling()));
+    r.manager = r.manager.with_history_horizon(Duration::from_secs(3600));
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+    r.manager.expire();
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let ban = r
+        .manager
+        .book()
+        .get("sshd", &target("203.0.113.5"))
+        .cloned()
+        .expect("ban");
+    assert_eq!((ban.count, ban_length(&r, "203.0.113.5")), (1, Some(600)));
+    // Purging keeps the history of the current ban and drops old, unbanned ones.
+    store
+        .clone()
+        .commit(&[
+            StoreChange::Put(Ban {
+                target: target("203.0.113.9"),
+                jail: "sshd".into(),
+                banned_at: t0() - chrono::Duration::days(60),
+                expires_at: Some(t0() - chrono::Duration::days(59)),
+                count: 3,
+            }),
+            StoreChange::Remove {
+                jail: "sshd".into(),
+                target: target("203.0.113.9"),
+            },
+        ])
+        .expect("seed");
+    r.manager.purge_history();
+    assert!(store
+        .get()
+        .history
+        .contains_key(&("sshd".to_string(), target("203.0.113.5"))));
+    assert!(!store
+        .get()
+        .history
+        .contains_key(&("sshd".to_string(), target("203.0.113.9"))));
 }

@@ -20,7 +20,7 @@ pub use value::{format_duration, parse_bantime, parse_duration, parse_net, parse
 
 use crate::filter::{DatePattern, Filter, LogTz, RegexRole};
 use crate::source::journal::Matches;
-use crate::types::{BanTime, IgnoreList};
+use crate::types::{BanTime, IgnoreList, Increment};
 use raw::{RawFilter, RawJail, RawMain};
 
 /// Default directory for `--config`.
@@ -67,6 +67,8 @@ pub struct DaemonConfig {
     pub file_watch: FileWatch,
     /// How often files are checked without an inotify event.
     pub poll_interval: Duration,
+    /// Ban history older than this is forgotten (and no longer escalates).
+    pub dbpurgeage: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,8 @@ pub struct JailConfig {
     pub ipv6_prefix: u8,
     /// How timestamps without an offset in this jail's logs are read.
     pub logtimezone: LogTz,
+    /// Longer bans for repeat offenders, when enabled.
+    pub increment: Option<Increment>,
 }
 
 /// A position in a config file, kept with a value whose check needs other files.
@@ -147,6 +151,8 @@ struct JailOptions {
     ipv4_prefix: Option<u8>,
     ipv6_prefix: Option<u8>,
     logtimezone: Option<LogTz>,
+    /// Set: `Some(None)` when the section disables escalation.
+    increment: Option<Option<Increment>>,
 }
 
 impl JailOptions {
@@ -170,6 +176,7 @@ impl JailOptions {
             ipv4_prefix: self.ipv4_prefix.or(d.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(d.ipv6_prefix),
             logtimezone: self.logtimezone.or(d.logtimezone),
+            increment: self.increment.or(d.increment),
         }
     }
 }
@@ -355,6 +362,9 @@ impl Loader {
             max_tracked,
             max_line_length,
             file_watch: raw.file_watch.unwrap_or_default(),
+            dbpurgeage: raw
+                .dbpurgeage
+                .map_or(Duration::from_secs(30 * 86_400), |d| d.0),
             poll_interval: match raw.poll_interval {
                 Some(p)
                     if p.get_ref().0 < Duration::from_millis(100)
@@ -477,14 +487,10 @@ impl Loader {
                 "`trusted_proxies` is not implemented in this version and has no effect",
             );
         }
-        if raw.bantime_increment.as_ref().and_then(|b| b.enabled) == Some(true) {
-            self.warn(
-                file,
-                text,
-                0..0,
-                "[bantime_increment] is not implemented in this version; every ban lasts `bantime`",
-            );
-        }
+        let increment = raw
+            .bantime_increment
+            .clone()
+            .map(|inc| self.increment(inc, file, text));
         let logtimezone =
             raw.logtimezone
                 .as_ref()
@@ -496,6 +502,7 @@ impl Loader {
                     }
                 });
         JailOptions {
+            increment,
             logtimezone,
             enabled: raw.enabled,
             filter: raw.filter.map(|f| {
@@ -525,6 +532,42 @@ impl Loader {
             ipv4_prefix,
             ipv6_prefix,
         }
+    }
+
+    /// `[bantime_increment]`: enabled unless it says `enabled = false`.
+    fn increment(&mut self, raw: raw::RawIncrement, file: &Path, text: &str) -> Option<Increment> {
+        let factor = match raw.factor {
+            Some(f) if !(f.get_ref().is_finite() && *f.get_ref() > 0.0) => {
+                self.errors.push(Diagnostic::at(
+                    file,
+                    text,
+                    f.span(),
+                    format!("factor must be a positive number, not {}", f.get_ref()),
+                ));
+                2.0
+            }
+            Some(f) => *f.get_ref(),
+            None => 2.0,
+        };
+        let multipliers = match raw.multipliers {
+            Some(m) if m.get_ref().iter().any(|x| !(x.is_finite() && *x > 0.0)) => {
+                self.errors.push(Diagnostic::at(
+                    file,
+                    text,
+                    m.span(),
+                    "multipliers must all be positive numbers",
+                ));
+                Vec::new()
+            }
+            Some(m) => m.into_inner(),
+            None => Vec::new(),
+        };
+        (raw.enabled != Some(false)).then(|| Increment {
+            factor,
+            multipliers,
+            maxtime: raw.maxtime.map(|d| d.0),
+            rndtime: raw.rndtime.map_or(Duration::ZERO, |d| d.0),
+        })
     }
 
     fn jails(&mut self, defaults: &JailOptions) -> Vec<JailConfig> {
@@ -631,6 +674,7 @@ impl Loader {
             ipv4_prefix: 32,
             ipv6_prefix: 128,
             logtimezone: opts.logtimezone.unwrap_or_default(),
+            increment: opts.increment.flatten(),
         })
     }
 

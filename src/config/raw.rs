@@ -29,6 +29,7 @@ pub struct RawDaemon {
     pub max_line_length: Option<Spanned<i64>>,
     pub file_watch: Option<FileWatch>,
     pub poll_interval: Option<Spanned<DurationValue>>,
+    pub dbpurgeage: Option<DurationValue>,
 }
 
 /// How file sources notice new lines.
@@ -125,14 +126,12 @@ pub struct RawJail {
     pub bantime_increment: Option<RawIncrement>,
 }
 
-/// Parsed and type-checked now; only `enabled` is looked at so far.
 #[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct RawIncrement {
     pub enabled: Option<bool>,
-    pub factor: Option<f64>,
-    pub multipliers: Option<Vec<f64>>,
+    pub factor: Option<Spanned<f64>>,
+    pub multipliers: Option<Spanned<Vec<f64>>>,
     pub maxtime: Option<DurationValue>,
     pub rndtime: Option<DurationValue>,
 }

@@ -256,3 +256,42 @@ fn logtimezone_and_datepattern_are_validated_where_they_stand() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn bantime_increment_is_validated_and_applies_per_jail() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/a.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\n[bantime_increment]\nfactor = 3.0\nmaxtime = \"4w\"\nrndtime = \"5m\"\n",
+    );
+    d.write("jails/b.toml", "filter = \"sshd\"\nlogpath = \"a.log\"\n");
+    d.write(
+        "jails/c.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\n[bantime_increment]\nenabled = false\n",
+    );
+    let cfg = d.load().expect("valid");
+    let inc = cfg
+        .jail("a")
+        .and_then(|j| j.increment.clone())
+        .expect("enabled");
+    assert_eq!(inc.factor, 3.0);
+    assert_eq!(inc.maxtime, Some(Duration::from_secs(4 * 604_800)));
+    assert_eq!(inc.rndtime, Duration::from_secs(300));
+    assert!(cfg.jail("b").is_some_and(|j| j.increment.is_none()));
+    assert!(cfg.jail("c").is_some_and(|j| j.increment.is_none()));
+    assert_eq!(cfg.daemon.dbpurgeage, Duration::from_secs(30 * 86_400));
+
+    d.write("jails/d.toml", "filter = \"sshd\"\nlogpath = \"a.log\"\n[bantime_increment]\nfactor = -1.0\nmultipliers = [1, 0]\n");
+    let errors = d.errors();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].contains("d.toml:4:10:") && errors[0].contains("factor"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("d.toml:5:15:") && errors[1].contains("multipliers"),
+        "{}",
+        errors[1]
+    );
+}

@@ -64,7 +64,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         ban::policies(&config),
         clock.clone(),
         stats.clone(),
-    );
+    )
+    .with_history_horizon(config.daemon.dbpurgeage);
     let restored = manager.restore(&Layout::from_config(&config)).await?;
     tracing::info!(
         restored = restored.loaded,

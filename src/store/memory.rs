@@ -43,4 +43,17 @@ impl BanStore for MemoryStore {
         }
         Ok(())
     }
+
+    fn purge_history(&mut self, before: crate::types::Timestamp) -> Result<usize, StoreError> {
+        let old: Vec<(String, Target)> = self
+            .history
+            .iter()
+            .filter(|(k, h)| h.last_banned_at < before && !self.bans.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            self.history.remove(k);
+        }
+        Ok(old.len())
+    }
 }

@@ -44,6 +44,9 @@ pub trait BanStore: Send {
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError>;
     /// Applies `changes` atomically; once this returns `Ok` they survive a crash.
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError>;
+    /// Forgets the history of targets last banned before `before` that have no current
+    /// ban; returns how many records went.
+    fn purge_history(&mut self, before: Timestamp) -> Result<usize, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

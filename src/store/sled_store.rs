@@ -162,6 +162,34 @@ impl BanStore for SledStore {
         self.db.flush().map_err(db_err("flushing bans to disk"))?;
         Ok(())
     }
+
+    fn purge_history(&mut self, before: crate::types::Timestamp) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.tree.scan_prefix(b"h/") {
+            let (key, value) = item.map_err(db_err("reading history"))?;
+            let old = serde_json::from_slice::<HistoryRecord>(&value)
+                .map_or(true, |r| r.history.last_banned_at < before);
+            // `h/<jail>/<target>` has a current ban at `b/<jail>/<target>`.
+            let mut ban_key = key.to_vec();
+            ban_key[0] = b'b';
+            let banned = self
+                .tree
+                .contains_key(&ban_key)
+                .map_err(db_err("reading bans"))?;
+            if old && !banned {
+                batch.remove(key);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.tree
+                .apply_batch(batch)
+                .map_err(db_err("purging history"))?;
+            self.db.flush().map_err(db_err("flushing"))?;
+        }
+        Ok(n)
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -179,3 +179,33 @@ fn version_1_position_records_still_load() {
         }
     );
 }
+
+#[test]
+fn purging_history_keeps_current_bans_and_recent_records_in_sled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SledStore::open(dir.path()).expect("open");
+    let old = ban("192.0.2.1", 1);
+    let current = ban("192.0.2.2", 1);
+    store
+        .commit(&[
+            StoreChange::Put(old.clone()),
+            StoreChange::Remove {
+                jail: "sshd".into(),
+                target: old.target,
+            },
+            StoreChange::Put(current.clone()),
+        ])
+        .expect("commit");
+    let later = old.banned_at + chrono::Duration::days(1);
+    assert_eq!(store.purge_history(later).expect("purge"), 1);
+    assert_eq!(store.history("sshd", &old.target).expect("h"), None);
+    assert!(
+        store.history("sshd", &current.target).expect("h").is_some(),
+        "a current ban keeps its history"
+    );
+    assert_eq!(
+        store.purge_history(old.banned_at).expect("purge"),
+        0,
+        "recent history stays"
+    );
+}
