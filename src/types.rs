@@ -258,6 +258,13 @@ impl IgnoreList {
     pub fn nets(&self) -> &[IpNet] {
         &self.nets
     }
+
+    /// This list plus `more` (the host's own addresses, for `ignoreself`).
+    pub fn with(&self, more: impl IntoIterator<Item = IpAddr>) -> IgnoreList {
+        let mut nets = self.nets.clone();
+        nets.extend(more.into_iter().map(|ip| IpNet::from(ip.to_canonical())));
+        IgnoreList::new(nets)
+    }
 }
 
 /// `::ffff:a.b.c.d/len` as the IPv4 network it means.

@@ -104,6 +104,8 @@ pub struct JailConfig {
     pub logtimezone: LogTz,
     /// Longer bans for repeat offenders, when enabled.
     pub increment: Option<Increment>,
+    /// Never ban the host's own addresses (added to `ignore` when the daemon starts).
+    pub ignoreself: bool,
 }
 
 /// A position in a config file, kept with a value whose check needs other files.
@@ -148,6 +150,7 @@ struct JailOptions {
     protocol: Option<Protocol>,
     action: Option<Action>,
     ignoreip: Vec<IpNet>,
+    ignoreself: Option<bool>,
     ipv4_prefix: Option<u8>,
     ipv6_prefix: Option<u8>,
     logtimezone: Option<LogTz>,
@@ -173,6 +176,7 @@ impl JailOptions {
             protocol: self.protocol.or(d.protocol),
             action: self.action.or(d.action),
             ignoreip,
+            ignoreself: self.ignoreself.or(d.ignoreself),
             ipv4_prefix: self.ipv4_prefix.or(d.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(d.ipv6_prefix),
             logtimezone: self.logtimezone.or(d.logtimezone),
@@ -525,10 +529,31 @@ impl Loader {
             ports: raw.ports.map(|p| p.0),
             protocol: raw.protocol,
             action: raw.action,
-            ignoreip: raw
-                .ignoreip
-                .map(|l| l.0.into_iter().map(|n| n.0).collect())
-                .unwrap_or_default(),
+            ignoreip: match raw.ignoreip {
+                None => Vec::new(),
+                Some(list) => {
+                    let span = list.span();
+                    let mut nets = Vec::new();
+                    for entry in list.into_inner().0 {
+                        match entry {
+                            value::IgnoreValue::Net(n) => nets.push(n),
+                            value::IgnoreValue::File(f) => {
+                                match value::read_ignore_file(&self.path(&f)) {
+                                    Ok(found) => nets.extend(found),
+                                    Err(e) => self.errors.push(Diagnostic::at(
+                                        file,
+                                        text,
+                                        span.clone(),
+                                        e,
+                                    )),
+                                }
+                            }
+                        }
+                    }
+                    nets
+                }
+            },
+            ignoreself: raw.ignoreself,
             ipv4_prefix,
             ipv6_prefix,
         }
@@ -675,6 +700,7 @@ impl Loader {
             ipv6_prefix: 128,
             logtimezone: opts.logtimezone.unwrap_or_default(),
             increment: opts.increment.flatten(),
+            ignoreself: opts.ignoreself.unwrap_or(true),
         })
     }
 

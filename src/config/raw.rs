@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::value::{BanTimeValue, DurationValue, NetValue, OneOrMany, PortRange};
+use super::value::{BanTimeValue, DurationValue, IgnoreValue, NetValue, OneOrMany, PortRange};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +116,8 @@ pub struct RawJail {
     pub bantime: Option<BanTimeValue>,
     pub ports: Option<OneOrMany<PortRange>>,
     pub protocol: Option<Protocol>,
-    pub ignoreip: Option<OneOrMany<NetValue>>,
+    pub ignoreip: Option<Spanned<OneOrMany<IgnoreValue>>>,
+    pub ignoreself: Option<bool>,
     pub ipv6_prefix: Option<Spanned<i64>>,
     pub ipv4_prefix: Option<Spanned<i64>>,
     pub action: Option<Action>,

@@ -295,3 +295,40 @@ fn bantime_increment_is_validated_and_applies_per_jail() {
         errors[1]
     );
 }
+
+#[test]
+fn ignoreip_reads_file_lists_and_reports_their_problems() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "ignore.list",
+        "# admins\n198.51.100.0/24\n\n2001:db8:7::/48  # office\n",
+    );
+    d.write(
+        "jails/a.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nignoreip = [\"192.0.2.1\", \"file:ignore.list\"]\nignoreself = false\n",
+    );
+    let cfg = d.load().expect("valid");
+    let jail = cfg.jail("a").expect("a");
+    // 10.0.0.0/8 from [defaults], then the jail's own three.
+    assert_eq!(jail.ignore.nets().len(), 4, "{:?}", jail.ignore.nets());
+    assert!(jail.ignore.covers(&"2001:db8:7:1::5".parse().expect("ip")));
+    assert!(!jail.ignoreself);
+    assert!(cfg
+        .jail("a")
+        .is_some_and(|j| j.ignore.covers(&"198.51.100.9".parse().expect("ip"))));
+
+    d.write("bad.list", "192.0.2.1\nnot-an-address\n");
+    d.write("jails/b.toml", "filter = \"sshd\"\nlogpath = \"a.log\"\nignoreip = [\"file:bad.list\", \"file:missing.list\"]\n");
+    let errors = d.errors();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].contains("b.toml:3:12:") && errors[0].contains("bad.list:2:"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("missing.list") && errors[1].contains("no such file"),
+        "{}",
+        errors[1]
+    );
+}

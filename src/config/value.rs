@@ -229,6 +229,48 @@ impl<'de> Deserialize<'de> for NetValue {
     }
 }
 
+/// An `ignoreip` entry: an address or network, or `file:/path` naming a list of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IgnoreValue {
+    Net(IpNet),
+    File(String),
+}
+
+impl<'de> Deserialize<'de> for IgnoreValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim().strip_prefix("file:") {
+            Some(path) if !path.trim().is_empty() => Ok(IgnoreValue::File(path.trim().to_string())),
+            Some(_) => Err(de::Error::custom(
+                "`file:` needs a path, e.g. file:/etc/gaoler/ignore.list",
+            )),
+            None => parse_net(&s)
+                .map(IgnoreValue::Net)
+                .map_err(de::Error::custom),
+        }
+    }
+}
+
+/// Reads an ignore list file: one address or network per line, `#` comments.
+pub fn read_ignore_file(path: &std::path::Path) -> Result<Vec<IpNet>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read ignore list {}: {}",
+            path.display(),
+            crate::util::io_reason(&e)
+        )
+    })?;
+    let mut nets = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        nets.push(parse_net(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?);
+    }
+    Ok(nets)
+}
+
 /// A list that may also be written as a single value: `logpath = "/var/log/auth.log"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OneOrMany<T>(pub Vec<T>);

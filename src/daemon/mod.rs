@@ -47,6 +47,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    // ignoreself: the host's own addresses join the ignore list of those jails.
+    let own = crate::util::host_addresses();
+    let mut config = config;
+    for jail in config.jails.iter_mut().filter(|j| j.ignoreself) {
+        jail.ignore = jail.ignore.with(own.iter().copied());
+    }
     let jails: Vec<_> = config.enabled_jails().cloned().collect();
     let stats = Arc::new(Stats::new(jails.iter().map(|j| j.name.as_str())));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

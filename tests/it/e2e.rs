@@ -147,6 +147,16 @@ fn ipv6_and_ipv4_mapped_offenders_are_banned_in_their_family_set() {
         "baseline over IPv6"
     );
     let _daemon = Daemon::start(cfg.path(), Some(&lab.server));
+    // ignoreself: the server's own addresses are never banned, not even by hand.
+    for own in [SERVER_V4, SERVER_V6] {
+        let out = gaoler(cfg.path(), &["ctl", "ban", "sshd", own]);
+        assert_eq!(out.status.code(), Some(2), "banning {own} must be refused");
+        assert!(
+            text(&out.stderr).contains("ignore list"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
 
     cfg.sshd_failure(ATTACKER_V6);
     cfg.sshd_failure(ATTACKER_V6);
