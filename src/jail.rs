@@ -464,6 +464,32 @@ mod tests {
     }
 
     #[test]
+    fn with_ipv6_prefix_64_the_whole_prefix_counts_and_is_banned() {
+        let mut j = Jail::new(JailRules {
+            ipv6_prefix: 64,
+            ..jail(3, 600).rules
+        });
+        j.record(ip("2001:db8:1:2::1"), None, t0());
+        j.record(ip("2001:db8:1:2:ffff::9"), None, t0());
+        match j.record(ip("2001:db8:1:2::77"), None, t0()) {
+            Outcome::Ban { target, failures } => {
+                assert_eq!(target.to_string(), "2001:db8:1:2::/64");
+                assert_eq!(failures, 3);
+            }
+            other => panic!("expected a /64 ban, got {other:?}"),
+        }
+        // Another /64 and IPv4 are counted on their own.
+        assert!(matches!(
+            j.record(ip("2001:db8:1:3::1"), None, t0()),
+            Outcome::Counted { failures: 1, .. }
+        ));
+        assert!(matches!(
+            j.record(ip("203.0.113.1"), None, t0()),
+            Outcome::Counted { failures: 1, .. }
+        ));
+    }
+
+    #[test]
     fn failure_times_spill_from_inline_storage_and_keep_the_newest() {
         let mut t = Times::new();
         for i in 0..10 {

@@ -63,10 +63,12 @@ pub enum BanError {
     UnknownJail(String),
     #[error("{target} is in the ignore list of jail `{jail}` (ignoreip or loopback): not banned")]
     Ignored { target: Target, jail: String },
-    #[error(
-        "{0} is a prefix: prefix bans are not implemented in this version; ban single addresses"
-    )]
-    Prefix(Target),
+    #[error("{target} overlaps {existing}, already banned in jail `{jail}`: lift that ban first")]
+    Overlaps {
+        target: Target,
+        existing: Target,
+        jail: String,
+    },
     #[error("the ban was not saved: {0}")]
     Store(#[from] StoreError),
     #[error("the ban is saved but not yet in the kernel, and is being retried: {0}")]
@@ -78,7 +80,7 @@ impl BanError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            BanError::UnknownJail(_) | BanError::Ignored { .. } | BanError::Prefix(_)
+            BanError::UnknownJail(_) | BanError::Ignored { .. } | BanError::Overlaps { .. }
         )
     }
 }
@@ -351,8 +353,26 @@ impl<F: Firewall> BanManager<F> {
             .jails
             .get(jail)
             .ok_or_else(|| BanError::UnknownJail(jail.to_string()))?;
+        // Prefixes of one jail share an interval set: nft refuses overlapping ones.
         if !target.is_single() {
-            return Err(BanError::Prefix(target));
+            let overlapping = self
+                .book
+                .select(Some(jail), None)
+                .into_iter()
+                .chain(self.pending.values().filter(|b| b.jail == jail).cloned())
+                .map(|b| b.target)
+                .find(|t| {
+                    !t.is_single()
+                        && *t != target
+                        && (t.net().contains(&target.net()) || target.net().contains(&t.net()))
+                });
+            if let Some(existing) = overlapping {
+                return Err(BanError::Overlaps {
+                    target,
+                    existing,
+                    jail: jail.to_string(),
+                });
+            }
         }
         if policy.ignore.covers(&target) {
             return Err(BanError::Ignored {

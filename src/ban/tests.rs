@@ -238,12 +238,22 @@ async fn manual_bans_are_checked_and_can_be_lifted() {
             .await,
         Err(BanError::Ignored { .. })
     ));
+    // A prefix ban is fine; an overlapping prefix in the same jail is refused.
+    r.manager
+        .manual_ban("sshd", target("2001:db8::/64"), None)
+        .await
+        .expect("prefix ban");
     assert!(matches!(
         r.manager
-            .manual_ban("sshd", target("2001:db8::/64"), None)
+            .manual_ban("sshd", target("2001:db8::/48"), None)
             .await,
-        Err(BanError::Prefix(_))
+        Err(BanError::Overlaps { .. })
     ));
+    // A single address inside it lives in another set: no conflict.
+    r.manager
+        .manual_ban("sshd", target("2001:db8::77"), None)
+        .await
+        .expect("address inside a banned prefix");
     r.manager
         .manual_ban("sshd", target("2001:db8::9"), Some(BanTime::Permanent))
         .await
@@ -262,7 +272,7 @@ async fn manual_bans_are_checked_and_can_be_lifted() {
         .expect("again")
         .is_empty());
     let all = r.manager.unban(None, None).await.expect("all");
-    assert_eq!(all.len(), 1);
+    assert_eq!(all.len(), 3);
     assert!(r.store.get().bans.is_empty());
 }
 

@@ -473,11 +473,10 @@ impl Loader {
             .as_ref()
             .and_then(|v| self.int_in(v, 16..=128, "ipv6_prefix", file, text))
             .map(|v| v as u8);
-        let not_yet = [
-            (raw.ipv4_prefix.as_ref().filter(|p| *p.get_ref() != 32).map(|p| p.span()), "ipv4_prefix other than 32 is not implemented in this version; offenders are counted and banned per address"),
-            (raw.ipv6_prefix.as_ref().filter(|p| *p.get_ref() != 128).map(|p| p.span()), "ipv6_prefix other than 128 is not implemented in this version; offenders are counted and banned per address"),
-            (raw.set.as_ref().map(|s| s.span()), "`set` (shared sets) is not implemented in this version; the jail gets its own sets"),
-        ];
+        let not_yet = [(
+            raw.set.as_ref().map(|s| s.span()),
+            "`set` (shared sets) is not implemented in this version; the jail gets its own sets",
+        )];
         for (span, msg) in not_yet {
             if let Some(span) = span {
                 self.warn(file, text, span, msg);
@@ -695,9 +694,8 @@ impl Loader {
             protocol: opts.protocol.unwrap_or_default(),
             action: opts.action.unwrap_or_default(),
             ignore: IgnoreList::new(opts.ignoreip),
-            // Prefix bans are not implemented yet (a warning says so): count per address.
-            ipv4_prefix: 32,
-            ipv6_prefix: 128,
+            ipv4_prefix: opts.ipv4_prefix.unwrap_or(32),
+            ipv6_prefix: opts.ipv6_prefix.unwrap_or(128),
             logtimezone: opts.logtimezone.unwrap_or_default(),
             increment: opts.increment.flatten(),
             ignoreself: opts.ignoreself.unwrap_or(true),

@@ -204,11 +204,11 @@ fn settings_not_yet_implemented_are_warnings_not_silence() {
     let d = Dir::new(MAIN);
     d.write(
         "jails/sshd.toml",
-        "filter = \"sshd\"\nlogpath = \"a.log\"\nipv6_prefix = 64\n",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nset = \"web\"\n",
     );
     let cfg = d.load().expect("valid");
     assert_eq!(cfg.warnings.len(), 1);
-    assert!(cfg.warnings[0].to_string().contains("sshd.toml:3:15:"));
+    assert!(cfg.warnings[0].to_string().contains("sshd.toml:3:7:"));
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! `nftables` crate's types and feeds it to `nft -j -f -` itself, so that nft's error
 //! text is captured and reported (the crate's own helper loses it).
 //!
-//! Layout: table `inet <table>`, per jail sets `<jail>-v4` / `<jail>-v6` with
-//! `flags timeout`, and one chain `input` hooked at the configured priority.
+//! Layout: table `inet <table>`, per jail sets `<jail>-v4` / `<jail>-v6` (addresses,
+//! `flags timeout`) and `<jail>-n4` / `<jail>-n6` (prefixes, `flags interval,
+//! timeout`), and one chain `input` hooked at the configured priority.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -12,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nftables::expr::{
-    Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Range, SetItem,
+    Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem,
 };
 use nftables::schema::{
     Chain, Element as NftElement, NfCmd, NfListObject, NfObject, Nftables, Rule, Set, SetFlag,
@@ -147,7 +148,23 @@ impl Firewall for NftFirewall {
 
 /// The set holding `target` for `jail`.
 pub fn set_name(jail: &str, target: &Target) -> String {
-    format!("{jail}-{}", if target.is_ipv4() { "v4" } else { "v6" })
+    format!(
+        "{jail}-{}",
+        set_suffix(target.is_ipv4(), !target.is_single())
+    )
+}
+
+/// The four sets of a jail: single addresses (`v4`, `v6`) and prefixes (`n4`, `n6`),
+/// kept apart because nft rejects an address inside an overlapping interval.
+const SET_KINDS: [(bool, bool); 4] = [(true, false), (false, false), (true, true), (false, true)];
+
+fn set_suffix(v4: bool, prefix: bool) -> &'static str {
+    match (v4, prefix) {
+        (true, false) => "v4",
+        (false, false) => "v6",
+        (true, true) => "n4",
+        (false, true) => "n6",
+    }
 }
 
 fn document(cmds: Vec<NfCmd<'static>>) -> Nftables<'static> {
@@ -174,11 +191,15 @@ pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> 
         NfCmd::Add(NfListObject::Table(table)),
     ];
     for rule in &layout.jails {
-        for v4 in [true, false] {
+        for (v4, prefix) in SET_KINDS {
+            let mut flags = HashSet::from([SetFlag::Timeout]);
+            if prefix {
+                flags.insert(SetFlag::Interval);
+            }
             cmds.push(NfCmd::Add(NfListObject::Set(Box::new(Set {
                 family: NfFamily::INet,
                 table: Cow::Owned(layout.table.clone()),
-                name: Cow::Owned(format!("{}-{}", rule.jail, if v4 { "v4" } else { "v6" })),
+                name: Cow::Owned(format!("{}-{}", rule.jail, set_suffix(v4, prefix))),
                 handle: None,
                 set_type: SetTypeValue::Single(if v4 {
                     SetType::Ipv4Addr
@@ -186,7 +207,7 @@ pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> 
                     SetType::Ipv6Addr
                 }),
                 policy: None,
-                flags: Some(HashSet::from([SetFlag::Timeout])),
+                flags: Some(flags),
                 elem: None,
                 timeout: None,
                 gc_interval: None,
@@ -208,12 +229,12 @@ pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> 
         policy: Some(NfChainPolicy::Accept),
     })));
     for rule in &layout.jails {
-        for v4 in [true, false] {
+        for (v4, prefix) in SET_KINDS {
             cmds.push(NfCmd::Add(NfListObject::Rule(Rule {
                 family: NfFamily::INet,
                 table: Cow::Owned(layout.table.clone()),
                 chain: Cow::Borrowed(CHAIN),
-                expr: Cow::Owned(rule_statements(rule, v4)),
+                expr: Cow::Owned(rule_statements(rule, v4, prefix)),
                 handle: None,
                 index: None,
                 comment: Some(Cow::Owned(format!("gaoler jail {}", rule.jail))),
@@ -234,13 +255,13 @@ pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> 
 }
 
 /// The statements of one jail's rule for one address family.
-fn rule_statements(rule: &JailRule, v4: bool) -> Vec<Statement<'static>> {
+fn rule_statements(rule: &JailRule, v4: bool, prefix: bool) -> Vec<Statement<'static>> {
     let mut stmts = vec![Statement::Match(Match {
         left: payload(if v4 { "ip" } else { "ip6" }, "saddr"),
         right: Expression::String(Cow::Owned(format!(
             "@{}-{}",
             rule.jail,
-            if v4 { "v4" } else { "v6" }
+            set_suffix(v4, prefix)
         ))),
         op: Operator::EQ,
     })];
@@ -329,7 +350,15 @@ fn element_obj(table: &str, set: String, elems: Vec<Expression<'static>>) -> NfL
 }
 
 fn value(target: &Target) -> Expression<'static> {
-    Expression::String(Cow::Owned(target.net().addr().to_string()))
+    let addr = Expression::String(Cow::Owned(target.net().addr().to_string()));
+    if target.is_single() {
+        addr
+    } else {
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(addr),
+            len: u32::from(target.net().prefix_len()),
+        }))
+    }
 }
 
 fn element_with_timeout(e: &Element) -> Expression<'static> {
@@ -443,17 +472,17 @@ mod tests {
             Protocol::All,
             Action::Reject,
         );
-        let text = serde_json::to_string(&rule_statements(&r, false)).expect("json");
+        let text = serde_json::to_string(&rule_statements(&r, false, false)).expect("json");
         assert!(text.contains(r#""protocol":"ip6","field":"saddr""#));
         assert!(text.contains(r#""set":["tcp","udp"]"#));
         assert!(text.contains(r#""protocol":"th","field":"dport""#));
         assert!(text.contains(r#""range":[1000,2000]"#));
         assert!(text.contains(r#""reject":null"#));
         let tcp = rule(vec![], Protocol::Tcp, Action::Reject);
-        let text = serde_json::to_string(&rule_statements(&tcp, true)).expect("json");
+        let text = serde_json::to_string(&rule_statements(&tcp, true, false)).expect("json");
         assert!(text.contains(r#""key":"l4proto""#) && text.contains("tcp reset"));
         let all = rule(vec![], Protocol::All, Action::Drop);
-        let text = serde_json::to_string(&rule_statements(&all, true)).expect("json");
+        let text = serde_json::to_string(&rule_statements(&all, true, false)).expect("json");
         assert!(!text.contains("l4proto") && text.contains(r#""drop":null"#));
     }
 
@@ -488,6 +517,36 @@ mod tests {
         assert!(cmds[2].contains(r#""timeout":60"#));
         assert!(cmds[3].starts_with(r#"{"add":{"element""#) && cmds[3].contains("sshd-v6"));
         assert!(cmds[4].starts_with(r#"{"delete":{"element""#));
+    }
+
+    #[test]
+    fn prefixes_go_to_interval_sets_and_addresses_to_plain_ones() {
+        let layout = Layout {
+            table: "gaoler".into(),
+            priority: -10,
+            jails: vec![rule(vec![], Protocol::Tcp, Action::Drop)],
+        };
+        let text = json(&install_document(&layout, &[]));
+        assert!(text.contains(r#""name":"sshd-n6""#) && text.contains(r#""name":"sshd-n4""#));
+        assert!(text.contains(r#""right":"@sshd-n6""#));
+        assert!(text.contains(r#""interval""#));
+        let net: Target = "2001:db8:1:2::/64".parse().expect("net");
+        let one: Target = "2001:db8:1:2::5".parse().expect("ip");
+        assert_eq!(set_name("sshd", &net), "sshd-n6");
+        assert_eq!(set_name("sshd", &one), "sshd-v6");
+        let doc = change_document(
+            "gaoler",
+            &[Change::Ban(Element {
+                jail: "sshd".into(),
+                target: net,
+                timeout: Some(Duration::from_secs(9)),
+            })],
+        );
+        let text = json(&doc);
+        assert!(
+            text.contains(r#""prefix":{"addr":"2001:db8:1:2::","len":64}"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -188,3 +188,46 @@ fn ipv6_and_ipv4_mapped_offenders_are_banned_in_their_family_set() {
         "IPv4 attacker dropped"
     );
 }
+
+#[test]
+fn an_ipv6_64_ban_drops_every_address_of_the_prefix() {
+    let lab = Lab::new();
+    let jail = format!(
+        "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 2\nbantime = \"1h\"\nports = [\"{PORT}\"]\nipv6_prefix = 64\n"
+    );
+    let cfg = ConfigDir::new("backend = \"nftables\"\ntable = \"g64\"", &jail);
+    lab.listen(PORT);
+    assert!(
+        lab.attacker_connects_from(ATTACKER_V6_B, SERVER_V6, PORT, LONG),
+        "baseline from the second address"
+    );
+    let _daemon = Daemon::start(cfg.path(), Some(&lab.server));
+
+    // An overlapping single-address ban in the same jail first: another set, no conflict.
+    ctl_json(
+        cfg.path(),
+        &["ban", "sshd", ATTACKER_V6_B, "--bantime", "1h"],
+    );
+    // Two failures from one address of the /64 ban the whole /64.
+    cfg.sshd_failure(ATTACKER_V6);
+    cfg.sshd_failure(ATTACKER_V6);
+    wait_for(WAIT, "the /64 ban", || {
+        banned_ips(cfg.path()).contains(&"2001:db8:5::/64".to_string())
+    });
+    let nets = lab.elements("g64", "sshd-n6");
+    assert_eq!(nets.len(), 1, "{nets:?}");
+    assert_eq!(nets[0].0, "2001:db8:5::/64");
+    assert!(nets[0].1.is_some(), "the prefix element has a timeout");
+    assert_eq!(
+        lab.elements("g64", "sshd-v6").len(),
+        1,
+        "the single-address ban is still there"
+    );
+    // Both addresses of the /64 are dropped.
+    assert!(!lab.attacker_connects_from(ATTACKER_V6, SERVER_V6, PORT, SHORT));
+    assert!(!lab.attacker_connects_from(ATTACKER_V6_B, SERVER_V6, PORT, SHORT));
+    // Lifting both lets both through again.
+    ctl_json(cfg.path(), &["unban", "--all"]);
+    assert!(lab.attacker_connects_from(ATTACKER_V6, SERVER_V6, PORT, LONG));
+    assert!(lab.attacker_connects_from(ATTACKER_V6_B, SERVER_V6, PORT, LONG));
+}

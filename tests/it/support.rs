@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -287,6 +287,8 @@ pub const SERVER_V4: &str = "198.51.100.1";
 pub const ATTACKER_V4: &str = "198.51.100.2";
 pub const SERVER_V6: &str = "2001:db8:5::1";
 pub const ATTACKER_V6: &str = "2001:db8:5::2";
+/// A second attacker address in the same /64 as `ATTACKER_V6`.
+pub const ATTACKER_V6_B: &str = "2001:db8:5::3";
 
 impl Lab {
     pub fn new() -> Lab {
@@ -334,6 +336,16 @@ impl Lab {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
+        ip(&[
+            "-n",
+            &lab.attacker,
+            "addr",
+            "add",
+            &format!("{ATTACKER_V6_B}/64"),
+            "dev",
+            "veth1",
+            "nodad",
+        ]);
         lab
     }
 
@@ -369,11 +381,34 @@ impl Lab {
             .expect("listener ready");
     }
 
-    /// Whether the attacker gets a TCP connection to `server:port` within `timeout`.
+    /// Whether the attacker (from its primary address of the server's family) gets a
+    /// TCP connection to `server:port` within `timeout`.
     pub fn attacker_connects(&self, server: &str, port: u16, timeout: Duration) -> bool {
-        let addr = SocketAddr::new(server.parse().expect("ip"), port);
+        let from = if server.contains(':') {
+            ATTACKER_V6
+        } else {
+            ATTACKER_V4
+        };
+        self.attacker_connects_from(from, server, port, timeout)
+    }
+
+    /// Whether the attacker, using source address `from`, gets a TCP connection.
+    pub fn attacker_connects_from(
+        &self,
+        from: &str,
+        server: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> bool {
+        let local = SocketAddr::new(from.parse().expect("ip"), 0);
+        let remote = SocketAddr::new(server.parse().expect("ip"), port);
         in_netns(&self.attacker, move || {
-            TcpStream::connect_timeout(&addr, timeout).is_ok()
+            let domain = socket2::Domain::for_address(remote);
+            let Ok(sock) = socket2::Socket::new(domain, socket2::Type::STREAM, None) else {
+                return false;
+            };
+            sock.bind(&local.into()).is_ok()
+                && sock.connect_timeout(&remote.into(), timeout).is_ok()
         })
     }
 
@@ -411,11 +446,15 @@ impl Lab {
                     serde_json::Value::String(s) => out.push((s.clone(), None, None)),
                     other => {
                         let el = &other["elem"];
-                        out.push((
-                            el["val"].as_str().unwrap_or_default().to_string(),
-                            el["timeout"].as_u64(),
-                            el["expires"].as_u64(),
-                        ));
+                        let val = match &el["val"] {
+                            serde_json::Value::String(v) => v.clone(),
+                            v => format!(
+                                "{}/{}",
+                                v["prefix"]["addr"].as_str().unwrap_or_default(),
+                                v["prefix"]["len"]
+                            ),
+                        };
+                        out.push((val, el["timeout"].as_u64(), el["expires"].as_u64()));
                     }
                 }
             }
