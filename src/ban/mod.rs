@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use book::BanBook;
 
-use crate::config::{Config, OnStop};
+use crate::config::{Config, OnStop, RecidiveConfig, RECIDIVE};
 use crate::firewall::{Change, Element, Firewall, FirewallError, Layout};
 use crate::stats::Stats;
 use crate::store::{BanStore, StoreChange, StoreError};
@@ -93,8 +93,18 @@ pub struct JailPolicy {
     pub increment: Option<Increment>,
 }
 
-/// Policies of the enabled jails of `config`.
+/// Policies of the enabled jails of `config`, and of `recidive` when it is enabled.
 pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
+    let recidive = config.recidive.as_ref().map(|r| {
+        (
+            RECIDIVE.to_string(),
+            JailPolicy {
+                bantime: r.bantime,
+                ignore: IgnoreList::default(),
+                increment: None,
+            },
+        )
+    });
     config
         .enabled_jails()
         .map(|j| {
@@ -107,6 +117,7 @@ pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
                 },
             )
         })
+        .chain(recidive)
         .collect()
 }
 
@@ -134,6 +145,7 @@ pub struct BanManager<F: Firewall> {
     retry_delay: Duration,
     /// Ban history older than this no longer counts and is purged.
     history_horizon: Duration,
+    recidive: Option<RecidiveConfig>,
     purge_at: Instant,
 }
 
@@ -158,7 +170,14 @@ impl<F: Firewall> BanManager<F> {
             retry_delay: Duration::from_secs(1),
             history_horizon: Duration::from_secs(30 * 86_400),
             purge_at: Instant::now(),
+            recidive: None,
         }
+    }
+
+    /// Enables native recidive (its jail must be among the policies).
+    pub fn with_recidive(mut self, recidive: Option<RecidiveConfig>) -> Self {
+        self.recidive = recidive;
+        self
     }
 
     /// Sets how long ban history counts for escalation (`dbpurgeage`).
@@ -325,8 +344,51 @@ impl<F: Firewall> BanManager<F> {
                 }
             }
         }
-        if let Err(e) = self.commit_bans(bans, now).await {
-            tracing::error!(error = %e, "bans could not be applied");
+        let made = bans.clone();
+        match self.commit_bans(bans, now).await {
+            Ok(()) => self.recidive(&made, now).await,
+            Err(e) => tracing::error!(error = %e, "bans could not be applied"),
+        }
+    }
+
+    /// Bans in jail `recidive`, on all ports, the targets of `made` that were banned
+    /// `maxretry` times in any jails within its `findtime` (from the store's records).
+    async fn recidive(&mut self, made: &[Ban], now: Timestamp) {
+        let Some(rule) = self.recidive.clone() else {
+            return;
+        };
+        let since =
+            now - chrono::Duration::from_std(rule.findtime).unwrap_or(chrono::Duration::MAX);
+        let mut bans = Vec::new();
+        for ban in made.iter().filter(|b| b.jail != RECIDIVE) {
+            let key = (RECIDIVE.to_string(), ban.target);
+            if self.book.get(RECIDIVE, &ban.target).is_some() || self.pending.contains_key(&key) {
+                continue;
+            }
+            let recent = match self.store.recent_bans(&ban.target) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(target = %ban.target, error = %e, "cannot read recent bans for recidive");
+                    continue;
+                }
+            };
+            let n = recent
+                .iter()
+                .filter(|b| b.jail != RECIDIVE && b.at >= since)
+                .count();
+            if n >= rule.maxretry as usize {
+                match self.new_ban(RECIDIVE, ban.target, None, now) {
+                    Ok(b) => bans.push(b),
+                    Err(e) => {
+                        tracing::warn!(target = %ban.target, error = %e, "not banned by recidive")
+                    }
+                }
+            }
+        }
+        if !bans.is_empty() {
+            if let Err(e) = self.commit_bans(bans, now).await {
+                tracing::error!(error = %e, "recidive bans could not be applied");
+            }
         }
     }
 
@@ -339,6 +401,7 @@ impl<F: Firewall> BanManager<F> {
         let now = self.clock.now();
         let ban = self.new_ban(jail, target, bantime, now)?;
         self.commit_bans(vec![ban.clone()], now).await?;
+        self.recidive(std::slice::from_ref(&ban), now).await;
         Ok(ban)
     }
 

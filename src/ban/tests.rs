@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::config::{Action, Protocol};
+use crate::config::{Action, Protocol, RecidiveConfig, RECIDIVE};
 use crate::firewall::{JailRule, MemoryFirewall};
 use crate::store::{History, MemoryStore};
 use crate::types::TokioClock;
@@ -30,6 +30,9 @@ impl BanStore for Shared {
     }
     fn purge_history(&mut self, before: Timestamp) -> Result<usize, StoreError> {
         self.get().purge_history(before)
+    }
+    fn recent_bans(&self, target: &Target) -> Result<Vec<crate::store::RecentBan>, StoreError> {
+        self.get().recent_bans(target)
     }
 }
 
@@ -442,4 +445,74 @@ async fn history_older_than_the_horizon_no_longer_escalates_and_is_purged() {
         .get()
         .history
         .contains_key(&("sshd".to_string(), target("203.0.113.9"))));
+}
+
+/// A manager with jail sshd (600 s bans) and recidive: 2 bans in a day -> a week.
+fn recidive_rig(store: Shared) -> Rig {
+    let mut r = rig(store);
+    let week = BanTime::Finite(Duration::from_secs(7 * 86_400));
+    r.manager.jails.insert(
+        RECIDIVE.to_string(),
+        JailPolicy {
+            bantime: week,
+            ignore: IgnoreList::default(),
+            increment: None,
+        },
+    );
+    r.manager = r.manager.with_recidive(Some(RecidiveConfig {
+        maxretry: 2,
+        findtime: Duration::from_secs(86_400),
+        bantime: week,
+    }));
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn recidive_bans_repeat_offenders_on_all_ports_also_across_a_restart() {
+    let store = Shared::default();
+    let mut r = recidive_rig(store.clone());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    assert!(
+        r.manager
+            .book()
+            .get(RECIDIVE, &target("203.0.113.5"))
+            .is_none(),
+        "one ban is not enough"
+    );
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.manager.expire();
+    // Restart: the second ban is counted from the store.
+    let mut r = recidive_rig(store.clone());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let ban = r
+        .manager
+        .book()
+        .get(RECIDIVE, &target("203.0.113.5"))
+        .cloned()
+        .expect("recidive ban");
+    assert_eq!(
+        ban.expires_at.map(|e| (e - ban.banned_at).num_seconds()),
+        Some(7 * 86_400)
+    );
+    let k =
+        r.fw.kernel
+            .lock()
+            .map(|k| {
+                k.elements
+                    .contains_key(&(RECIDIVE.to_string(), target("203.0.113.5")))
+            })
+            .unwrap_or(false);
+    assert!(k, "the recidive ban is in the kernel");
+    // Bans older than findtime do not count.
+    r.manager.decide(vec![decision("203.0.113.6")]).await;
+    tokio::time::advance(Duration::from_secs(2 * 86_400)).await;
+    r.manager.expire();
+    r.manager.decide(vec![decision("203.0.113.6")]).await;
+    assert!(r
+        .manager
+        .book()
+        .get(RECIDIVE, &target("203.0.113.6"))
+        .is_none());
 }

@@ -39,6 +39,8 @@ pub struct Config {
     pub dir: PathBuf,
     pub daemon: DaemonConfig,
     pub firewall: FirewallConfig,
+    /// Native cross-jail escalation, when enabled.
+    pub recidive: Option<RecidiveConfig>,
     /// Every jail file, enabled or not, sorted by name.
     pub jails: Vec<JailConfig>,
     /// Settings that are valid but have no effect in this version.
@@ -78,6 +80,18 @@ pub struct FirewallConfig {
     pub priority: i32,
     pub on_stop: OnStop,
     pub reconcile_interval: Duration,
+}
+
+/// Jail name of the native recidive bans.
+pub const RECIDIVE: &str = "recidive";
+
+/// `[recidive]`: an address banned `maxretry` times, in any jails, within `findtime` is
+/// banned on all ports for `bantime` (jail `recidive`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecidiveConfig {
+    pub maxretry: u32,
+    pub findtime: Duration,
+    pub bantime: BanTime,
 }
 
 /// One jail, with `[defaults]` applied.
@@ -239,17 +253,30 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     let (raw, text) = raw.unwrap_or_default();
     let daemon = loader.daemon(raw.daemon.unwrap_or_default(), &main_path, &text);
     let firewall = loader.firewall(raw.firewall.unwrap_or_default(), &main_path, &text);
-    loader.unsupported_main(&raw.recidive, &raw.metrics, &main_path, &text);
+    loader.unsupported_main(&raw.metrics, &main_path, &text);
+    let recidive = raw
+        .recidive
+        .and_then(|r| loader.recidive(r, &main_path, &text));
     let defaults = loader.jail_options(raw.defaults.unwrap_or_default(), &main_path, &text);
     let defaults = defaults.over(&builtin_defaults());
     loader.filter_path = daemon.filter_path.clone();
     let jails = loader.jails(&defaults);
 
+    if recidive.is_some() {
+        if let Some(j) = jails.iter().find(|j| j.name == RECIDIVE) {
+            let file = dir.join("jails").join(format!("{}.toml", j.name));
+            loader.errors.push(Diagnostic::file(
+                &file,
+                "jail name `recidive` is taken by [recidive] in gaoler.toml: rename this jail or disable [recidive]",
+            ));
+        }
+    }
     if loader.errors.is_empty() {
         Ok(Config {
             dir: dir.to_path_buf(),
             daemon,
             firewall,
+            recidive,
             jails,
             warnings: loader.warnings,
         })
@@ -425,27 +452,7 @@ impl Loader {
     }
 
     /// Settings that parse but do nothing yet: say so rather than pretend.
-    fn unsupported_main(
-        &mut self,
-        recidive: &Option<raw::RawRecidive>,
-        metrics: &Option<raw::RawMetrics>,
-        file: &Path,
-        text: &str,
-    ) {
-        if let Some(r) = recidive {
-            if let Some(m) = &r.maxretry {
-                self.int_in(m, 1..=1000, "recidive maxretry", file, text);
-            }
-            if r.enabled == Some(true) {
-                let at = text.find("[recidive]").unwrap_or(0);
-                self.warn(
-                    file,
-                    text,
-                    at..at,
-                    "[recidive] is not implemented in this version and has no effect",
-                );
-            }
-        }
+    fn unsupported_main(&mut self, metrics: &Option<raw::RawMetrics>, file: &Path, text: &str) {
         if let Some(listen) = metrics.as_ref().and_then(|m| m.listen.as_ref()) {
             if !listen.get_ref().is_empty() {
                 self.warn(
@@ -591,6 +598,26 @@ impl Loader {
             multipliers,
             maxtime: raw.maxtime.map(|d| d.0),
             rndtime: raw.rndtime.map_or(Duration::ZERO, |d| d.0),
+        })
+    }
+
+    /// `[recidive]`, when enabled.
+    fn recidive(
+        &mut self,
+        raw: raw::RawRecidive,
+        file: &Path,
+        text: &str,
+    ) -> Option<RecidiveConfig> {
+        let maxretry = raw
+            .maxretry
+            .and_then(|m| self.int_in(&m, 1..=1000, "recidive maxretry", file, text))
+            .map_or(3, |m| m as u32);
+        (raw.enabled == Some(true)).then(|| RecidiveConfig {
+            maxretry,
+            findtime: raw.findtime.map_or(Duration::from_secs(86_400), |d| d.0),
+            bantime: raw
+                .bantime
+                .map_or(BanTime::Finite(Duration::from_secs(7 * 86_400)), |b| b.0),
         })
     }
 

@@ -69,10 +69,8 @@ pub struct RawFirewall {
     pub reconcile_interval: Option<DurationValue>,
 }
 
-/// Parsed and type-checked now; only `enabled` and `maxretry` are looked at so far.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct RawRecidive {
     pub enabled: Option<bool>,
     pub maxretry: Option<Spanned<i64>>,

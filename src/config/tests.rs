@@ -332,3 +332,44 @@ fn ignoreip_reads_file_lists_and_reports_their_problems() {
         errors[1]
     );
 }
+
+#[test]
+fn recidive_is_configured_in_gaoler_toml_and_reserves_its_jail_name() {
+    let d = Dir::new(&format!(
+        "{MAIN}\n[recidive]\nenabled = true\nmaxretry = 4\nfindtime = \"2d\"\n"
+    ));
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\n",
+    );
+    let cfg = d.load().expect("valid");
+    let r = cfg.recidive.clone().expect("enabled");
+    assert_eq!(
+        (r.maxretry, r.findtime),
+        (4, Duration::from_secs(2 * 86_400))
+    );
+    assert_eq!(
+        r.bantime,
+        BanTime::Finite(Duration::from_secs(7 * 86_400)),
+        "default a week"
+    );
+    let layout = crate::firewall::Layout::from_config(&cfg);
+    let rule = layout
+        .jails
+        .iter()
+        .find(|j| j.jail == RECIDIVE)
+        .expect("recidive rule");
+    assert!(rule.ports.is_empty() && rule.protocol == Protocol::All);
+
+    d.write(
+        "jails/recidive.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\n",
+    );
+    let errors = d.errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("recidive.toml") && e.contains("taken by [recidive]")),
+        "{errors:#?}"
+    );
+}

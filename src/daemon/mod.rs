@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ban::{self, BanError, BanManager};
-use crate::config::{Backend as BackendKind, Config};
+use crate::config::{Backend as BackendKind, Config, RECIDIVE};
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::jail::{Jail, JailRules, Jails};
@@ -54,7 +54,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         jail.ignore = jail.ignore.with(own.iter().copied());
     }
     let jails: Vec<_> = config.enabled_jails().cloned().collect();
-    let stats = Arc::new(Stats::new(jails.iter().map(|j| j.name.as_str())));
+    let recidive = config.recidive.as_ref().map(|_| RECIDIVE);
+    let stats = Arc::new(Stats::new(
+        jails.iter().map(|j| j.name.as_str()).chain(recidive),
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let mut firewall = match config.firewall.backend {
@@ -71,7 +74,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         clock.clone(),
         stats.clone(),
     )
-    .with_history_horizon(config.daemon.dbpurgeage);
+    .with_history_horizon(config.daemon.dbpurgeage)
+    .with_recidive(config.recidive.clone());
     let restored = manager.restore(&Layout::from_config(&config)).await?;
     tracing::info!(
         restored = restored.loaded,
@@ -175,6 +179,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         jails: jails
             .iter()
             .map(|j| (j.name.clone(), j.filter_name.clone()))
+            .chain(recidive.map(|r| (r.to_string(), "(bans from all jails)".to_string())))
             .collect(),
     });
     tasks.spawn(server::serve(listener, handler, shutdown.clone()));

@@ -13,7 +13,7 @@ pub use log::LogFirewall;
 pub use memory::MemoryFirewall;
 pub use nft::NftFirewall;
 
-use crate::config::{Action, Config, PortRange, Protocol};
+use crate::config::{Action, Config, PortRange, Protocol, RECIDIVE};
 use crate::types::Target;
 
 /// gaoler's table: one chain on the input hook and, per jail, its sets and rules.
@@ -35,8 +35,14 @@ pub struct JailRule {
 }
 
 impl Layout {
-    /// The layout for the enabled jails of `config`.
+    /// The layout for the enabled jails of `config`, plus `recidive` (all ports).
     pub fn from_config(config: &Config) -> Self {
+        let recidive = config.recidive.as_ref().map(|_| JailRule {
+            jail: RECIDIVE.to_string(),
+            ports: Vec::new(),
+            protocol: Protocol::All,
+            action: Action::Drop,
+        });
         Layout {
             table: config.firewall.table.clone(),
             priority: config.firewall.priority,
@@ -48,6 +54,7 @@ impl Layout {
                     protocol: j.protocol,
                     action: j.action,
                 })
+                .chain(recidive)
                 .collect(),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{next_history, BanStore, History, StoreChange, StoreError};
+use super::{next_history, with_recent, BanStore, History, RecentBan, StoreChange, StoreError};
 use crate::types::{Ban, Target};
 
 /// Bans and history in maps; `fail` makes every commit fail (to test error paths).
@@ -10,6 +10,7 @@ use crate::types::{Ban, Target};
 pub struct MemoryStore {
     pub bans: BTreeMap<(String, Target), Ban>,
     pub history: BTreeMap<(String, Target), History>,
+    pub recent: BTreeMap<Target, Vec<RecentBan>>,
     pub fail: bool,
 }
 
@@ -34,6 +35,8 @@ impl BanStore for MemoryStore {
                 StoreChange::Put(ban) => {
                     let key = (ban.jail.clone(), ban.target);
                     self.history.insert(key.clone(), next_history(ban));
+                    let list = self.recent.remove(&ban.target).unwrap_or_default();
+                    self.recent.insert(ban.target, with_recent(list, ban));
                     self.bans.insert(key, ban.clone());
                 }
                 StoreChange::Remove { jail, target } => {
@@ -54,6 +57,12 @@ impl BanStore for MemoryStore {
         for k in &old {
             self.history.remove(k);
         }
+        self.recent
+            .retain(|_, list| list.last().is_some_and(|b| b.at >= before));
         Ok(old.len())
+    }
+
+    fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
+        Ok(self.recent.get(target).cloned().unwrap_or_default())
     }
 }

@@ -47,6 +47,40 @@ pub trait BanStore: Send {
     /// Forgets the history of targets last banned before `before` that have no current
     /// ban; returns how many records went.
     fn purge_history(&mut self, before: Timestamp) -> Result<usize, StoreError>;
+    /// The latest bans of `target` in any jail, oldest first (at most `RECENT_BANS`).
+    fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError>;
+}
+
+/// How many recent bans are remembered per target (for recidive).
+pub const RECENT_BANS: usize = 32;
+
+/// One entry of a target's recent bans.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentBan {
+    pub jail: String,
+    pub at: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecentRecord {
+    v: u32,
+    bans: Vec<RecentBan>,
+}
+
+fn recent_key(target: &Target) -> Vec<u8> {
+    format!("r/{target}").into_bytes()
+}
+
+/// `list` with `ban` added, keeping the newest `RECENT_BANS`.
+fn with_recent(mut list: Vec<RecentBan>, ban: &Ban) -> Vec<RecentBan> {
+    list.push(RecentBan {
+        jail: ban.jail.clone(),
+        at: ban.banned_at,
+    });
+    if list.len() > RECENT_BANS {
+        list.drain(..list.len() - RECENT_BANS);
+    }
+    list
 }
 
 #[derive(Debug, thiserror::Error)]

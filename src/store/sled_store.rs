@@ -9,8 +9,8 @@ use super::positions::{
     PositionStore, JOURNAL_KEY,
 };
 use super::{
-    ban_key, history_key, next_history, BanRecord, BanStore, History, HistoryRecord, StoreChange,
-    StoreError, FORMAT_VERSION,
+    ban_key, history_key, next_history, recent_key, with_recent, BanRecord, BanStore, History,
+    HistoryRecord, RecentBan, RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
 };
 use crate::types::{Ban, Target};
 
@@ -139,9 +139,17 @@ impl BanStore for SledStore {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        // Recent-ban lists changed by this batch (a target may be banned twice in it).
+        let mut recent: std::collections::HashMap<Target, Vec<RecentBan>> =
+            std::collections::HashMap::new();
         for change in changes {
             match change {
                 StoreChange::Put(ban) => {
+                    let list = match recent.remove(&ban.target) {
+                        Some(l) => l,
+                        None => self.recent_bans(&ban.target)?,
+                    };
+                    recent.insert(ban.target, with_recent(list, ban));
                     let rec = BanRecord {
                         v: FORMAT_VERSION,
                         ban: ban.clone(),
@@ -156,11 +164,29 @@ impl BanStore for SledStore {
                 StoreChange::Remove { jail, target } => batch.remove(ban_key(jail, target)),
             }
         }
+        for (target, bans) in recent {
+            let rec = RecentRecord {
+                v: FORMAT_VERSION,
+                bans,
+            };
+            batch.insert(recent_key(&target), to_json(&rec)?);
+        }
         self.tree
             .apply_batch(batch)
             .map_err(db_err("writing bans"))?;
         self.db.flush().map_err(db_err("flushing bans to disk"))?;
         Ok(())
+    }
+
+    fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
+        let value = self
+            .tree
+            .get(recent_key(target))
+            .map_err(db_err("reading recent bans"))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<RecentRecord>(&v).ok())
+            .map(|r| r.bans)
+            .unwrap_or_default())
     }
 
     fn purge_history(&mut self, before: crate::types::Timestamp) -> Result<usize, StoreError> {
@@ -182,7 +208,17 @@ impl BanStore for SledStore {
                 n += 1;
             }
         }
-        if n > 0 {
+        let mut recent_gone = 0;
+        for item in self.tree.scan_prefix(b"r/") {
+            let (key, value) = item.map_err(db_err("reading recent bans"))?;
+            let old = serde_json::from_slice::<RecentRecord>(&value)
+                .map_or(true, |r| r.bans.last().is_none_or(|b| b.at < before));
+            if old {
+                batch.remove(key);
+                recent_gone += 1;
+            }
+        }
+        if n + recent_gone > 0 {
             self.tree
                 .apply_batch(batch)
                 .map_err(db_err("purging history"))?;
