@@ -59,12 +59,16 @@ pub enum Outcome {
 /// `maxretry` are kept. A few fit inline, so a tracked address costs no allocation.
 #[derive(Debug, Clone)]
 enum Times {
-    Few { n: u8, t: [u32; Times::INLINE] },
-    Many(VecDeque<u32>),
+    Few {
+        n: u8,
+        t: [u32; Times::INLINE],
+    },
+    /// Boxed: rare (maxretry above INLINE), and it keeps every map entry small.
+    Many(Box<VecDeque<u32>>),
 }
 
 impl Times {
-    const INLINE: usize = 6;
+    const INLINE: usize = 5;
 
     fn new() -> Times {
         Times::Few {
@@ -118,7 +122,7 @@ impl Times {
                 }
                 return;
             }
-            *self = Times::Many(t.iter().copied().collect());
+            *self = Times::Many(Box::new(t.iter().copied().collect()));
         }
         if let Times::Many(v) = self {
             v.push_back(at);
@@ -487,6 +491,16 @@ mod tests {
             j.record(ip("203.0.113.1"), None, t0()),
             Outcome::Counted { failures: 1, .. }
         ));
+    }
+
+    #[test]
+    fn a_tracked_address_stays_small() {
+        // What a million tracked addresses cost is mostly this, times the map's slack.
+        assert!(
+            std::mem::size_of::<Tracked>() <= 32,
+            "{}",
+            std::mem::size_of::<Tracked>()
+        );
     }
 
     #[test]
