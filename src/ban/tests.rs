@@ -95,6 +95,11 @@ fn currently_banned(r: &Rig) -> u64 {
         .map_or(0, |c| c.currently_banned.load(Relaxed))
 }
 
+/// The current ban of `ip` in `jail`, as `ctl banned` would show it.
+fn ban_of(r: &Rig, jail: &str, ip: &str) -> Option<Ban> {
+    r.manager.book().get(jail, &target(ip)).cloned()
+}
+
 fn target(s: &str) -> Target {
     s.parse().expect("target")
 }
@@ -125,12 +130,7 @@ async fn a_decision_reaches_store_kernel_and_book() {
     );
     let stored = r.store.get().bans.len();
     assert_eq!(stored, 1);
-    let ban = r
-        .manager
-        .book()
-        .get("sshd", &target("203.0.113.5"))
-        .cloned()
-        .expect("in book");
+    let ban = ban_of(&r, "sshd", "203.0.113.5").expect("in book");
     assert_eq!(ban.count, 1);
     assert_eq!(ban.expires_at, Some(t0() + chrono::Duration::seconds(600)));
     assert_eq!(r.stats.bans.load(Relaxed), 1);
@@ -151,12 +151,7 @@ async fn bans_expire_from_book_and_store_and_count_grows_on_the_next_ban() {
     assert!(r.store.get().bans.is_empty());
     assert_eq!(currently_banned(&r), 0);
     r.manager.decide(vec![decision("203.0.113.5")]).await;
-    let ban = r
-        .manager
-        .book()
-        .get("sshd", &target("203.0.113.5"))
-        .cloned()
-        .expect("banned again");
+    let ban = ban_of(&r, "sshd", "203.0.113.5").expect("banned again");
     assert_eq!(ban.count, 2);
 }
 
@@ -372,12 +367,7 @@ async fn repeat_offenders_get_longer_bans_also_across_a_restart() {
     r.manager.restore(&layout()).await.expect("restore");
     r.manager.decide(vec![decision("203.0.113.5")]).await;
     assert_eq!(ban_length(&r, "203.0.113.5"), Some(1200));
-    let ban = r
-        .manager
-        .book()
-        .get("sshd", &target("203.0.113.5"))
-        .cloned()
-        .expect("ban");
+    let ban = ban_of(&r, "sshd", "203.0.113.5").expect("ban");
     assert_eq!(ban.count, 2);
     // Third: 2400 s, capped at maxtime 2000 s.
     tokio::time::advance(Duration::from_secs(1201)).await;
@@ -412,12 +402,7 @@ async fn history_older_than_the_horizon_no_longer_escalates_and_is_purged() {
     tokio::time::advance(Duration::from_secs(2 * 3600)).await;
     r.manager.expire();
     r.manager.decide(vec![decision("203.0.113.5")]).await;
-    let ban = r
-        .manager
-        .book()
-        .get("sshd", &target("203.0.113.5"))
-        .cloned()
-        .expect("ban");
+    let ban = ban_of(&r, "sshd", "203.0.113.5").expect("ban");
     assert_eq!((ban.count, ban_length(&r, "203.0.113.5")), (1, Some(600)));
     // Purging keeps the history of the current ban and drops old, unbanned ones.
     store
@@ -486,12 +471,7 @@ async fn recidive_bans_repeat_offenders_on_all_ports_also_across_a_restart() {
     let mut r = recidive_rig(store.clone());
     r.manager.restore(&layout()).await.expect("restore");
     r.manager.decide(vec![decision("203.0.113.5")]).await;
-    let ban = r
-        .manager
-        .book()
-        .get(RECIDIVE, &target("203.0.113.5"))
-        .cloned()
-        .expect("recidive ban");
+    let ban = ban_of(&r, RECIDIVE, "203.0.113.5").expect("recidive ban");
     assert_eq!(
         ban.expires_at.map(|e| (e - ban.banned_at).num_seconds()),
         Some(7 * 86_400)

@@ -100,6 +100,16 @@ impl SledStore {
     }
 }
 
+/// The record at `key`, decoded; `None` when absent or unreadable (a newer format).
+fn read_json<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: impl AsRef<[u8]>,
+    doing: &'static str,
+) -> Result<Option<T>, StoreError> {
+    let value = tree.get(key).map_err(db_err(doing))?;
+    Ok(value.and_then(|v| serde_json::from_slice::<T>(&v).ok()))
+}
+
 fn db_err(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
     move |e| StoreError::Db {
         doing,
@@ -125,13 +135,10 @@ impl BanStore for SledStore {
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
-        let value = self
-            .tree
-            .get(history_key(jail, target))
-            .map_err(db_err("reading history"))?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<HistoryRecord>(&v).ok())
-            .map(|r| r.history))
+        Ok(
+            read_json::<HistoryRecord>(&self.tree, history_key(jail, target), "reading history")?
+                .map(|r| r.history),
+        )
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
@@ -179,14 +186,11 @@ impl BanStore for SledStore {
     }
 
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
-        let value = self
-            .tree
-            .get(recent_key(target))
-            .map_err(db_err("reading recent bans"))?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<RecentRecord>(&v).ok())
-            .map(|r| r.bans)
-            .unwrap_or_default())
+        Ok(
+            read_json::<RecentRecord>(&self.tree, recent_key(target), "reading recent bans")?
+                .map(|r| r.bans)
+                .unwrap_or_default(),
+        )
     }
 
     fn purge_history(&mut self, before: crate::types::Timestamp) -> Result<usize, StoreError> {
@@ -255,13 +259,10 @@ impl SledPositions {
 
 impl PositionStore for SledPositions {
     fn file(&self, path: &Path) -> Result<Option<FilePosition>, StoreError> {
-        let value = self
-            .tree
-            .get(file_key(path))
-            .map_err(db_err("reading a read position"))?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<PositionRecord>(&v).ok())
-            .map(|r| r.position))
+        Ok(
+            read_json::<PositionRecord>(&self.tree, file_key(path), "reading a read position")?
+                .map(|r| r.position),
+        )
     }
 
     fn save_file(&self, path: &Path, position: &FilePosition) -> Result<(), StoreError> {
@@ -269,13 +270,10 @@ impl PositionStore for SledPositions {
     }
 
     fn journal_cursor(&self) -> Result<Option<String>, StoreError> {
-        let value = self
-            .tree
-            .get(JOURNAL_KEY)
-            .map_err(db_err("reading the journal cursor"))?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<CursorRecord>(&v).ok())
-            .map(|r| r.cursor))
+        Ok(
+            read_json::<CursorRecord>(&self.tree, JOURNAL_KEY, "reading the journal cursor")?
+                .map(|r| r.cursor),
+        )
     }
 
     fn save_journal_cursor(&self, cursor: &str) -> Result<(), StoreError> {
