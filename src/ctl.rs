@@ -113,13 +113,21 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
             out
         }
         Response::Stats(s) => table(
-            &["LINES READ", "FAILURES", "BANS", "TRACKED", "EVICTED"],
+            &[
+                "LINES READ",
+                "FAILURES",
+                "BANS",
+                "TRACKED",
+                "EVICTED",
+                "REPAIRS",
+            ],
             vec![vec![
                 s.lines_read.to_string(),
                 s.failures.to_string(),
                 s.bans.to_string(),
                 s.tracked.to_string(),
                 s.evicted.to_string(),
+                s.repairs.to_string(),
             ]],
         ),
         Response::Error { message, .. } => format!("error: {message}\n"),

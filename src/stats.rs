@@ -25,6 +25,8 @@ pub struct Stats {
     pub evicted: AtomicU64,
     /// Written by the ban manager.
     pub bans: AtomicU64,
+    /// Kernel repairs made by the reconciler (written by the ban manager).
+    pub repairs: AtomicU64,
     pub jails: BTreeMap<String, JailCounters>,
 }
 

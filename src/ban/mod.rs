@@ -24,6 +24,8 @@ use crate::types::{Ban, BanTime, Clock, IgnoreList, Increment, Target, Timestamp
 
 /// Most decisions taken into one store batch and one kernel transaction.
 const MAX_BATCH: usize = 10_000;
+/// Seconds a kernel timeout may differ from the ban's time left before it is corrected.
+const TIMEOUT_SLACK_SECS: u64 = 3;
 /// How often old ban history is purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Longest sleep between checks, so a changed wall clock is noticed.
@@ -147,6 +149,10 @@ pub struct BanManager<F: Firewall> {
     history_horizon: Duration,
     recidive: Option<RecidiveConfig>,
     purge_at: Instant,
+    /// The table as built at restore; the reconciler compares the kernel with it.
+    layout: Option<Layout>,
+    reconcile_every: Option<Duration>,
+    reconcile_at: Instant,
 }
 
 impl<F: Firewall> BanManager<F> {
@@ -171,6 +177,99 @@ impl<F: Firewall> BanManager<F> {
             history_horizon: Duration::from_secs(30 * 86_400),
             purge_at: Instant::now(),
             recidive: None,
+            layout: None,
+            reconcile_every: None,
+            reconcile_at: Instant::now(),
+        }
+    }
+
+    /// Compares the kernel with the bans every `every` and repairs it (zero: never).
+    pub fn with_reconcile(mut self, every: Duration) -> Self {
+        self.reconcile_every = (!every.is_zero()).then_some(every);
+        self.reconcile_at = Instant::now() + every;
+        self
+    }
+
+    /// Makes the kernel match the bans: rebuilds the table when any of it is missing;
+    /// otherwise re-adds missing elements, removes unknown ones and corrects timeouts
+    /// that disagree. Each repair is logged at WARN and counted.
+    pub async fn reconcile(&mut self) {
+        let Some(layout) = self.layout.clone() else {
+            return;
+        };
+        let inventory = match self.firewall.inventory(&layout).await {
+            Ok(Some(inv)) => inv,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler cannot read the kernel's table");
+                return;
+            }
+        };
+        let now = self.clock.now();
+        let current: Vec<Element> = self
+            .book
+            .select(None, None)
+            .iter()
+            .filter_map(|b| element(b, now))
+            .collect();
+        if !inventory.complete {
+            match self.firewall.install(&layout, &current).await {
+                Ok(()) => {
+                    tracing::warn!(bans = current.len(), table = %layout.table, "reconciler: the table, its chain, rules or sets were missing; rebuilt with every ban");
+                    self.stats.repairs.fetch_add(1, Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "reconciler could not rebuild the table"),
+            }
+            return;
+        }
+        let (mut missing, mut timeouts, mut unknown) = (0u64, 0u64, 0u64);
+        let mut changes = Vec::new();
+        for el in current {
+            match inventory.elements.get(&(el.jail.clone(), el.target)) {
+                None => {
+                    missing += 1;
+                    changes.push(Change::Ban(el));
+                }
+                Some(kernel) => {
+                    let disagree = match (el.timeout, kernel) {
+                        (None, None) => false,
+                        (Some(ours), Some(k)) => k.abs_diff(ours.as_secs()) > TIMEOUT_SLACK_SECS,
+                        _ => true,
+                    };
+                    if disagree {
+                        timeouts += 1;
+                        changes.push(Change::Ban(el));
+                    }
+                }
+            }
+        }
+        for (jail, target) in inventory.elements.keys() {
+            let known = self.book.get(jail, target).is_some()
+                || self.pending.contains_key(&(jail.clone(), *target));
+            if !known {
+                unknown += 1;
+                changes.push(Change::Unban {
+                    jail: jail.clone(),
+                    target: *target,
+                });
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        match self.firewall.apply(&changes).await {
+            Ok(()) => {
+                tracing::warn!(
+                    missing,
+                    unknown,
+                    timeouts,
+                    "reconciler repaired the kernel's sets"
+                );
+                self.stats
+                    .repairs
+                    .fetch_add(missing + unknown + timeouts, Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "reconciler could not repair the kernel's sets"),
         }
     }
 
@@ -237,6 +336,7 @@ impl<F: Firewall> BanManager<F> {
         }
         let elements: Vec<Element> = live.iter().filter_map(|b| element(b, now)).collect();
         self.firewall.install(layout, &elements).await?;
+        self.layout = Some(layout.clone());
         self.store.commit(&drop)?;
         report.loaded = live.len();
         for ban in live {
@@ -274,6 +374,12 @@ impl<F: Firewall> BanManager<F> {
                     self.expire();
                     self.retry().await;
                     self.purge_history();
+                    if let Some(every) = self.reconcile_every {
+                        if self.reconcile_at <= Instant::now() {
+                            self.reconcile().await;
+                            self.reconcile_at = Instant::now() + every;
+                        }
+                    }
                 }
             }
         }
@@ -296,6 +402,9 @@ impl<F: Firewall> BanManager<F> {
         }
         if let Some(at) = self.retry_at {
             wake = wake.min(at);
+        }
+        if self.reconcile_every.is_some() {
+            wake = wake.min(self.reconcile_at);
         }
         wake
     }

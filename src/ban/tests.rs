@@ -496,3 +496,57 @@ async fn recidive_bans_repeat_offenders_on_all_ports_also_across_a_restart() {
         .get(RECIDIVE, &target("203.0.113.6"))
         .is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_reconciler_repairs_missing_unknown_and_wrong_elements_and_a_lost_table() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager
+        .decide(vec![decision("203.0.113.5"), decision("203.0.113.6")])
+        .await;
+    {
+        let mut k = r.fw.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        k.elements
+            .remove(&("sshd".to_string(), target("203.0.113.5")));
+        k.elements.insert(
+            ("sshd".to_string(), target("203.0.113.6")),
+            Some(Duration::from_secs(86_400)),
+        );
+        k.elements
+            .insert(("sshd".to_string(), target("198.51.100.66")), None);
+    }
+    r.manager.reconcile().await;
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.5"),
+        Some(Some(Duration::from_secs(600))),
+        "missing: re-added"
+    );
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.6"),
+        Some(Some(Duration::from_secs(600))),
+        "timeout corrected"
+    );
+    assert_eq!(kernel_has(&r.fw, "198.51.100.66"), None, "unknown: removed");
+    assert_eq!(r.stats.repairs.load(Relaxed), 3);
+    // Nothing more to do: no further repairs.
+    r.manager.reconcile().await;
+    assert_eq!(r.stats.repairs.load(Relaxed), 3);
+    // The whole table gone: rebuilt with every ban.
+    r.fw.kernel
+        .lock()
+        .map(|mut k| {
+            k.installed = None;
+            k.elements.clear();
+        })
+        .expect("lock");
+    r.manager.reconcile().await;
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.5"),
+        Some(Some(Duration::from_secs(600)))
+    );
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.6"),
+        Some(Some(Duration::from_secs(600)))
+    );
+    assert_eq!(r.stats.repairs.load(Relaxed), 4);
+}

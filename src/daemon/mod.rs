@@ -75,7 +75,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         stats.clone(),
     )
     .with_history_horizon(config.daemon.dbpurgeage)
-    .with_recidive(config.recidive.clone());
+    .with_recidive(config.recidive.clone())
+    .with_reconcile(config.firewall.reconcile_interval);
     let restored = manager.restore(&Layout::from_config(&config)).await?;
     tracing::info!(
         restored = restored.loaded,

@@ -1,7 +1,7 @@
 //! The dry-run backend (`backend = "log"`): every decision is made and recorded as
 //! usual, and what would be sent to the kernel is logged instead.
 
-use super::{Change, Element, Firewall, FirewallError, Layout};
+use super::{Change, Element, Firewall, FirewallError, Inventory, Layout};
 
 #[derive(Default)]
 pub struct LogFirewall;
@@ -39,5 +39,9 @@ impl Firewall for LogFirewall {
     async fn remove(&mut self) -> Result<(), FirewallError> {
         tracing::info!("dry run: would remove the table");
         Ok(())
+    }
+
+    async fn inventory(&mut self, _layout: &Layout) -> Result<Option<Inventory>, FirewallError> {
+        Ok(None)
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Change, Element, Firewall, FirewallError, Layout};
+use super::{Change, Element, Firewall, FirewallError, Inventory, Layout};
 use crate::types::Target;
 
 /// The fake kernel state; shared so a test can look inside while the manager owns it.
@@ -78,6 +78,19 @@ impl Firewall for MemoryFirewall {
             k.installed = None;
             k.elements.clear();
             Ok(())
+        })
+    }
+
+    async fn inventory(&mut self, layout: &Layout) -> Result<Option<Inventory>, FirewallError> {
+        self.with(|k| {
+            Ok(Some(Inventory {
+                complete: k.installed.as_ref() == Some(layout),
+                elements: k
+                    .elements
+                    .iter()
+                    .map(|(key, t)| (key.clone(), t.map(|d| d.as_secs())))
+                    .collect(),
+            }))
         })
     }
 }

@@ -91,6 +91,15 @@ pub enum FirewallError {
     Injected,
 }
 
+/// What the kernel holds of gaoler's table, for the reconciler.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// The table, its chain, every set and every rule of the layout are there.
+    pub complete: bool,
+    /// Elements by (jail, target): seconds until the kernel drops them (`None`: never).
+    pub elements: std::collections::HashMap<(String, Target), Option<u64>>,
+}
+
 /// Applies ban decisions to the kernel (or pretends to).
 pub trait Firewall: Send {
     /// Checks that the backend can work at all; called once at start.
@@ -108,6 +117,12 @@ pub trait Firewall: Send {
     ) -> impl Future<Output = Result<(), FirewallError>> + Send;
     /// Removes gaoler's table (`on_stop = "flush"`).
     fn remove(&mut self) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Reads back what the kernel holds for `layout`; `None` when there is no kernel
+    /// to compare with (the dry run).
+    fn inventory(
+        &mut self,
+        layout: &Layout,
+    ) -> impl Future<Output = Result<Option<Inventory>, FirewallError>> + Send;
 }
 
 /// The backend chosen by `[firewall] backend`.
@@ -142,6 +157,13 @@ impl Firewall for Backend {
         match self {
             Backend::Nft(f) => f.remove().await,
             Backend::Log(f) => f.remove().await,
+        }
+    }
+
+    async fn inventory(&mut self, layout: &Layout) -> Result<Option<Inventory>, FirewallError> {
+        match self {
+            Backend::Nft(f) => f.inventory(layout).await,
+            Backend::Log(f) => f.inventory(layout).await,
         }
     }
 }

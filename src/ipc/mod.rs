@@ -103,6 +103,9 @@ pub struct StatsReport {
     pub bans: u64,
     pub tracked: u64,
     pub evicted: u64,
+    /// Kernel repairs made by the reconciler since start.
+    #[serde(default)]
+    pub repairs: u64,
 }
 
 /// What the daemon answers.

@@ -167,6 +167,7 @@ impl Handler {
                 bans: self.stats.bans.load(Relaxed),
                 tracked: self.stats.tracked(),
                 evicted: self.stats.evicted.load(Relaxed),
+                repairs: self.stats.repairs.load(Relaxed),
             }),
         }
     }

@@ -231,3 +231,65 @@ fn an_ipv6_64_ban_drops_every_address_of_the_prefix() {
     assert!(lab.attacker_connects_from(ATTACKER_V6, SERVER_V6, PORT, LONG));
     assert!(lab.attacker_connects_from(ATTACKER_V6_B, SERVER_V6, PORT, LONG));
 }
+
+#[test]
+fn the_reconciler_repairs_a_deleted_element_a_deleted_table_and_an_unknown_element() {
+    let lab = Lab::new();
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"grec\"\nreconcile_interval = \"1s\"",
+        &jail(3),
+    );
+    lab.listen(PORT);
+    let _daemon = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4, "--bantime", "1h"]);
+    let repairs = || {
+        ctl_json(cfg.path(), &["stats"])["repairs"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let has = |ip: &str| lab.elements("grec", "sshd-v4").iter().any(|e| e.0 == ip);
+
+    // An element deleted behind gaoler's back comes back, with its time left.
+    lab.nft(&[
+        "delete",
+        "element",
+        "inet",
+        "grec",
+        "sshd-v4",
+        &format!("{{ {ATTACKER_V4} }}"),
+    ]);
+    assert!(
+        lab.attacker_connects(SERVER_V4, PORT, LONG),
+        "deleted: traffic flows"
+    );
+    wait_for(WAIT, "the element to be restored", || has(ATTACKER_V4));
+    assert!(lab.elements("grec", "sshd-v4")[0]
+        .1
+        .is_some_and(|t| t <= 3600));
+    assert!(
+        !lab.attacker_connects(SERVER_V4, PORT, SHORT),
+        "restored: dropped again"
+    );
+
+    // An element gaoler does not know is removed.
+    lab.nft(&[
+        "add",
+        "element",
+        "inet",
+        "grec",
+        "sshd-v4",
+        "{ 198.51.100.77 }",
+    ]);
+    wait_for(WAIT, "the unknown element to be removed", || {
+        !has("198.51.100.77")
+    });
+
+    // The whole table deleted: rebuilt with every ban.
+    lab.nft(&["delete", "table", "inet", "grec"]);
+    wait_for(WAIT, "the table to be rebuilt", || has(ATTACKER_V4));
+    assert!(
+        !lab.attacker_connects(SERVER_V4, PORT, SHORT),
+        "rebuilt: dropped again"
+    );
+    assert!(repairs() >= 3, "repairs are counted: {}", repairs());
+}
