@@ -4,6 +4,7 @@
 mod cli;
 mod e2e;
 mod filters;
+mod firewall;
 mod journal;
 mod sources;
 mod support;

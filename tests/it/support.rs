@@ -392,6 +392,34 @@ impl Lab {
         self.attacker_connects_from(from, server, port, timeout)
     }
 
+    /// How a TCP connect from the attacker ends: `Ok`, or the error kind (a dropped SYN
+    /// times out, a rejected one is refused at once).
+    pub fn attacker_connect_result(
+        &self,
+        server: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(), std::io::ErrorKind> {
+        let from = if server.contains(':') {
+            ATTACKER_V6
+        } else {
+            ATTACKER_V4
+        };
+        let local = SocketAddr::new(from.parse().expect("ip"), 0);
+        let remote = SocketAddr::new(server.parse().expect("ip"), port);
+        in_netns(&self.attacker, move || {
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(remote),
+                socket2::Type::STREAM,
+                None,
+            )
+            .map_err(|e| e.kind())?;
+            sock.bind(&local.into()).map_err(|e| e.kind())?;
+            sock.connect_timeout(&remote.into(), timeout)
+                .map_err(|e| e.kind())
+        })
+    }
+
     /// Whether the attacker, using source address `from`, gets a TCP connection.
     pub fn attacker_connects_from(
         &self,

@@ -1,0 +1,143 @@
+//! The nftables rules and lifecycle, in network namespaces: bans kept in the kernel
+//! while the daemon is down (`on_stop = "keep"`), removed with `"flush"`; reject against
+//! drop; only the jail's ports and protocol are blocked.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const SHORT: Duration = Duration::from_millis(800);
+const LONG: Duration = Duration::from_secs(3);
+
+fn jail(extra: &str) -> String {
+    format!("filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 3\nbantime = \"1h\"\n{extra}\n")
+}
+
+#[test]
+fn on_stop_keep_holds_bans_while_gaoler_is_down_and_across_the_restart() {
+    let lab = Lab::new();
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"gkeep\"\non_stop = \"keep\"",
+        &jail("ports = [\"2222\"]"),
+    );
+    lab.listen(2222);
+    let mut d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    let before = lab.elements("gkeep", "sshd-v4");
+    assert_eq!(before.len(), 1);
+    d.stop();
+    // Down: the ban is still in force.
+    assert_eq!(lab.elements("gkeep", "sshd-v4").len(), 1);
+    assert!(
+        !lab.attacker_connects(SERVER_V4, 2222, SHORT),
+        "dropped while gaoler is down"
+    );
+    let _d = Daemon::start(cfg.path(), Some(&lab.server));
+    let after = lab.elements("gkeep", "sshd-v4");
+    assert_eq!(after.len(), 1, "restored, not lost");
+    assert!(
+        after[0].2 <= before[0].2,
+        "never extended: {after:?} after {before:?}"
+    );
+    assert!(
+        !lab.attacker_connects(SERVER_V4, 2222, SHORT),
+        "dropped after the restart"
+    );
+    assert_eq!(banned_ips(cfg.path()), vec![ATTACKER_V4.to_string()]);
+}
+
+#[test]
+fn on_stop_flush_removes_the_table_at_stop() {
+    let lab = Lab::new();
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"gflush\"\non_stop = \"flush\"",
+        &jail("ports = [\"2222\"]"),
+    );
+    lab.listen(2222);
+    let mut d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    assert!(!lab.attacker_connects(SERVER_V4, 2222, SHORT));
+    d.stop();
+    assert!(
+        lab.nft_json(&["list", "table", "inet", "gflush"]).is_none(),
+        "the table is gone"
+    );
+    assert!(
+        lab.attacker_connects(SERVER_V4, 2222, LONG),
+        "traffic flows once gaoler stopped"
+    );
+    // The ban is still in the store and comes back at the next start.
+    let _d = Daemon::start(cfg.path(), Some(&lab.server));
+    assert!(!lab.attacker_connects(SERVER_V4, 2222, SHORT));
+}
+
+#[test]
+fn reject_refuses_at_once_where_drop_lets_the_connection_time_out() {
+    let lab = Lab::new();
+    lab.listen(2222);
+    for (action, table) in [("drop", "gdrop"), ("reject", "grej")] {
+        let cfg = ConfigDir::new(
+            &format!("backend = \"nftables\"\ntable = \"{table}\""),
+            &jail(&format!("ports = [\"2222\"]\naction = \"{action}\"")),
+        );
+        let mut d = Daemon::start(cfg.path(), Some(&lab.server));
+        ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+        let result = lab.attacker_connect_result(SERVER_V4, 2222, SHORT);
+        match action {
+            "drop" => assert_eq!(result, Err(std::io::ErrorKind::TimedOut)),
+            _ => assert_eq!(result, Err(std::io::ErrorKind::ConnectionRefused)),
+        }
+        d.stop();
+        lab.nft(&["delete", "table", "inet", table]);
+    }
+}
+
+#[test]
+fn only_the_jails_ports_and_protocol_are_blocked() {
+    let lab = Lab::new();
+    lab.listen(2222);
+    lab.listen(2223);
+    lab.listen(3000);
+    // tcp, ports 2222 and a range 2990-3010: 2223 stays open.
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"gports\"",
+        &jail("ports = [\"2222\", \"2990-3010\"]\nprotocol = \"tcp\""),
+    );
+    let mut d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    assert!(!lab.attacker_connects(SERVER_V4, 2222, SHORT));
+    assert!(
+        !lab.attacker_connects(SERVER_V4, 3000, SHORT),
+        "inside the range"
+    );
+    assert!(
+        lab.attacker_connects(SERVER_V4, 2223, LONG),
+        "another port stays open"
+    );
+    d.stop();
+    lab.nft(&["delete", "table", "inet", "gports"]);
+
+    // udp on 2222: TCP to 2222 is not affected.
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"gudp\"",
+        &jail("ports = [\"2222\"]\nprotocol = \"udp\""),
+    );
+    let mut d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    assert!(
+        lab.attacker_connects(SERVER_V4, 2222, LONG),
+        "a udp jail does not block tcp"
+    );
+    d.stop();
+    lab.nft(&["delete", "table", "inet", "gudp"]);
+
+    // all protocols, no ports: everything from the attacker is dropped.
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"gall\"",
+        &jail("ports = []\nprotocol = \"all\""),
+    );
+    let _d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    assert!(!lab.attacker_connects(SERVER_V4, 2223, SHORT));
+    assert!(!lab.attacker_connects(SERVER_V4, 3000, SHORT));
+}
