@@ -22,6 +22,8 @@ use crate::stats::Stats;
 use crate::store::{BanStore, StoreChange, StoreError};
 use crate::types::{Ban, BanTime, Clock, IgnoreList, Increment, Target, Timestamp};
 
+/// How long the first decision of a batch waits for others to join it.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
 /// Most decisions taken into one store batch and one kernel transaction.
 const MAX_BATCH: usize = 10_000;
 /// Seconds a kernel timeout may differ from the ban's time left before it is corrected.
@@ -238,7 +240,7 @@ impl<F: Firewall> BanManager<F> {
                     };
                     if disagree {
                         timeouts += 1;
-                        changes.push(Change::Ban(el));
+                        changes.push(Change::Renew(el));
                     }
                 }
             }
@@ -361,10 +363,19 @@ impl<F: Firewall> BanManager<F> {
                 _ = shutdown.cancelled() => break,
                 Some(cmd) = commands.recv() => self.handle(cmd).await,
                 Some(first) = decisions.recv() => {
+                    // Decisions arriving close together share one store flush and one
+                    // kernel transaction; a lone ban waits at most BATCH_WINDOW.
                     let mut batch = vec![first];
+                    let until = Instant::now() + BATCH_WINDOW;
                     while batch.len() < MAX_BATCH {
                         match decisions.try_recv() {
                             Ok(d) => batch.push(d),
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                match tokio::time::timeout_at(until, decisions.recv()).await {
+                                    Ok(Some(d)) => batch.push(d),
+                                    _ => break,
+                                }
+                            }
                             Err(_) => break,
                         }
                     }
@@ -585,10 +596,20 @@ impl<F: Firewall> BanManager<F> {
         }
         let changes: Vec<StoreChange> = bans.iter().cloned().map(StoreChange::Put).collect();
         self.store.commit(&changes)?;
+        // A target already banned in the jail has an element to replace.
         let kernel: Vec<Change> = bans
             .iter()
-            .filter_map(|b| element(b, now))
-            .map(Change::Ban)
+            .filter_map(|b| {
+                let renew = self.book.get(&b.jail, &b.target).is_some()
+                    || self.pending.contains_key(&(b.jail.clone(), b.target));
+                element(b, now).map(|e| {
+                    if renew {
+                        Change::Renew(e)
+                    } else {
+                        Change::Ban(e)
+                    }
+                })
+            })
             .collect();
         match self.firewall.apply(&kernel).await {
             Ok(()) => {
@@ -732,11 +753,12 @@ impl<F: Firewall> BanManager<F> {
                 target: *target,
             })
             .collect();
+        // The failed transaction may have been a renewal: replace, to be safe.
         changes.extend(
             self.pending
                 .values()
                 .filter_map(|b| element(b, now))
-                .map(Change::Ban),
+                .map(Change::Renew),
         );
         if changes.is_empty() {
             return;

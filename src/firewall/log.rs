@@ -25,7 +25,7 @@ impl Firewall for LogFirewall {
     async fn apply(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
         for change in changes {
             match change {
-                Change::Ban(e) => {
+                Change::Ban(e) | Change::Renew(e) => {
                     tracing::info!(jail = %e.jail, target = %e.target, timeout = ?e.timeout, "dry run: would ban")
                 }
                 Change::Unban { jail, target } => {

@@ -61,7 +61,7 @@ impl Firewall for MemoryFirewall {
             }
             for c in changes {
                 match c {
-                    Change::Ban(e) => {
+                    Change::Ban(e) | Change::Renew(e) => {
                         k.elements.insert((e.jail.clone(), e.target), e.timeout);
                     }
                     Change::Unban { jail, target } => {

@@ -71,8 +71,11 @@ pub struct Element {
 /// One change to the kernel's sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// Put `target` in the jail's set with this timeout, replacing any older element.
+    /// Put a new `target` in the jail's set with this timeout (a plain add).
     Ban(Element),
+    /// Put `target` in the jail's set with this timeout, replacing an element that may
+    /// be there already (a re-ban, a corrected timeout).
+    Renew(Element),
     /// Take `target` out of the jail's set; not an error when it is not there.
     Unban { jail: String, target: Target },
 }

@@ -1,0 +1,222 @@
+//! The nftables backend at speed, in a private network namespace (run as root):
+//! 100,000 distinct offenders from the log into the kernel; the restart that restores
+//! 100,000 bans against a raw `nft -f` of the same elements; and single-ban latency
+//! from a line written to the ban in force. Run: `cargo bench --bench nft_speed`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const N: u32 = 100_000;
+
+/// A network namespace, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("gb-{}", std::process::id());
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .expect("ip")
+                .success(),
+            "needs root"
+        );
+        Netns(name)
+    }
+    fn nft(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn config(dir: &Path, maxretry: u32) {
+    // GAOLER_BENCH_BACKEND=log isolates the pipeline and the store from nft.
+    let backend = std::env::var("GAOLER_BENCH_BACKEND").unwrap_or_else(|_| "nftables".into());
+    let filters = Path::new(env!("CARGO_MANIFEST_DIR")).join("filters");
+    std::fs::write(
+        dir.join("gaoler.toml"),
+        format!("[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\nlog_level = \"warn\"\n[firewall]\nbackend = \"{backend}\"\ntable = \"gbench\"\nreconcile_interval = 0\n[defaults]\nignoreip = []\n", filters.display()),
+    )
+    .expect("config");
+    std::fs::create_dir_all(dir.join("jails")).expect("jails");
+    std::fs::write(dir.join("jails/sshd.toml"), format!("filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = {maxretry}\nbantime = \"1d\"\nports = [\"22\"]\n")).expect("jail");
+    if !dir.join("auth.log").exists() {
+        std::fs::write(dir.join("auth.log"), "").expect("log");
+    }
+}
+
+fn start(ns: &Netns, dir: &Path) -> Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            env!("CARGO_BIN_EXE_gaoler"),
+            "run",
+            "--config",
+        ])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon")
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+/// One request straight on the control socket (no process spawn): `bans` since start.
+fn bans(socket: &Path) -> Option<u64> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.write_all(b"{\"v\":1,\"request\":{\"cmd\":\"stats\"}}\n")
+        .ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    v["response"]["bans"].as_u64()
+}
+
+fn wait_ready(socket: &Path) -> Instant {
+    let start = Instant::now();
+    while bans(socket).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Instant::now()
+}
+
+fn ip(i: u32) -> String {
+    std::net::Ipv4Addr::from(0x2D00_0000u32 + i).to_string()
+}
+
+fn line(stamp: &str, i: u32) -> String {
+    format!(
+        "{stamp} h sshd[1]: Failed password for root from {} port 22 ssh2\n",
+        ip(i)
+    )
+}
+
+fn elements(ns: &Netns) -> usize {
+    ns.nft(&["list", "set", "inet", "gbench", "sshd-v4"])
+        .matches("expires")
+        .count()
+}
+
+fn main() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path();
+    let socket = cfg.join("gaoler.sock");
+    let stamp = chrono::Local::now().format("%b %e %H:%M:%S").to_string();
+    println!("| what | figure |");
+    println!("| --- | --- |");
+
+    // 1. 100k distinct offenders (maxretry 1) from the log into the kernel.
+    config(cfg, 1);
+    let daemon = start(&ns, cfg);
+    wait_ready(&socket);
+    let text: String = (0..N).map(|i| line(&stamp, i)).collect();
+    let t0 = Instant::now();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(cfg.join("auth.log"))
+        .expect("log");
+    f.write_all(text.as_bytes()).expect("write");
+    while bans(&socket).unwrap_or(0) < u64::from(N) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "bans did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = t0.elapsed();
+    let in_kernel = elements(&ns);
+    println!("| {N} offenders from the log into the kernel | {:.2} s, {:.0} bans/s ({in_kernel} elements) |", took.as_secs_f64(), f64::from(N) / took.as_secs_f64());
+
+    // 2. Restart: restore 100k bans (start to READY, which follows the restore).
+    stop(daemon);
+    ns.nft(&["delete", "table", "inet", "gbench"]);
+    let t0 = Instant::now();
+    let daemon = start(&ns, cfg);
+    let ready = wait_ready(&socket);
+    let restore = ready - t0;
+    let restored = elements(&ns);
+    stop(daemon);
+    // The same elements with a raw `nft -f` (text, one transaction).
+    ns.nft(&["delete", "table", "inet", "gbench"]);
+    let mut raw =
+        String::from("table inet graw {\n set s { type ipv4_addr; flags timeout;\n elements = { ");
+    raw.push_str(
+        &(0..N)
+            .map(|i| format!("{} timeout 86000s", ip(i)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    raw.push_str(" }\n }\n}\n");
+    let rawfile = cfg.join("raw.nft");
+    std::fs::write(&rawfile, raw).expect("raw");
+    let t0 = Instant::now();
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "-f"])
+        .arg(&rawfile)
+        .status()
+        .expect("nft")
+        .success();
+    let raw_time = t0.elapsed();
+    assert!(ok, "raw nft -f failed");
+    println!(
+        "| restart restoring {N} bans (start to ready) | {:.2} s ({restored} elements) |",
+        restore.as_secs_f64()
+    );
+    println!(
+        "| raw `nft -f` of the same {N} elements | {:.2} s (gaoler {:.2}x) |",
+        raw_time.as_secs_f64(),
+        restore.as_secs_f64() / raw_time.as_secs_f64()
+    );
+
+    // 3. Single-ban latency: one new offender at a time, line written -> ban in force.
+    ns.nft(&["delete", "table", "inet", "graw"]);
+    std::fs::remove_dir_all(cfg.join("state")).expect("fresh state");
+    std::fs::write(cfg.join("auth.log"), "").expect("log");
+    let daemon = start(&ns, cfg);
+    wait_ready(&socket);
+    let mut lat = Vec::new();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(cfg.join("auth.log"))
+        .expect("log");
+    for i in 0..300u32 {
+        let before = bans(&socket).unwrap_or(0);
+        let t0 = Instant::now();
+        f.write_all(line(&stamp, N + i).as_bytes()).expect("write");
+        while bans(&socket).unwrap_or(0) <= before {
+            assert!(t0.elapsed() < Duration::from_secs(5), "ban did not arrive");
+        }
+        lat.push(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop(daemon);
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1000.0;
+    println!("| single-ban latency, line written to ban in force ({} bans) | p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms |", lat.len(), p(0.5), p(0.99), p(1.0));
+}
