@@ -321,17 +321,11 @@ impl<F: Firewall> BanManager<F> {
         for ban in self.store.bans()? {
             if ban.is_expired(now) {
                 report.expired += 1;
-                drop.push(StoreChange::Remove {
-                    jail: ban.jail.clone(),
-                    target: ban.target,
-                });
+                drop.push(StoreChange::Remove(ban.clone()));
             } else if !self.jails.contains_key(&ban.jail) {
                 tracing::info!(jail = %ban.jail, target = %ban.target, "lifting a ban of a jail that is no longer enabled");
                 report.orphaned += 1;
-                drop.push(StoreChange::Remove {
-                    jail: ban.jail.clone(),
-                    target: ban.target,
-                });
+                drop.push(StoreChange::Remove(ban.clone()));
             } else {
                 live.push(ban);
             }
@@ -594,7 +588,11 @@ impl<F: Firewall> BanManager<F> {
         if bans.is_empty() {
             return Ok(());
         }
-        let changes: Vec<StoreChange> = bans.iter().cloned().map(StoreChange::Put).collect();
+        let mut changes: Vec<StoreChange> = bans.iter().cloned().map(StoreChange::Put).collect();
+        // Recent bans are kept only when recidive needs them: one write a ban otherwise.
+        if self.recidive.is_some() {
+            changes.extend(bans.iter().cloned().map(StoreChange::NoteRecent));
+        }
         self.store.commit(&changes)?;
         // A target already banned in the jail has an element to replace.
         let kernel: Vec<Change> = bans
@@ -669,13 +667,7 @@ impl<F: Firewall> BanManager<F> {
         if lifted.is_empty() {
             return Ok(lifted);
         }
-        let removes: Vec<StoreChange> = lifted
-            .iter()
-            .map(|b| StoreChange::Remove {
-                jail: b.jail.clone(),
-                target: b.target,
-            })
-            .collect();
+        let removes: Vec<StoreChange> = lifted.iter().cloned().map(StoreChange::Remove).collect();
         self.store.commit(&removes)?;
         let kernel: Vec<Change> = lifted
             .iter()
@@ -705,23 +697,23 @@ impl<F: Firewall> BanManager<F> {
     pub fn expire(&mut self) {
         let now = self.clock.now();
         let gone = self.book.take_expired(now);
-        let pending_gone: Vec<(String, Target)> = self
+        let pending_gone: Vec<Ban> = self
             .pending
-            .iter()
-            .filter(|(_, b)| b.is_expired(now))
-            .map(|(k, _)| k.clone())
+            .values()
+            .filter(|b| b.is_expired(now))
+            .cloned()
             .collect();
-        for k in &pending_gone {
-            self.pending.remove(k);
+        for b in &pending_gone {
+            self.pending.remove(&(b.jail.clone(), b.target));
         }
         if gone.is_empty() && pending_gone.is_empty() {
             return;
         }
         let removes: Vec<StoreChange> = gone
             .iter()
-            .map(|b| (b.jail.clone(), b.target))
-            .chain(pending_gone)
-            .map(|(jail, target)| StoreChange::Remove { jail, target })
+            .chain(&pending_gone)
+            .cloned()
+            .map(StoreChange::Remove)
             .collect();
         for ban in &gone {
             tracing::info!(jail = %ban.jail, target = %ban.target, "ban expired");

@@ -20,7 +20,11 @@ impl BanStore for MemoryStore {
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
-        Ok(self.history.get(&(jail.to_string(), *target)).copied())
+        let key = (jail.to_string(), *target);
+        Ok(match self.bans.get(&key) {
+            Some(ban) => Some(next_history(ban)),
+            None => self.history.get(&key).copied(),
+        })
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
@@ -33,14 +37,17 @@ impl BanStore for MemoryStore {
         for change in changes {
             match change {
                 StoreChange::Put(ban) => {
+                    self.bans
+                        .insert((ban.jail.clone(), ban.target), ban.clone());
+                }
+                StoreChange::Remove(ban) => {
                     let key = (ban.jail.clone(), ban.target);
-                    self.history.insert(key.clone(), next_history(ban));
+                    self.bans.remove(&key);
+                    self.history.insert(key, next_history(ban));
+                }
+                StoreChange::NoteRecent(ban) => {
                     let list = self.recent.remove(&ban.target).unwrap_or_default();
                     self.recent.insert(ban.target, with_recent(list, ban));
-                    self.bans.insert(key, ban.clone());
-                }
-                StoreChange::Remove { jail, target } => {
-                    self.bans.remove(&(jail.clone(), *target));
                 }
             }
         }

@@ -23,10 +23,12 @@ pub const FORMAT_VERSION: u32 = 1;
 /// One change to the store; a batch of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreChange {
-    /// Record a ban (new or renewed) and bump the target's history in the jail.
+    /// Record a ban (new or renewed). While it stands, it is its target's history.
     Put(Ban),
-    /// Remove the current ban of `target` in `jail`; its history stays.
-    Remove { jail: String, target: Target },
+    /// The ban ended (expired, lifted): remove it and keep its count as history.
+    Remove(Ban),
+    /// Add the ban to its target's recent bans in any jail (for recidive).
+    NoteRecent(Ban),
 }
 
 /// What the store remembers of a target's past bans in one jail.
@@ -40,7 +42,8 @@ pub struct History {
 pub trait BanStore: Send {
     /// Every stored ban, expired ones included (the caller decides what to keep).
     fn bans(&self) -> Result<Vec<Ban>, StoreError>;
-    /// The history of `target` in `jail`, if it was ever banned there.
+    /// The history of `target` in `jail` (its current ban, else its last one), if it
+    /// was ever banned there.
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError>;
     /// Applies `changes` atomically; once this returns `Ok` they survive a crash.
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError>;
@@ -118,7 +121,7 @@ fn history_key(jail: &str, target: &Target) -> Vec<u8> {
     format!("h/{jail}/{target}").into_bytes()
 }
 
-/// The history a target has once `ban` (whose `count` already includes it) is recorded.
+/// The history `ban` (whose `count` includes it) stands for.
 fn next_history(ban: &Ban) -> History {
     History {
         count: ban.count,

@@ -135,6 +135,12 @@ impl BanStore for SledStore {
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        // A current ban is the latest history; else the record kept when the last ended.
+        if let Some(rec) =
+            read_json::<BanRecord>(&self.tree, ban_key(jail, target), "reading bans")?
+        {
+            return Ok(Some(next_history(&rec.ban)));
+        }
         Ok(
             read_json::<HistoryRecord>(&self.tree, history_key(jail, target), "reading history")?
                 .map(|r| r.history),
@@ -152,23 +158,27 @@ impl BanStore for SledStore {
         for change in changes {
             match change {
                 StoreChange::Put(ban) => {
+                    let rec = BanRecord {
+                        v: FORMAT_VERSION,
+                        ban: ban.clone(),
+                    };
+                    batch.insert(ban_key(&ban.jail, &ban.target), to_json(&rec)?);
+                }
+                StoreChange::Remove(ban) => {
+                    let hist = HistoryRecord {
+                        v: FORMAT_VERSION,
+                        history: next_history(ban),
+                    };
+                    batch.remove(ban_key(&ban.jail, &ban.target));
+                    batch.insert(history_key(&ban.jail, &ban.target), to_json(&hist)?);
+                }
+                StoreChange::NoteRecent(ban) => {
                     let list = match recent.remove(&ban.target) {
                         Some(l) => l,
                         None => self.recent_bans(&ban.target)?,
                     };
                     recent.insert(ban.target, with_recent(list, ban));
-                    let rec = BanRecord {
-                        v: FORMAT_VERSION,
-                        ban: ban.clone(),
-                    };
-                    let hist = HistoryRecord {
-                        v: FORMAT_VERSION,
-                        history: next_history(ban),
-                    };
-                    batch.insert(ban_key(&ban.jail, &ban.target), to_json(&rec)?);
-                    batch.insert(history_key(&ban.jail, &ban.target), to_json(&hist)?);
                 }
-                StoreChange::Remove { jail, target } => batch.remove(ban_key(jail, target)),
             }
         }
         for (target, bans) in recent {

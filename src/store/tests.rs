@@ -44,12 +44,9 @@ fn contract(store: &mut dyn BanStore) {
     all.sort_by_key(|b| b.target);
     assert_eq!(all, vec![a.clone(), b.clone()]);
     store
-        .commit(&[StoreChange::Remove {
-            jail: "sshd".into(),
-            target: a.target,
-        }])
+        .commit(&[StoreChange::Remove(a.clone())])
         .expect("remove");
-    assert_eq!(store.bans().expect("bans"), vec![b]);
+    assert_eq!(store.bans().expect("bans"), vec![b.clone()]);
     // History outlives the ban.
     let h = store
         .history("sshd", &a.target)
@@ -57,6 +54,15 @@ fn contract(store: &mut dyn BanStore) {
         .expect("some");
     assert_eq!(h.count, 1);
     assert_eq!(store.history("web", &a.target).expect("history"), None);
+    // A current ban is its target's history.
+    let current = store.history("sshd", &b.target).expect("history");
+    assert_eq!(current.map(|h| h.count), Some(1));
+    // Recent bans are kept only when noted.
+    assert!(store.recent_bans(&a.target).expect("recent").is_empty());
+    store
+        .commit(&[StoreChange::NoteRecent(a.clone())])
+        .expect("note");
+    assert_eq!(store.recent_bans(&a.target).expect("recent").len(), 1);
 }
 
 #[test]
@@ -189,11 +195,10 @@ fn purging_history_keeps_current_bans_and_recent_records_in_sled() {
     store
         .commit(&[
             StoreChange::Put(old.clone()),
-            StoreChange::Remove {
-                jail: "sshd".into(),
-                target: old.target,
-            },
+            StoreChange::Remove(old.clone()),
             StoreChange::Put(current.clone()),
+            StoreChange::NoteRecent(old.clone()),
+            StoreChange::NoteRecent(current.clone()),
         ])
         .expect("commit");
     let later = old.banned_at + chrono::Duration::days(1);
