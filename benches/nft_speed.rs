@@ -62,6 +62,11 @@ fn config(dir: &Path, maxretry: u32) {
 }
 
 fn start(ns: &Netns, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .expect("log");
     Command::new("ip")
         .args([
             "netns",
@@ -72,7 +77,8 @@ fn start(ns: &Netns, dir: &Path) -> Child {
             "--config",
         ])
         .arg(dir)
-        .stderr(Stdio::null())
+        .env("GAOLER_LOG", "gaoler=info")
+        .stderr(log)
         .spawn()
         .expect("daemon")
 }
@@ -162,6 +168,19 @@ fn main() {
     let restore = ready - t0;
     let restored = elements(&ns);
     stop(daemon);
+    // Where the restore's time went, from the daemon's own log line.
+    let split = std::fs::read_to_string(cfg.join("daemon.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("firewall table built") && l.contains("restored=100000"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| w.starts_with("store_ms") || w.starts_with("kernel_ms"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .last()
+        .unwrap_or_default();
     // The same elements with a raw `nft -f` (text, one transaction).
     ns.nft(&["delete", "table", "inet", "gbench"]);
     let mut raw =
@@ -185,7 +204,7 @@ fn main() {
     let raw_time = t0.elapsed();
     assert!(ok, "raw nft -f failed");
     println!(
-        "| restart restoring {N} bans (start to ready) | {:.2} s ({restored} elements) |",
+        "| restart restoring {N} bans (start to ready) | {:.2} s ({restored} elements; {split}) |",
         restore.as_secs_f64()
     );
     println!(

@@ -131,6 +131,9 @@ pub struct Restored {
     pub loaded: usize,
     pub expired: usize,
     pub orphaned: usize,
+    /// Time spent reading the store, and building the table in the kernel.
+    pub store_ms: u64,
+    pub kernel_ms: u64,
 }
 
 /// Owns current bans, the firewall and the store.
@@ -318,7 +321,10 @@ impl<F: Firewall> BanManager<F> {
         let mut report = Restored::default();
         let mut drop = Vec::new();
         let mut live = Vec::new();
-        for ban in self.store.bans()? {
+        let started = Instant::now();
+        let stored = self.store.bans()?;
+        report.store_ms = started.elapsed().as_millis() as u64;
+        for ban in stored {
             if ban.is_expired(now) {
                 report.expired += 1;
                 drop.push(StoreChange::Remove(ban.clone()));
@@ -331,7 +337,9 @@ impl<F: Firewall> BanManager<F> {
             }
         }
         let elements: Vec<Element> = live.iter().filter_map(|b| element(b, now)).collect();
+        let started = Instant::now();
         self.firewall.install(layout, &elements).await?;
+        report.kernel_ms = started.elapsed().as_millis() as u64;
         self.layout = Some(layout.clone());
         self.store.commit(&drop)?;
         report.loaded = live.len();

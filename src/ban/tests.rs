@@ -178,14 +178,7 @@ async fn restore_puts_back_live_bans_with_less_time_and_drops_the_rest() {
         .expect("seed");
     let mut r = rig(store);
     let report = r.manager.restore(&layout()).await.expect("restore");
-    assert_eq!(
-        report,
-        Restored {
-            loaded: 2,
-            expired: 1,
-            orphaned: 1
-        }
-    );
+    assert_eq!((report.loaded, report.expired, report.orphaned), (2, 1, 1));
     assert_eq!(
         kernel_has(&r.fw, "203.0.113.1"),
         Some(Some(Duration::from_secs(500)))

@@ -82,6 +82,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         restored = restored.loaded,
         expired = restored.expired,
         orphaned = restored.orphaned,
+        store_ms = restored.store_ms,
+        kernel_ms = restored.kernel_ms,
         table = %config.firewall.table,
         "firewall table built"
     );
