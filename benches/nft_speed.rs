@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const N: u32 = 100_000;
@@ -172,14 +172,13 @@ fn main() {
     let split = std::fs::read_to_string(cfg.join("daemon.log"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("firewall table built") && l.contains("restored=100000"))
+        .rfind(|l| l.contains("firewall table built") && l.contains("restored=100000"))
         .map(|l| {
             l.split_whitespace()
                 .filter(|w| w.starts_with("store_ms") || w.starts_with("kernel_ms"))
                 .collect::<Vec<_>>()
                 .join(" ")
         })
-        .last()
         .unwrap_or_default();
     // The same elements with a raw `nft -f` (text, one transaction).
     ns.nft(&["delete", "table", "inet", "gbench"]);
