@@ -172,8 +172,57 @@ fn parse_port_number(s: &str) -> Result<u16, String> {
     }
 }
 
-/// Parses `22` or `8000-8080`.
+/// A service name's port, from /etc/services (any protocol), or a few well-known
+/// ones when that file is missing.
+pub fn service_port(name: &str) -> Option<u16> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static SERVICES: OnceLock<HashMap<String, u16>> = OnceLock::new();
+    let table = SERVICES.get_or_init(|| {
+        let mut map = HashMap::new();
+        for line in std::fs::read_to_string("/etc/services")
+            .unwrap_or_default()
+            .lines()
+        {
+            let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+            let (Some(service), Some(port)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Some(port) = port.split('/').next().and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
+            for n in std::iter::once(service).chain(words) {
+                map.entry(n.to_string()).or_insert(port);
+            }
+        }
+        for (n, p) in [
+            ("ssh", 22),
+            ("smtp", 25),
+            ("domain", 53),
+            ("http", 80),
+            ("pop3", 110),
+            ("imap", 143),
+            ("https", 443),
+            ("submission", 587),
+            ("imaps", 993),
+            ("pop3s", 995),
+        ] {
+            map.entry(n.to_string()).or_insert(p);
+        }
+        map
+    });
+    table.get(name).copied()
+}
+
+/// Parses `22`, `8000-8080`, or a service name such as `ssh` or `https`.
 pub fn parse_port(s: &str) -> Result<PortRange, String> {
+    let s = s.trim();
+    if s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return service_port(s)
+            .filter(|p| *p > 0)
+            .map(|p| PortRange { first: p, last: p })
+            .ok_or_else(|| format!("unknown service `{s}`: use a port number, a range like 8000-8080, or a name from /etc/services"));
+    }
     match s.split_once('-') {
         Some((a, b)) => {
             let (first, last) = (parse_port_number(a)?, parse_port_number(b)?);
@@ -368,7 +417,21 @@ mod tests {
                 last: 8080
             })
         );
-        for bad in ["0", "65536", "80-22", "ssh-", "http"] {
+        assert_eq!(
+            parse_port("ssh"),
+            Ok(PortRange {
+                first: 22,
+                last: 22
+            })
+        );
+        assert_eq!(
+            parse_port("https"),
+            Ok(PortRange {
+                first: 443,
+                last: 443
+            })
+        );
+        for bad in ["0", "65536", "80-22", "ssh-", "no-such-service"] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
     }
