@@ -77,29 +77,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     .with_history_horizon(config.daemon.dbpurgeage)
     .with_recidive(config.recidive.clone())
     .with_reconcile(config.firewall.reconcile_interval);
-    let restored = manager.restore(&Layout::from_config(&config)).await?;
-    tracing::info!(
-        restored = restored.loaded,
-        expired = restored.expired,
-        orphaned = restored.orphaned,
-        store_ms = restored.store_ms,
-        kernel_ms = restored.kernel_ms,
-        table = %config.firewall.table,
-        "firewall table built"
-    );
-    let listener = server::bind(&config.daemon.socket)?;
 
     let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
     let (decision_tx, decision_rx) = mpsc::channel(DECISION_QUEUE);
     let (command_tx, command_rx) = mpsc::channel(64);
     let tasks = TaskTracker::new();
 
-    tasks.spawn(manager.run(
-        decision_rx,
-        command_rx,
-        shutdown.clone(),
-        config.firewall.on_stop,
-    ));
     let counting = Jails::new(
         jails
             .iter()
@@ -176,6 +159,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     drop(failure_tx);
 
+    // The table is rebuilt while the readers already read: their failures and the
+    // jails' decisions wait in the bounded queues until the manager runs.
+    let restored = match manager.restore(&Layout::from_config(&config)).await {
+        Ok(r) => r,
+        Err(e) => return Err(stop_early(&tasks, &shutdown, e.into()).await),
+    };
+    tracing::info!(
+        restored = restored.loaded,
+        expired = restored.expired,
+        orphaned = restored.orphaned,
+        store_ms = restored.store_ms,
+        kernel_ms = restored.kernel_ms,
+        table = %config.firewall.table,
+        "firewall table built"
+    );
+    let listener = match server::bind(&config.daemon.socket) {
+        Ok(l) => l,
+        Err(e) => return Err(stop_early(&tasks, &shutdown, e.into()).await),
+    };
+    tasks.spawn(manager.run(
+        decision_rx,
+        command_rx,
+        shutdown.clone(),
+        config.firewall.on_stop,
+    ));
+
     let handler = Arc::new(Handler {
         commands: command_tx,
         stats: stats.clone(),
@@ -202,6 +211,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let _ = std::fs::remove_file(&config.daemon.socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Stops the tasks already started when start-up fails, then hands back the error.
+async fn stop_early(
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    error: DaemonError,
+) -> DaemonError {
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    error
 }
 
 fn notify_systemd(states: &[sd_notify::NotifyState]) {
