@@ -92,6 +92,8 @@ impl BanError {
 /// What a jail's bans need from the config.
 #[derive(Clone, Debug)]
 pub struct JailPolicy {
+    /// The set group its bans go to: the jail's name, or a `set` shared with others.
+    pub set: String,
     pub bantime: BanTime,
     pub ignore: IgnoreList,
     pub increment: Option<Increment>,
@@ -103,6 +105,7 @@ pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
         (
             RECIDIVE.to_string(),
             JailPolicy {
+                set: RECIDIVE.to_string(),
                 bantime: r.bantime,
                 ignore: IgnoreList::default(),
                 increment: None,
@@ -115,6 +118,7 @@ pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
             (
                 j.name.clone(),
                 JailPolicy {
+                    set: j.set.clone(),
                     bantime: j.bantime,
                     ignore: j.ignore.clone(),
                     increment: j.increment.clone(),
@@ -147,6 +151,7 @@ pub struct BanManager<F: Firewall> {
     /// Bans saved in the store whose kernel change failed; re-sent with backoff.
     pending: HashMap<(String, Target), Ban>,
     /// Unbans whose kernel change failed.
+    /// (set, target) whose unban the kernel refused; their elements are recomputed.
     pending_unbans: Vec<(String, Target)>,
     retry_at: Option<Instant>,
     retry_delay: Duration,
@@ -211,12 +216,7 @@ impl<F: Firewall> BanManager<F> {
             }
         };
         let now = self.clock.now();
-        let current: Vec<Element> = self
-            .book
-            .select(None, None)
-            .iter()
-            .filter_map(|b| element(b, now))
-            .collect();
+        let current = self.all_elements(&self.book.select(None, None), now);
         if !inventory.complete {
             match self.firewall.install(&layout, &current).await {
                 Ok(()) => {
@@ -230,7 +230,7 @@ impl<F: Firewall> BanManager<F> {
         let (mut missing, mut timeouts, mut unknown) = (0u64, 0u64, 0u64);
         let mut changes = Vec::new();
         for el in current {
-            match inventory.elements.get(&(el.jail.clone(), el.target)) {
+            match inventory.elements.get(&(el.set.clone(), el.target)) {
                 None => {
                     missing += 1;
                     changes.push(Change::Ban(el));
@@ -248,13 +248,11 @@ impl<F: Firewall> BanManager<F> {
                 }
             }
         }
-        for (jail, target) in inventory.elements.keys() {
-            let known = self.book.get(jail, target).is_some()
-                || self.pending.contains_key(&(jail.clone(), *target));
-            if !known {
+        for (set, target) in inventory.elements.keys() {
+            if self.desired(set, target, None, now).is_none() {
                 unknown += 1;
                 changes.push(Change::Unban {
-                    jail: jail.clone(),
+                    set: set.clone(),
                     target: *target,
                 });
             }
@@ -305,6 +303,65 @@ impl<F: Firewall> BanManager<F> {
         }
     }
 
+    /// The set group `jail`'s bans go to.
+    fn set_of(&self, jail: &str) -> String {
+        self.jails
+            .get(jail)
+            .map_or_else(|| jail.to_string(), |p| p.set.clone())
+    }
+
+    /// The element `target` should have in `set` now: the longest of the bans (current
+    /// or pending) that the jails of `set` hold on it, leaving out `except`'s.
+    fn desired(
+        &self,
+        set: &str,
+        target: &Target,
+        except: Option<&str>,
+        now: Timestamp,
+    ) -> Option<Element> {
+        let mut best = None;
+        for (jail, policy) in &self.jails {
+            if policy.set != set || except == Some(jail.as_str()) {
+                continue;
+            }
+            let key = (jail.clone(), *target);
+            for ban in self
+                .book
+                .get(jail, target)
+                .into_iter()
+                .chain(self.pending.get(&key))
+            {
+                best = longer(best, element(ban, set, now));
+            }
+        }
+        best
+    }
+
+    /// What the kernel should hold: for every (set, target), its longest ban.
+    fn all_elements(&self, bans: &[Ban], now: Timestamp) -> Vec<Element> {
+        let mut by_key: BTreeMap<(String, Target), Element> = BTreeMap::new();
+        for ban in bans {
+            let set = self.set_of(&ban.jail);
+            let key = (set.clone(), ban.target);
+            let merged = longer(by_key.remove(&key), element(ban, &set, now));
+            if let Some(el) = merged {
+                by_key.insert(key, el);
+            }
+        }
+        by_key.into_values().collect()
+    }
+
+    /// The kernel change for (set, target) after its bans changed in the book.
+    fn settle(&self, set: &str, target: &Target, now: Timestamp) -> Change {
+        match self.desired(set, target, None, now) {
+            Some(el) => Change::Renew(el),
+            None => Change::Unban {
+                set: set.to_string(),
+                target: *target,
+            },
+        }
+    }
+
     pub fn book(&self) -> &BanBook {
         &self.book
     }
@@ -336,7 +393,7 @@ impl<F: Firewall> BanManager<F> {
                 live.push(ban);
             }
         }
-        let elements: Vec<Element> = live.iter().filter_map(|b| element(b, now)).collect();
+        let elements = self.all_elements(&live, now);
         let started = Instant::now();
         self.firewall.install(layout, &elements).await?;
         report.kernel_ms = started.elapsed().as_millis() as u64;
@@ -602,19 +659,33 @@ impl<F: Firewall> BanManager<F> {
             changes.extend(bans.iter().cloned().map(StoreChange::NoteRecent));
         }
         self.store.commit(&changes)?;
-        // A target already banned in the jail has an element to replace.
-        let kernel: Vec<Change> = bans
-            .iter()
-            .filter_map(|b| {
-                let renew = self.book.get(&b.jail, &b.target).is_some()
-                    || self.pending.contains_key(&(b.jail.clone(), b.target));
-                element(b, now).map(|e| {
-                    if renew {
-                        Change::Renew(e)
-                    } else {
-                        Change::Ban(e)
-                    }
-                })
+        // Per (set, target): the longest of the new ban and the bans other jails of the
+        // set hold; an element that is there already is replaced, a new one added.
+        let mut wanted: BTreeMap<(String, Target), (Element, bool)> = BTreeMap::new();
+        for b in &bans {
+            let set = self.set_of(&b.jail);
+            let key = (set.clone(), b.target);
+            let others = self.desired(&set, &b.target, Some(&b.jail), now);
+            let mine_there = self.book.get(&b.jail, &b.target).is_some()
+                || self.pending.contains_key(&(b.jail.clone(), b.target));
+            let mut renew = others.is_some() || mine_there;
+            let mut want = longer(others, element(b, &set, now));
+            if let Some((prev, prev_renew)) = wanted.remove(&key) {
+                renew |= prev_renew;
+                want = longer(want, Some(prev));
+            }
+            if let Some(el) = want {
+                wanted.insert(key, (el, renew));
+            }
+        }
+        let kernel: Vec<Change> = wanted
+            .into_values()
+            .map(|(el, renew)| {
+                if renew {
+                    Change::Renew(el)
+                } else {
+                    Change::Ban(el)
+                }
             })
             .collect();
         match self.firewall.apply(&kernel).await {
@@ -677,24 +748,27 @@ impl<F: Firewall> BanManager<F> {
         }
         let removes: Vec<StoreChange> = lifted.iter().cloned().map(StoreChange::Remove).collect();
         self.store.commit(&removes)?;
-        let kernel: Vec<Change> = lifted
-            .iter()
-            .map(|b| Change::Unban {
-                jail: b.jail.clone(),
-                target: b.target,
-            })
-            .collect();
-        let result = self.firewall.apply(&kernel).await;
         for ban in &lifted {
             self.pending.remove(&(ban.jail.clone(), ban.target));
             self.book.remove(&ban.jail, &ban.target);
             tracing::info!(jail = %ban.jail, target = %ban.target, "unban");
         }
         self.refresh_counts();
-        if let Err(e) = result {
+        // A shared set keeps the element while another of its jails still bans the target.
+        let now = self.clock.now();
+        let mut keys: Vec<(String, Target)> = lifted
+            .iter()
+            .map(|b| (self.set_of(&b.jail), b.target))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let kernel: Vec<Change> = keys
+            .iter()
+            .map(|(set, t)| self.settle(set, t, now))
+            .collect();
+        if let Err(e) = self.firewall.apply(&kernel).await {
             tracing::error!(error = %e, "kernel did not take the unbans; retrying");
-            self.pending_unbans
-                .extend(lifted.iter().map(|b| (b.jail.clone(), b.target)));
+            self.pending_unbans.extend(keys);
             self.schedule_retry();
             return Err(e.into());
         }
@@ -748,16 +822,13 @@ impl<F: Firewall> BanManager<F> {
         let mut changes: Vec<Change> = self
             .pending_unbans
             .iter()
-            .map(|(jail, target)| Change::Unban {
-                jail: jail.clone(),
-                target: *target,
-            })
+            .map(|(set, target)| self.settle(set, target, now))
             .collect();
         // The failed transaction may have been a renewal: replace, to be safe.
+        let pending: Vec<Ban> = self.pending.values().cloned().collect();
         changes.extend(
-            self.pending
-                .values()
-                .filter_map(|b| element(b, now))
+            self.all_elements(&pending, now)
+                .into_iter()
                 .map(Change::Renew),
         );
         if changes.is_empty() {
@@ -794,13 +865,28 @@ impl<F: Firewall> BanManager<F> {
     }
 }
 
-/// The kernel element for `ban` at `now`, or `None` when it has expired.
-fn element(ban: &Ban, now: Timestamp) -> Option<Element> {
+/// The element for `ban` in `set` at `now`, or `None` when it has expired.
+fn element(ban: &Ban, set: &str, now: Timestamp) -> Option<Element> {
     ban.remaining(now).map(|timeout| Element {
-        jail: ban.jail.clone(),
+        set: set.to_string(),
         target: ban.target,
         timeout,
     })
+}
+
+/// The one of `a` and `b` that lasts longer (permanent lasts longest).
+fn longer(a: Option<Element>, b: Option<Element>) -> Option<Element> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let a_wins = match (a.timeout, b.timeout) {
+                (None, _) => true,
+                (_, None) => false,
+                (Some(x), Some(y)) => x >= y,
+            };
+            Some(if a_wins { a } else { b })
+        }
+        (a, b) => a.or(b),
+    }
 }
 
 #[cfg(test)]

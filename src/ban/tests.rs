@@ -44,6 +44,7 @@ fn layout() -> Layout {
         priority: -10,
         jails: vec![JailRule {
             jail: "sshd".into(),
+            set: "sshd".into(),
             ports: vec![],
             protocol: Protocol::Tcp,
             action: Action::Drop,
@@ -69,6 +70,7 @@ fn rig_with(store: Shared, increment: Option<Increment>) -> Rig {
     let jails = BTreeMap::from([(
         "sshd".to_string(),
         JailPolicy {
+            set: "sshd".into(),
             bantime: BanTime::Finite(Duration::from_secs(600)),
             ignore: IgnoreList::new(vec!["192.0.2.0/24".parse().expect("net")]),
             increment,
@@ -426,6 +428,7 @@ fn recidive_rig(store: Shared) -> Rig {
     r.manager.jails.insert(
         RECIDIVE.to_string(),
         JailPolicy {
+            set: RECIDIVE.to_string(),
             bantime: week,
             ignore: IgnoreList::default(),
             increment: None,
@@ -536,4 +539,48 @@ async fn the_reconciler_repairs_missing_unknown_and_wrong_elements_and_a_lost_ta
         Some(Some(Duration::from_secs(600)))
     );
     assert_eq!(r.stats.repairs.load(Relaxed), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jails_sharing_a_set_keep_the_element_while_any_of_them_bans() {
+    let mut r = rig(Shared::default());
+    // A second jail "web" sharing the set "sshd".
+    r.manager.jails.insert(
+        "web".to_string(),
+        JailPolicy {
+            set: "sshd".into(),
+            bantime: BanTime::Finite(Duration::from_secs(60)),
+            ignore: IgnoreList::default(),
+            increment: None,
+        },
+    );
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let web = Decision {
+        jail: "web".into(),
+        target: target("203.0.113.5"),
+        failures: 1,
+    };
+    r.manager.decide(vec![web]).await;
+    // One element in the shared set, lasting as long as the longer ban (sshd, 600 s).
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.5"),
+        Some(Some(Duration::from_secs(600)))
+    );
+    assert_eq!(r.manager.book().len(), 2);
+    // Lifting sshd's ban leaves the element, now timed to web's ban.
+    r.manager
+        .unban(Some(&target("203.0.113.5")), Some("sshd"))
+        .await
+        .expect("unban");
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.5"),
+        Some(Some(Duration::from_secs(60)))
+    );
+    // Lifting the last one removes it.
+    r.manager
+        .unban(Some(&target("203.0.113.5")), Some("web"))
+        .await
+        .expect("unban");
+    assert_eq!(kernel_has(&r.fw, "203.0.113.5"), None);
 }

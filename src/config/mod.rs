@@ -120,6 +120,8 @@ pub struct JailConfig {
     pub increment: Option<Increment>,
     /// Never ban the host's own addresses (added to `ignore` when the daemon starts).
     pub ignoreself: bool,
+    /// The kernel sets its bans go to: its own name, or one shared with other jails.
+    pub set: String,
 }
 
 /// A position in a config file, kept with a value whose check needs other files.
@@ -168,6 +170,7 @@ struct JailOptions {
     ipv4_prefix: Option<u8>,
     ipv6_prefix: Option<u8>,
     logtimezone: Option<LogTz>,
+    set: Option<String>,
     /// Set: `Some(None)` when the section disables escalation.
     increment: Option<Option<Increment>>,
 }
@@ -191,6 +194,7 @@ impl JailOptions {
             action: self.action.or(d.action),
             ignoreip,
             ignoreself: self.ignoreself.or(d.ignoreself),
+            set: self.set.or(d.set),
             ipv4_prefix: self.ipv4_prefix.or(d.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(d.ipv6_prefix),
             logtimezone: self.logtimezone.or(d.logtimezone),
@@ -480,15 +484,14 @@ impl Loader {
             .as_ref()
             .and_then(|v| self.int_in(v, 16..=128, "ipv6_prefix", file, text))
             .map(|v| v as u8);
-        let not_yet = [(
-            raw.set.as_ref().map(|s| s.span()),
-            "`set` (shared sets) is not implemented in this version; the jail gets its own sets",
-        )];
-        for (span, msg) in not_yet {
-            if let Some(span) = span {
-                self.warn(file, text, span, msg);
+        let set = raw.set.as_ref().and_then(|name| {
+            if valid_name(name.get_ref()) {
+                Some(name.get_ref().clone())
+            } else {
+                self.errors.push(Diagnostic::at(file, text, name.span(), format!("invalid set name `{}`: use letters, digits, `_` and `-`, starting with a letter", name.get_ref())));
+                None
             }
-        }
+        });
         if raw.trusted_proxies.is_some() {
             self.warn(
                 file,
@@ -560,6 +563,7 @@ impl Loader {
                 }
             },
             ignoreself: raw.ignoreself,
+            set,
             ipv4_prefix,
             ipv6_prefix,
         }
@@ -705,7 +709,9 @@ impl Loader {
             }
         }
         let filter = filter?;
+        let set = opts.set.clone().unwrap_or_else(|| name.clone());
         Some(JailConfig {
+            set,
             name,
             enabled,
             filter_name,

@@ -204,11 +204,11 @@ fn settings_not_yet_implemented_are_warnings_not_silence() {
     let d = Dir::new(MAIN);
     d.write(
         "jails/sshd.toml",
-        "filter = \"sshd\"\nlogpath = \"a.log\"\nset = \"web\"\n",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
     );
     let cfg = d.load().expect("valid");
     assert_eq!(cfg.warnings.len(), 1);
-    assert!(cfg.warnings[0].to_string().contains("sshd.toml:3:7:"));
+    assert!(cfg.warnings[0].to_string().contains("trusted_proxies"));
 }
 
 #[test]
@@ -370,6 +370,30 @@ fn recidive_is_configured_in_gaoler_toml_and_reserves_its_jail_name() {
         errors
             .iter()
             .any(|e| e.contains("recidive.toml") && e.contains("taken by [recidive]")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn set_names_a_shared_set_and_defaults_to_the_jail() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/a.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nset = \"web\"\n",
+    );
+    d.write("jails/b.toml", "filter = \"sshd\"\nlogpath = \"a.log\"\n");
+    let cfg = d.load().expect("valid");
+    assert_eq!(cfg.jail("a").map(|j| j.set.as_str()), Some("web"));
+    assert_eq!(cfg.jail("b").map(|j| j.set.as_str()), Some("b"));
+    d.write(
+        "jails/c.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\nset = \"no good\"\n",
+    );
+    let errors = d.errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("c.toml:3:7:") && e.contains("invalid set name")),
         "{errors:#?}"
     );
 }

@@ -26,10 +26,10 @@ impl Firewall for LogFirewall {
         for change in changes {
             match change {
                 Change::Ban(e) | Change::Renew(e) => {
-                    tracing::info!(jail = %e.jail, target = %e.target, timeout = ?e.timeout, "dry run: would ban")
+                    tracing::info!(set = %e.set, target = %e.target, timeout = ?e.timeout, "dry run: would ban")
                 }
-                Change::Unban { jail, target } => {
-                    tracing::info!(%jail, %target, "dry run: would unban")
+                Change::Unban { set, target } => {
+                    tracing::info!(%set, %target, "dry run: would unban")
                 }
             }
         }

@@ -12,6 +12,7 @@ use crate::types::Target;
 #[derive(Default, Debug)]
 pub struct MemoryKernel {
     pub installed: Option<Layout>,
+    /// Elements by (set, target).
     pub elements: BTreeMap<(String, Target), Option<Duration>>,
     pub transactions: usize,
     /// While above zero, each call fails and decrements it.
@@ -48,7 +49,7 @@ impl Firewall for MemoryFirewall {
             k.installed = Some(layout.clone());
             k.elements = bans
                 .iter()
-                .map(|e| ((e.jail.clone(), e.target), e.timeout))
+                .map(|e| ((e.set.clone(), e.target), e.timeout))
                 .collect();
             Ok(())
         })
@@ -62,10 +63,10 @@ impl Firewall for MemoryFirewall {
             for c in changes {
                 match c {
                     Change::Ban(e) | Change::Renew(e) => {
-                        k.elements.insert((e.jail.clone(), e.target), e.timeout);
+                        k.elements.insert((e.set.clone(), e.target), e.timeout);
                     }
-                    Change::Unban { jail, target } => {
-                        k.elements.remove(&(jail.clone(), *target));
+                    Change::Unban { set, target } => {
+                        k.elements.remove(&(set.clone(), *target));
                     }
                 }
             }

@@ -28,6 +28,8 @@ pub struct Layout {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JailRule {
     pub jail: String,
+    /// The sets this jail's rules read: its own name, or a `set` shared with others.
+    pub set: String,
     /// Empty: all ports.
     pub ports: Vec<PortRange>,
     pub protocol: Protocol,
@@ -39,6 +41,7 @@ impl Layout {
     pub fn from_config(config: &Config) -> Self {
         let recidive = config.recidive.as_ref().map(|_| JailRule {
             jail: RECIDIVE.to_string(),
+            set: RECIDIVE.to_string(),
             ports: Vec::new(),
             protocol: Protocol::All,
             action: Action::Drop,
@@ -50,6 +53,7 @@ impl Layout {
                 .enabled_jails()
                 .map(|j| JailRule {
                     jail: j.name.clone(),
+                    set: j.set.clone(),
                     ports: j.ports.clone(),
                     protocol: j.protocol,
                     action: j.action,
@@ -60,10 +64,11 @@ impl Layout {
     }
 }
 
-/// A banned target in a jail's set, with the time left (`None`: permanent).
+/// A banned target in a set (named after a jail, or shared), with the time left
+/// (`None`: permanent).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Element {
-    pub jail: String,
+    pub set: String,
     pub target: Target,
     pub timeout: Option<Duration>,
 }
@@ -76,8 +81,8 @@ pub enum Change {
     /// Put `target` in the jail's set with this timeout, replacing an element that may
     /// be there already (a re-ban, a corrected timeout).
     Renew(Element),
-    /// Take `target` out of the jail's set; not an error when it is not there.
-    Unban { jail: String, target: Target },
+    /// Take `target` out of the set; not an error when it is not there.
+    Unban { set: String, target: Target },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +104,7 @@ pub enum FirewallError {
 pub struct Inventory {
     /// The table, its chain, every set and every rule of the layout are there.
     pub complete: bool,
-    /// Elements by (jail, target): seconds until the kernel drops them (`None`: never).
+    /// Elements by (set, target): seconds until the kernel drops them (`None`: never).
     pub elements: std::collections::HashMap<(String, Target), Option<u64>>,
 }
 

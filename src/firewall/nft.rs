@@ -175,14 +175,14 @@ impl Firewall for NftFirewall {
 /// there, and every element of the layout's sets with its remaining seconds.
 pub fn parse_inventory(json: &[u8], layout: &Layout) -> Inventory {
     let doc: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
-    let jail_of: HashMap<String, &str> = layout
+    let group_of: HashMap<String, &str> = layout
         .jails
         .iter()
         .flat_map(|j| {
             SET_KINDS.iter().map(move |(v4, prefix)| {
                 (
-                    format!("{}-{}", j.jail, set_suffix(*v4, *prefix)),
-                    j.jail.as_str(),
+                    format!("{}-{}", j.set, set_suffix(*v4, *prefix)),
+                    j.set.as_str(),
                 )
             })
         })
@@ -201,7 +201,7 @@ pub fn parse_inventory(json: &[u8], layout: &Layout) -> Inventory {
             continue;
         };
         sets.insert(name.to_string());
-        let Some(jail) = jail_of.get(name) else {
+        let Some(group) = group_of.get(name) else {
             continue;
         };
         for e in obj["set"]["elem"].as_array().into_iter().flatten() {
@@ -221,13 +221,13 @@ pub fn parse_inventory(json: &[u8], layout: &Layout) -> Inventory {
                 ),
             };
             if let Ok(target) = text.parse::<Target>() {
-                elements.insert((jail.to_string(), target), expires);
+                elements.insert((group.to_string(), target), expires);
             }
         }
     }
     let complete = chain
         && rules == layout.jails.len() * SET_KINDS.len()
-        && jail_of.keys().all(|n| sets.contains(n));
+        && group_of.keys().all(|n| sets.contains(n));
     Inventory { complete, elements }
 }
 
@@ -290,7 +290,11 @@ pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> 
         NfCmd::Delete(NfListObject::Table(table.clone())),
         NfCmd::Add(NfListObject::Table(table)),
     ];
-    for rule in &layout.jails {
+    // One group of sets per set name, however many jails share it.
+    let mut groups: Vec<&str> = layout.jails.iter().map(|j| j.set.as_str()).collect();
+    groups.sort();
+    groups.dedup();
+    for group in groups {
         for (v4, prefix) in SET_KINDS {
             let mut flags = HashSet::from([SetFlag::Timeout]);
             if prefix {
@@ -299,7 +303,7 @@ pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> 
             cmds.push(NfCmd::Add(NfListObject::Set(Box::new(Set {
                 family: NfFamily::INet,
                 table: Cow::Owned(layout.table.clone()),
-                name: Cow::Owned(format!("{}-{}", rule.jail, set_suffix(v4, prefix))),
+                name: Cow::Owned(format!("{group}-{}", set_suffix(v4, prefix))),
                 handle: None,
                 set_type: SetTypeValue::Single(if v4 {
                     SetType::Ipv4Addr
@@ -344,7 +348,7 @@ pub fn install_document(layout: &Layout, bans: &[Element]) -> Nftables<'static> 
     let mut by_set: BTreeMap<String, Vec<Expression<'static>>> = BTreeMap::new();
     for ban in bans {
         by_set
-            .entry(set_name(&ban.jail, &ban.target))
+            .entry(set_name(&ban.set, &ban.target))
             .or_default()
             .push(element_with_timeout(ban));
     }
@@ -360,7 +364,7 @@ fn rule_statements(rule: &JailRule, v4: bool, prefix: bool) -> Vec<Statement<'st
         left: payload(if v4 { "ip" } else { "ip6" }, "saddr"),
         right: Expression::String(Cow::Owned(format!(
             "@{}-{}",
-            rule.jail,
+            rule.set,
             set_suffix(v4, prefix)
         ))),
         op: Operator::EQ,
@@ -486,11 +490,11 @@ fn timeout_secs(d: Duration) -> u32 {
 pub fn change_document(table: &str, changes: &[Change]) -> Nftables<'static> {
     let mut last: BTreeMap<(String, Target), &Change> = BTreeMap::new();
     for c in changes {
-        let (jail, target) = match c {
-            Change::Ban(e) | Change::Renew(e) => (&e.jail, &e.target),
-            Change::Unban { jail, target } => (jail, target),
+        let (set, target) = match c {
+            Change::Ban(e) | Change::Renew(e) => (&e.set, &e.target),
+            Change::Unban { set, target } => (set, target),
         };
-        last.insert((set_name(jail, target), *target), c);
+        last.insert((set_name(set, target), *target), c);
     }
     let mut replaced: BTreeMap<String, Vec<Expression<'static>>> = BTreeMap::new();
     let mut added: BTreeMap<String, Vec<Expression<'static>>> = BTreeMap::new();
@@ -524,6 +528,7 @@ mod tests {
     fn rule(ports: Vec<PortRange>, protocol: Protocol, action: Action) -> JailRule {
         JailRule {
             jail: "sshd".into(),
+            set: "sshd".into(),
             ports,
             protocol,
             action,
@@ -549,7 +554,7 @@ mod tests {
             )],
         };
         let bans = vec![Element {
-            jail: "sshd".into(),
+            set: "sshd".into(),
             target: "192.0.2.7".parse().expect("ip"),
             timeout: Some(Duration::from_secs(3599)),
         }];
@@ -595,16 +600,16 @@ mod tests {
         let t6: Target = "2001:db8::7".parse().expect("ip");
         let changes = vec![
             Change::Unban {
-                jail: "sshd".into(),
+                set: "sshd".into(),
                 target: t4,
             },
             Change::Renew(Element {
-                jail: "sshd".into(),
+                set: "sshd".into(),
                 target: t4,
                 timeout: Some(Duration::from_secs(60)),
             }),
             Change::Unban {
-                jail: "sshd".into(),
+                set: "sshd".into(),
                 target: t6,
             },
         ];
@@ -627,7 +632,7 @@ mod tests {
         let doc = change_document(
             "gaoler",
             &[Change::Ban(Element {
-                jail: "sshd".into(),
+                set: "sshd".into(),
                 target: "192.0.2.1".parse().expect("ip"),
                 timeout: Some(Duration::from_secs(5)),
             })],
@@ -648,7 +653,7 @@ mod tests {
             .iter()
             .map(|ip| {
                 Change::Ban(Element {
-                    jail: "sshd".into(),
+                    set: "sshd".into(),
                     target: ip.parse().expect("ip"),
                     timeout: Some(Duration::from_secs(60)),
                 })
@@ -678,7 +683,7 @@ mod tests {
         let doc = change_document(
             "gaoler",
             &[Change::Ban(Element {
-                jail: "sshd".into(),
+                set: "sshd".into(),
                 target: net,
                 timeout: Some(Duration::from_secs(9)),
             })],

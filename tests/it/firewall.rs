@@ -141,3 +141,44 @@ fn only_the_jails_ports_and_protocol_are_blocked() {
     assert!(!lab.attacker_connects(SERVER_V4, 2223, SHORT));
     assert!(!lab.attacker_connects(SERVER_V4, 3000, SHORT));
 }
+
+#[test]
+fn jails_sharing_a_set_block_an_offender_on_all_their_ports() {
+    let lab = Lab::new();
+    lab.listen(2222);
+    lab.listen(2223);
+    lab.listen(2224);
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"gshare\"",
+        &jail("ports = [\"2222\"]\nset = \"common\""),
+    );
+    cfg.write(
+        "jails/web.toml",
+        &jail("ports = [\"2223\"]\nset = \"common\"").replace("auth.log", "web.log"),
+    );
+    cfg.write("web.log", "");
+    let _d = Daemon::start(cfg.path(), Some(&lab.server));
+    // Banned by sshd: dropped on sshd's port and on web's too, not elsewhere.
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    assert_eq!(lab.elements("gshare", "common-v4").len(), 1);
+    assert!(!lab.attacker_connects(SERVER_V4, 2222, SHORT));
+    assert!(
+        !lab.attacker_connects(SERVER_V4, 2223, SHORT),
+        "the shared set blocks web's port too"
+    );
+    assert!(lab.attacker_connects(SERVER_V4, 2224, LONG));
+    // Banned by web as well; lifting sshd's ban keeps the element for web's.
+    ctl_json(cfg.path(), &["ban", "web", ATTACKER_V4, "--bantime", "10m"]);
+    ctl_json(cfg.path(), &["unban", ATTACKER_V4, "--jail", "sshd"]);
+    let left = lab.elements("gshare", "common-v4");
+    assert_eq!(left.len(), 1, "web still bans it");
+    assert!(
+        left[0].1.is_some_and(|t| t <= 600),
+        "timed to web's ban: {left:?}"
+    );
+    assert!(!lab.attacker_connects(SERVER_V4, 2222, SHORT));
+    ctl_json(cfg.path(), &["unban", ATTACKER_V4, "--jail", "web"]);
+    assert!(lab.elements("gshare", "common-v4").is_empty());
+    assert!(lab.attacker_connects(SERVER_V4, 2222, LONG));
+    assert!(lab.attacker_connects(SERVER_V4, 2223, LONG));
+}
