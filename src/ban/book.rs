@@ -5,14 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::types::{Ban, Target, Timestamp};
 
-type Key = (String, Target);
-
 /// Current bans and when each ends.
 #[derive(Default, Debug)]
 pub struct BanBook {
-    bans: HashMap<Key, Ban>,
+    /// Per jail, per target: looked up without building a key.
+    bans: HashMap<String, HashMap<Target, Ban>>,
     expiry: BTreeSet<(Timestamp, String, Target)>,
-    per_jail: HashMap<String, usize>,
 }
 
 impl BanBook {
@@ -22,22 +20,28 @@ impl BanBook {
         if let Some(end) = ban.expires_at {
             self.expiry.insert((end, ban.jail.clone(), ban.target));
         }
-        *self.per_jail.entry(ban.jail.clone()).or_default() += 1;
-        self.bans.insert((ban.jail.clone(), ban.target), ban);
+        match self.bans.get_mut(&ban.jail) {
+            Some(jail) => {
+                jail.insert(ban.target, ban);
+            }
+            None => {
+                self.bans
+                    .insert(ban.jail.clone(), HashMap::from([(ban.target, ban)]));
+            }
+        }
         old
     }
 
     pub fn remove(&mut self, jail: &str, target: &Target) -> Option<Ban> {
-        let ban = self.bans.remove(&(jail.to_string(), *target))?;
+        let ban = self.bans.get_mut(jail)?.remove(target)?;
         if let Some(end) = ban.expires_at {
             self.expiry.remove(&(end, ban.jail.clone(), ban.target));
         }
-        self.uncount(jail);
         Some(ban)
     }
 
     pub fn get(&self, jail: &str, target: &Target) -> Option<&Ban> {
-        self.bans.get(&(jail.to_string(), *target))
+        self.bans.get(jail)?.get(target)
     }
 
     /// When the next ban ends.
@@ -53,8 +57,7 @@ impl BanBook {
                 break;
             }
             self.expiry.pop_first();
-            if let Some(ban) = self.bans.remove(&(jail.clone(), target)) {
-                self.uncount(&jail);
+            if let Some(ban) = self.bans.get_mut(&jail).and_then(|j| j.remove(&target)) {
                 out.push(ban);
             }
         }
@@ -65,8 +68,9 @@ impl BanBook {
     pub fn select(&self, jail: Option<&str>, target: Option<&Target>) -> Vec<Ban> {
         let mut out: Vec<Ban> = self
             .bans
-            .values()
-            .filter(|b| jail.is_none_or(|j| b.jail == j))
+            .iter()
+            .filter(|(j, _)| jail.is_none_or(|want| want == j.as_str()))
+            .flat_map(|(_, bans)| bans.values())
             .filter(|b| target.is_none_or(|t| b.target == *t))
             .cloned()
             .collect();
@@ -76,21 +80,15 @@ impl BanBook {
 
     /// Number of current bans in `jail`.
     pub fn count_in(&self, jail: &str) -> usize {
-        self.per_jail.get(jail).copied().unwrap_or(0)
-    }
-
-    fn uncount(&mut self, jail: &str) {
-        if let Some(n) = self.per_jail.get_mut(jail) {
-            *n = n.saturating_sub(1);
-        }
+        self.bans.get(jail).map_or(0, HashMap::len)
     }
 
     pub fn len(&self) -> usize {
-        self.bans.len()
+        self.bans.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bans.is_empty()
+        self.len() == 0
     }
 }
 

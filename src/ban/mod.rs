@@ -324,14 +324,14 @@ impl<F: Firewall> BanManager<F> {
             if policy.set != set || except == Some(jail.as_str()) {
                 continue;
             }
-            let key = (jail.clone(), *target);
-            for ban in self
-                .book
-                .get(jail, target)
-                .into_iter()
-                .chain(self.pending.get(&key))
-            {
+            if let Some(ban) = self.book.get(jail, target) {
                 best = longer(best, element(ban, set, now));
+            }
+            // Pending bans are rare: no key is built unless there are some.
+            if !self.pending.is_empty() {
+                if let Some(ban) = self.pending.get(&(jail.clone(), *target)) {
+                    best = longer(best, element(ban, set, now));
+                }
             }
         }
         best
