@@ -79,18 +79,9 @@ impl FromStr for Target {
             return Ok(Target::addr(ip));
         }
         match s.parse::<IpNet>() {
-            Ok(net) => {
-                let ip = net.addr().to_canonical();
-                // `::ffff:1.2.3.0/120` is the IPv4 prefix 1.2.3.0/24.
-                let len = if ip.is_ipv4() && net.addr().is_ipv6() {
-                    net.prefix_len().saturating_sub(96)
-                } else {
-                    net.prefix_len()
-                };
-                IpNet::new(ip, len)
-                    .map(|n| Target(n.trunc()))
-                    .map_err(|_| BadTarget(s.to_string()))
-            }
+            // `::ffff:1.2.3.0/120` is the IPv4 prefix 1.2.3.0/24; a shorter mapped
+            // prefix is not an IPv4 network and stays IPv6.
+            Ok(net) => Ok(Target(canonical_net(net).trunc())),
             Err(_) => Err(BadTarget(s.to_string())),
         }
     }
@@ -313,6 +304,14 @@ mod tests {
         assert!(target.contains("2001:db8:1:2::99".parse().expect("ip")));
         let v4 = Target::with_prefix("192.0.2.7".parse().expect("ip"), 32, 64);
         assert!(v4.is_single());
+    }
+
+    #[test]
+    fn a_mapped_prefix_shorter_than_96_is_not_all_of_ipv4() {
+        // Regression: this once parsed as 0.0.0.0/0, so `ctl ban` would ban every address.
+        let t = t("::ffff:1.2.3.4/64");
+        assert!(!t.is_ipv4());
+        assert_eq!(t.to_string(), "::/64");
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub enum BanError {
     },
     #[error("the ban was not saved: {0}")]
     Store(#[from] StoreError),
-    #[error("the ban is saved but not yet in the kernel, and is being retried: {0}")]
+    #[error("the change is saved, but the kernel refused it; it is being retried: {0}")]
     Firewall(#[from] FirewallError),
 }
 
@@ -364,10 +364,6 @@ impl<F: Firewall> BanManager<F> {
 
     pub fn book(&self) -> &BanBook {
         &self.book
-    }
-
-    pub fn firewall_mut(&mut self) -> &mut F {
-        &mut self.firewall
     }
 
     /// Builds the kernel table and puts back every unexpired ban of an enabled jail
