@@ -162,41 +162,32 @@ impl Jail {
         }
     }
 
-    pub fn rules(&self) -> &JailRules {
-        &self.rules
-    }
-
     /// Counts a failure of `addr` that happened at `at` (`None`: now).
     pub fn record(&mut self, addr: IpAddr, at: Option<Timestamp>, now: Timestamp) -> Outcome {
-        self.record_seq(addr, at, now, 0).0
+        self.record_seq(addr, at, now, 0)
     }
 
-    /// `record`, tagging the address with eviction sequence `seq`; also says whether
-    /// the address is newly tracked.
+    /// `record`, tagging the address with eviction sequence `seq`.
     fn record_seq(
         &mut self,
         addr: IpAddr,
         at: Option<Timestamp>,
         now: Timestamp,
         seq: u64,
-    ) -> (Outcome, bool) {
+    ) -> Outcome {
         let target = Target::with_prefix(addr, self.rules.ipv4_prefix, self.rules.ipv6_prefix);
         if self.rules.ignore.covers(&target) {
-            return (Outcome::Ignored, false);
+            return Outcome::Ignored;
         }
         let at = at.map_or(now, |t| t.min(now));
         let horizon = self.horizon(now);
         if secs(at) < horizon {
-            return (Outcome::Stale, false);
+            return Outcome::Stale;
         }
         let maxretry = self.rules.maxretry.max(1) as usize;
-        let mut new = false;
-        let entry = self.window.entry(target).or_insert_with(|| {
-            new = true;
-            Tracked {
-                times: Times::new(),
-                seq,
-            }
+        let entry = self.window.entry(target).or_insert_with(|| Tracked {
+            times: Times::new(),
+            seq,
         });
         entry.seq = seq;
         entry.times.prune(horizon);
@@ -204,9 +195,9 @@ impl Jail {
         let failures = entry.times.len() as u32;
         if entry.times.len() >= maxretry {
             self.window.remove(&target);
-            (Outcome::Ban { target, failures }, false)
+            Outcome::Ban { target, failures }
         } else {
-            (Outcome::Counted { target, failures }, new)
+            Outcome::Counted { target, failures }
         }
     }
 
@@ -215,11 +206,6 @@ impl Jail {
         let horizon = self.horizon(now);
         self.window
             .retain(|_, t| t.times.newest().is_some_and(|n| n >= horizon));
-    }
-
-    /// Forgets the failures of one target (it was banned by other means).
-    pub fn forget(&mut self, target: &Target) {
-        self.window.remove(target);
     }
 
     /// Addresses with failures but no ban yet.
@@ -269,7 +255,7 @@ impl Jails {
             return Outcome::Ignored;
         };
         self.seq += 1;
-        let (outcome, _) = jail.record_seq(addr, at, now, self.seq);
+        let outcome = jail.record_seq(addr, at, now, self.seq);
         if let Outcome::Counted { target, .. } = &outcome {
             self.order.push_back((index as u32, *target, self.seq));
         }

@@ -78,6 +78,11 @@ impl BanBook {
         out
     }
 
+    /// The targets banned in `jail`.
+    pub fn targets_in<'a>(&'a self, jail: &str) -> impl Iterator<Item = &'a Target> + 'a {
+        self.bans.get(jail).into_iter().flat_map(|bans| bans.keys())
+    }
+
     /// Number of current bans in `jail`.
     pub fn count_in(&self, jail: &str) -> usize {
         self.bans.get(jail).map_or(0, HashMap::len)

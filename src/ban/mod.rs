@@ -73,8 +73,12 @@ pub enum BanError {
         existing: Target,
         jail: String,
     },
-    #[error("the ban was not saved: {0}")]
+    #[error("the state database refused the change: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot read the saved bans: {0}")]
+    Load(StoreError),
+    #[error("cannot build the firewall table: {0}")]
+    Install(FirewallError),
     #[error("the change is saved, but the kernel refused it; it is being retried: {0}")]
     Firewall(#[from] FirewallError),
 }
@@ -375,7 +379,7 @@ impl<F: Firewall> BanManager<F> {
         let mut drop = Vec::new();
         let mut live = Vec::new();
         let started = Instant::now();
-        let stored = self.store.bans()?;
+        let stored = self.store.bans().map_err(BanError::Load)?;
         report.store_ms = started.elapsed().as_millis() as u64;
         for ban in stored {
             if ban.is_expired(now) {
@@ -391,10 +395,13 @@ impl<F: Firewall> BanManager<F> {
         }
         let elements = self.all_elements(&live, now);
         let started = Instant::now();
-        self.firewall.install(layout, &elements).await?;
+        self.firewall
+            .install(layout, &elements)
+            .await
+            .map_err(BanError::Install)?;
         report.kernel_ms = started.elapsed().as_millis() as u64;
         self.layout = Some(layout.clone());
-        self.store.commit(&drop)?;
+        self.store.commit(&drop).map_err(BanError::Load)?;
         report.loaded = live.len();
         for ban in live {
             self.book.insert(ban);
@@ -595,10 +602,14 @@ impl<F: Firewall> BanManager<F> {
         if !target.is_single() {
             let overlapping = self
                 .book
-                .select(Some(jail), None)
-                .into_iter()
-                .chain(self.pending.values().filter(|b| b.jail == jail).cloned())
-                .map(|b| b.target)
+                .targets_in(jail)
+                .chain(
+                    self.pending
+                        .values()
+                        .filter(|b| b.jail == jail)
+                        .map(|b| &b.target),
+                )
+                .copied()
                 .find(|t| {
                     !t.is_single()
                         && *t != target

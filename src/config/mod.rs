@@ -392,7 +392,7 @@ impl Loader {
             log_level,
             filter_path: match raw.filter_path {
                 Some(list) => list.0.iter().map(|p| self.path(p)).collect(),
-                None => vec![self.dir.join("filters"), PathBuf::from(SHIPPED_FILTERS)],
+                None => default_filter_path(&self.dir),
             },
             max_tracked,
             max_line_length,
@@ -409,7 +409,7 @@ impl Loader {
                         file,
                         text,
                         p.span(),
-                        "poll_interval must be between 1s and 1h",
+                        "poll_interval must be between 100ms and 1h",
                     ));
                     Duration::from_secs(1)
                 }
@@ -427,7 +427,7 @@ impl Loader {
                     text,
                     t.span(),
                     format!(
-                        "invalid table name `{}`: use letters, digits, `_` and `-`, starting with a letter",
+                        "invalid table name `{}`: use letters, digits, `_` and `-`, starting with a letter, at most 48 characters",
                         t.get_ref()
                     ),
                 ));
@@ -488,7 +488,7 @@ impl Loader {
             if valid_name(name.get_ref()) {
                 Some(name.get_ref().clone())
             } else {
-                self.errors.push(Diagnostic::at(file, text, name.span(), format!("invalid set name `{}`: use letters, digits, `_` and `-`, starting with a letter", name.get_ref())));
+                self.errors.push(Diagnostic::at(file, text, name.span(), format!("invalid set name `{}`: use letters, digits, `_` and `-`, starting with a letter, at most 48 characters", name.get_ref())));
                 None
             }
         });
@@ -834,13 +834,22 @@ impl Loader {
 #[cfg(test)]
 mod tests;
 
+/// Where filters are looked for unless gaoler.toml says otherwise.
+fn default_filter_path(dir: &Path) -> Vec<PathBuf> {
+    vec![dir.join("filters"), PathBuf::from(SHIPPED_FILTERS)]
+}
+
+/// `[daemon]` of `dir/gaoler.toml` alone, for commands that need only it.
+fn read_daemon_settings(dir: &Path) -> Option<raw::RawDaemon> {
+    let text = std::fs::read_to_string(dir.join("gaoler.toml")).ok()?;
+    toml::from_str::<RawMain>(&text).ok()?.daemon
+}
+
 /// The control socket configured in `dir/gaoler.toml`, read without the rest of the
 /// configuration (so `ctl` works even while a jail file is being edited).
 pub fn socket_path(dir: &Path) -> PathBuf {
-    std::fs::read_to_string(dir.join("gaoler.toml"))
-        .ok()
-        .and_then(|text| toml::from_str::<RawMain>(&text).ok())
-        .and_then(|raw| raw.daemon.and_then(|d| d.socket))
+    read_daemon_settings(dir)
+        .and_then(|d| d.socket)
         .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), |s| dir.join(s))
 }
 
@@ -848,13 +857,10 @@ pub fn socket_path(dir: &Path) -> PathBuf {
 /// the configuration in `dir` (the default path when there is no gaoler.toml), or by
 /// a path to a `.toml` file relative to the current directory.
 pub fn load_filter(dir: &Path, name: &str) -> Result<Arc<Filter>, ConfigErrors> {
-    let main = dir.join("gaoler.toml");
-    let filter_path = std::fs::read_to_string(&main)
-        .ok()
-        .and_then(|text| toml::from_str::<RawMain>(&text).ok())
-        .and_then(|raw| raw.daemon.and_then(|d| d.filter_path))
+    let filter_path = read_daemon_settings(dir)
+        .and_then(|d| d.filter_path)
         .map(|list| list.0.iter().map(|p| dir.join(p)).collect())
-        .unwrap_or_else(|| vec![dir.join("filters"), PathBuf::from(SHIPPED_FILTERS)]);
+        .unwrap_or_else(|| default_filter_path(dir));
     let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let mut loader = Loader {
         errors: Vec::new(),

@@ -72,7 +72,7 @@ pub async fn follow_file(
     let saved = match cx.positions.file(&path) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot read the saved position; starting at the end");
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the saved position; starting as for a file never read");
             None
         }
     };
@@ -90,6 +90,9 @@ pub async fn follow_file(
         }
         Ok(Start::Truncated) => {
             tracing::info!(file = %path.display(), "file was truncated while gaoler was down; reading it from the start")
+        }
+        Ok(Start::New) => {
+            tracing::info!(file = %path.display(), "following a new file from its start")
         }
         Ok(Start::Missing) => {
             tracing::warn!(file = %path.display(), "log file does not exist yet; it will be read once it appears")
@@ -137,8 +140,12 @@ pub async fn follow_file(
             }
             let now = tail.position();
             if now.is_some() && now != saved {
-                if let Some(p) = &now {
-                    if let Err(e) = cx.positions.save_file(&path, p) {
+                if let Some(p) = now {
+                    // A flushed write: off the runtime, like the read before it.
+                    let (store, file) = (cx.positions.clone(), path.clone());
+                    let saved_ok =
+                        tokio::task::spawn_blocking(move || store.save_file(&file, &p)).await;
+                    if let Ok(Err(e)) = saved_ok {
                         tracing::warn!(file = %path.display(), error = %e, "cannot save the read position");
                     }
                 }
@@ -229,7 +236,10 @@ pub async fn follow_journal(
             // Save once a burst is handled, not after every entry of it.
             if let StartAt::After(cursor) = &start {
                 if !follower.has_buffered() && saved.as_ref() != Some(cursor) {
-                    if let Err(e) = cx.positions.save_journal_cursor(cursor) {
+                    let (store, c) = (cx.positions.clone(), cursor.clone());
+                    let saved_ok =
+                        tokio::task::spawn_blocking(move || store.save_journal_cursor(&c)).await;
+                    if let Ok(Err(e)) = saved_ok {
                         tracing::warn!(error = %e, "cannot save the journal cursor");
                     }
                     saved = Some(cursor.clone());
@@ -273,12 +283,10 @@ async fn examine(lines: &Lines, subscribers: &[Subscriber], cx: &ReaderContext) 
     cx.stats.lines_read.fetch_add(lines.len() as u64, Relaxed);
     let now = cx.clock.now();
     let auto = Framer::default();
+    // Most jails detect timestamps in local time: split such a line only once.
+    let any_auto = subscribers.iter().any(|s| s.framer == auto);
     for line in lines.iter() {
-        // Most jails detect timestamps in local time: split such a line only once.
-        let shared = subscribers
-            .iter()
-            .any(|s| s.framer == auto)
-            .then(|| auto.split(line, now));
+        let shared = any_auto.then(|| auto.split(line, now));
         for sub in subscribers {
             let own;
             let framed = match &shared {

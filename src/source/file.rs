@@ -74,6 +74,8 @@ pub enum Start {
     Truncated,
     /// No file yet: read from its start once it appears.
     Missing,
+    /// A file that appeared while gaoler runs: from its start.
+    New,
 }
 
 /// The state of following one path.
@@ -110,10 +112,6 @@ impl FileTail {
             max_line: max_line.max(1),
             buf: vec![0; 64 * 1024],
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Opens the file positioned at its end (only what is written from now on is
@@ -167,7 +165,7 @@ impl FileTail {
                 if let Some(f) = self.file.as_mut() {
                     f.seek(SeekFrom::Start(0))?;
                 }
-                Ok(Start::Replaced)
+                Ok(Start::New)
             }
         }
     }

@@ -40,7 +40,7 @@ impl DirWatcher {
         let watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "inotify is unavailable; log files are polled every second");
+                tracing::warn!(error = %e, "inotify is unavailable; log files are polled every poll_interval");
                 None
             }
         };
