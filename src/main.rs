@@ -85,11 +85,21 @@ fn run(cli: &Cli) -> i32 {
     };
     let filter = EnvFilter::try_from_env("GAOLER_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("gaoler={}", cfg.daemon.log_level)));
+    // Lines are written by a logging thread, in batches: a line per ban would
+    // otherwise cost the ban path a write(2) each. Never lossy: when the queue is
+    // full the caller waits. The guard flushes what is queued when `run` returns.
+    let (writer, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("gaoler-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

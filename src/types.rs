@@ -95,8 +95,18 @@ impl Serialize for Target {
 
 impl<'de> Deserialize<'de> for Target {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Parsed straight from the input's text: no allocation per stored ban.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Target;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an IPv4/IPv6 address or prefix")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Target, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod book;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -19,11 +20,11 @@ pub use book::BanBook;
 use crate::config::{Config, OnStop, RecidiveConfig, RECIDIVE};
 use crate::firewall::{Change, Element, Firewall, FirewallError, Layout};
 use crate::stats::Stats;
-use crate::store::{BanStore, StoreChange, StoreError};
+use crate::store::{BanStore, History, StoreChange, StoreError};
 use crate::types::{Ban, BanTime, Clock, IgnoreList, Increment, Target, Timestamp};
 
 /// How long the first decision of a batch waits for others to join it.
-const BATCH_WINDOW: Duration = Duration::from_millis(2);
+const BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// Most decisions taken into one store batch and one kernel transaction.
 const MAX_BATCH: usize = 10_000;
 /// Seconds a kernel timeout may differ from the ban's time left before it is corrected.
@@ -343,13 +344,21 @@ impl<F: Firewall> BanManager<F> {
 
     /// What the kernel should hold: for every (set, target), its longest ban.
     fn all_elements(&self, bans: &[Ban], now: Timestamp) -> Vec<Element> {
-        let mut by_key: BTreeMap<(String, Target), Element> = BTreeMap::new();
+        let mut by_key: HashMap<(&str, Target), Element> = HashMap::with_capacity(bans.len());
         for ban in bans {
-            let set = self.set_of(&ban.jail);
-            let key = (set.clone(), ban.target);
-            let merged = longer(by_key.remove(&key), element(ban, &set, now));
-            if let Some(el) = merged {
-                by_key.insert(key, el);
+            let set = self.jails.get(&ban.jail).map_or(&ban.jail, |p| &p.set);
+            let Some(el) = element(ban, set, now) else {
+                continue;
+            };
+            match by_key.entry((set.as_str(), ban.target)) {
+                Entry::Occupied(mut held) => {
+                    if let Some(longest) = longer(Some(held.get().clone()), Some(el)) {
+                        held.insert(longest);
+                    }
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(el);
+                }
             }
         }
         by_key.into_values().collect()
@@ -395,17 +404,21 @@ impl<F: Firewall> BanManager<F> {
         }
         let elements = self.all_elements(&live, now);
         let started = Instant::now();
-        self.firewall
-            .install(layout, &elements)
-            .await
-            .map_err(BanError::Install)?;
+        report.loaded = live.len();
+        // The book fills while nft loads the table: both stand before ready.
+        let book = &mut self.book;
+        let (installed, ()) = tokio::join!(self.firewall.install(layout, &elements), async {
+            for ban in live {
+                book.insert(ban);
+            }
+        });
         report.kernel_ms = started.elapsed().as_millis() as u64;
+        if let Err(e) = installed {
+            self.book = BanBook::default();
+            return Err(BanError::Install(e));
+        }
         self.layout = Some(layout.clone());
         self.store.commit(&drop).map_err(BanError::Load)?;
-        report.loaded = live.len();
-        for ban in live {
-            self.book.insert(ban);
-        }
         self.refresh_counts();
         Ok(report)
     }
@@ -632,9 +645,17 @@ impl<F: Firewall> BanManager<F> {
         // History older than the horizon is forgotten: the count starts again.
         let horizon =
             chrono::Duration::from_std(self.history_horizon).unwrap_or(chrono::Duration::MAX);
-        let count = self
-            .store
-            .history(jail, &target)?
+        // A current (or pending) ban is the latest history; else what the store kept.
+        let current = self.book.get(jail, &target).or_else(|| {
+            (!self.pending.is_empty())
+                .then(|| self.pending.get(&(jail.to_string(), target)))
+                .flatten()
+        });
+        let history = match current {
+            Some(ban) => Some(History::of(ban)),
+            None => self.store.history(jail, &target)?,
+        };
+        let count = history
             .filter(|h| now - h.last_banned_at <= horizon)
             .map_or(0, |h| h.count)
             + 1;
@@ -655,7 +676,9 @@ impl<F: Firewall> BanManager<F> {
         })
     }
 
-    /// Store first, then kernel, then the book: a ban `ctl` shows is in both.
+    /// Store and kernel, then the book: a ban `ctl` shows is in both. The store's
+    /// flush runs while nft works (one waits for the disk, the other for the kernel);
+    /// when the store refuses, the kernel change is taken back.
     async fn commit_bans(&mut self, bans: Vec<Ban>, now: Timestamp) -> Result<(), BanError> {
         if bans.is_empty() {
             return Ok(());
@@ -665,37 +688,18 @@ impl<F: Firewall> BanManager<F> {
         if self.recidive.is_some() {
             changes.extend(bans.iter().cloned().map(StoreChange::NoteRecent));
         }
-        self.store.commit(&changes)?;
-        // Per (set, target): the longest of the new ban and the bans other jails of the
-        // set hold; an element that is there already is replaced, a new one added.
-        let mut wanted: BTreeMap<(String, Target), (Element, bool)> = BTreeMap::new();
-        for b in &bans {
-            let set = self.set_of(&b.jail);
-            let key = (set.clone(), b.target);
-            let others = self.desired(&set, &b.target, Some(&b.jail), now);
-            let mine_there = self.book.get(&b.jail, &b.target).is_some()
-                || self.pending.contains_key(&(b.jail.clone(), b.target));
-            let mut renew = others.is_some() || mine_there;
-            let mut want = longer(others, element(b, &set, now));
-            if let Some((prev, prev_renew)) = wanted.remove(&key) {
-                renew |= prev_renew;
-                want = longer(want, Some(prev));
+        let kernel = self.ban_changes(&bans, now);
+        let store = &mut self.store;
+        let (applied, stored) = tokio::join!(self.firewall.apply(&kernel), async {
+            store.commit(&changes)
+        });
+        if let Err(e) = stored {
+            if applied.is_ok() {
+                self.take_back(&bans, now).await;
             }
-            if let Some(el) = want {
-                wanted.insert(key, (el, renew));
-            }
+            return Err(e.into());
         }
-        let kernel: Vec<Change> = wanted
-            .into_values()
-            .map(|(el, renew)| {
-                if renew {
-                    Change::Renew(el)
-                } else {
-                    Change::Ban(el)
-                }
-            })
-            .collect();
-        match self.firewall.apply(&kernel).await {
+        match applied {
             Ok(()) => {
                 for ban in bans {
                     self.pending.remove(&(ban.jail.clone(), ban.target));
@@ -712,6 +716,57 @@ impl<F: Firewall> BanManager<F> {
                 Err(e.into())
             }
         }
+    }
+
+    /// Puts the elements of `bans` back as the book and pending bans say, after the
+    /// store refused them; what fails here the reconciler repairs.
+    async fn take_back(&mut self, bans: &[Ban], now: Timestamp) {
+        let mut keys: Vec<(String, Target)> = bans
+            .iter()
+            .map(|b| (self.set_of(&b.jail), b.target))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let undo: Vec<Change> = keys
+            .iter()
+            .map(|(set, target)| self.settle(set, target, now))
+            .collect();
+        if let Err(e) = self.firewall.apply(&undo).await {
+            tracing::warn!(error = %e, "could not take back kernel elements the store refused; the reconciler will");
+        }
+    }
+
+    /// The kernel changes that put `bans` in force. Per (set, target): the longest of
+    /// the new ban and the bans other jails of the set hold; an element that is there
+    /// already is replaced, a new one added.
+    fn ban_changes(&self, bans: &[Ban], now: Timestamp) -> Vec<Change> {
+        let mut wanted: BTreeMap<(String, Target), (Element, bool)> = BTreeMap::new();
+        for b in bans {
+            let set = self.set_of(&b.jail);
+            let key = (set.clone(), b.target);
+            let others = self.desired(&set, &b.target, Some(&b.jail), now);
+            let mine_there = self.book.get(&b.jail, &b.target).is_some()
+                || self.pending.contains_key(&(b.jail.clone(), b.target));
+            let mut renew = others.is_some() || mine_there;
+            let mut want = longer(others, element(b, &set, now));
+            if let Some((prev, prev_renew)) = wanted.remove(&key) {
+                renew |= prev_renew;
+                want = longer(want, Some(prev));
+            }
+            if let Some(el) = want {
+                wanted.insert(key, (el, renew));
+            }
+        }
+        wanted
+            .into_values()
+            .map(|(el, renew)| {
+                if renew {
+                    Change::Renew(el)
+                } else {
+                    Change::Ban(el)
+                }
+            })
+            .collect()
     }
 
     fn banned(&mut self, ban: Ban) {

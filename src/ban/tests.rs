@@ -295,6 +295,28 @@ async fn a_failing_kernel_keeps_the_ban_saved_and_retries() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_refusing_store_leaves_no_ban_in_the_kernel_or_the_book() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let held = kernel_has(&r.fw, "203.0.113.5");
+    assert!(held.is_some());
+    r.store.get().fail = true;
+    // A new ban is taken back from the kernel; a re-ban keeps the ban it had.
+    r.manager.decide(vec![decision("203.0.113.6")]).await;
+    let manual = r
+        .manager
+        .manual_ban("sshd", target("203.0.113.5"), Some(BanTime::Permanent))
+        .await;
+    assert!(matches!(manual, Err(BanError::Store(_))), "{manual:?}");
+    assert_eq!(kernel_has(&r.fw, "203.0.113.6"), None);
+    assert_eq!(kernel_has(&r.fw, "203.0.113.5"), held);
+    assert_eq!(r.manager.book().len(), 1);
+    r.store.get().fail = false;
+    assert_eq!(r.store.get().bans.len(), 1);
+}
+
 /// What `ctl banned` would get from the running manager.
 async fn list(commands: &mpsc::Sender<Command>) -> Vec<Ban> {
     let (reply, rx) = oneshot::channel();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{next_history, with_recent, BanStore, History, RecentBan, StoreChange, StoreError};
+use super::{with_recent, BanStore, History, RecentBan, StoreChange, StoreError};
 use crate::types::{Ban, Target};
 
 /// Bans and history in maps; `fail` makes every commit fail (to test error paths).
@@ -20,11 +20,7 @@ impl BanStore for MemoryStore {
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
-        let key = (jail.to_string(), *target);
-        Ok(match self.bans.get(&key) {
-            Some(ban) => Some(next_history(ban)),
-            None => self.history.get(&key).copied(),
-        })
+        Ok(self.history.get(&(jail.to_string(), *target)).copied())
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
@@ -43,7 +39,7 @@ impl BanStore for MemoryStore {
                 StoreChange::Remove(ban) => {
                     let key = (ban.jail.clone(), ban.target);
                     self.bans.remove(&key);
-                    self.history.insert(key, next_history(ban));
+                    self.history.insert(key, History::of(ban));
                 }
                 StoreChange::NoteRecent(ban) => {
                     let list = self.recent.remove(&ban.target).unwrap_or_default();

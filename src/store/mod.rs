@@ -38,12 +38,22 @@ pub struct History {
     pub last_banned_at: Timestamp,
 }
 
+impl History {
+    /// The history `ban` (whose `count` includes it) stands for.
+    pub fn of(ban: &Ban) -> History {
+        History {
+            count: ban.count,
+            last_banned_at: ban.banned_at,
+        }
+    }
+}
+
 /// Durable ban state.
 pub trait BanStore: Send {
     /// Every stored ban, expired ones included (the caller decides what to keep).
     fn bans(&self) -> Result<Vec<Ban>, StoreError>;
-    /// The history of `target` in `jail` (its current ban, else its last one), if it
-    /// was ever banned there.
+    /// The history kept when the last ban of `target` in `jail` ended, if any. A
+    /// current ban is not looked at: the ban manager holds those in memory.
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError>;
     /// Applies `changes` atomically; once this returns `Ok` they survive a crash.
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError>;
@@ -119,14 +129,6 @@ fn ban_key(jail: &str, target: &Target) -> Vec<u8> {
 
 fn history_key(jail: &str, target: &Target) -> Vec<u8> {
     format!("h/{jail}/{target}").into_bytes()
-}
-
-/// The history `ban` (whose `count` includes it) stands for.
-fn next_history(ban: &Ban) -> History {
-    History {
-        count: ban.count,
-        last_banned_at: ban.banned_at,
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,147 @@
+//! The nftables backend: the only code that knows nftables. Writes transactions in
+//! nft's own syntax (`script`), runs `nft -f -` itself so that nft's error text is
+//! captured and reported, and reads the table back as JSON (`inventory`).
+//!
+//! Layout: table `inet <table>`, per set group (a jail, or a shared `set`) the sets
+//! `<set>-v4` / `<set>-v6` (addresses, `flags timeout`) and `<set>-n4` / `<set>-n6`
+//! (prefixes, `flags interval,timeout`), and one chain `input` hooked at the
+//! configured priority with the jails' rules.
+
+mod inventory;
+mod script;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{Change, Element, Firewall, FirewallError, Inventory, Layout};
+pub use inventory::parse_inventory;
+pub use script::{change_script, install_script, set_name, CHAIN};
+
+/// Runs `nft` for gaoler's table.
+pub struct NftFirewall {
+    nft: PathBuf,
+    table: String,
+}
+
+impl NftFirewall {
+    /// A backend for table `inet <table>`, running `nft` from `PATH`.
+    pub fn new(table: &str) -> Self {
+        NftFirewall {
+            nft: PathBuf::from("nft"),
+            table: table.to_string(),
+        }
+    }
+
+    async fn run(
+        &self,
+        what: &str,
+        args: &[&str],
+        input: Option<String>,
+    ) -> Result<Vec<u8>, FirewallError> {
+        let mut child = tokio::process::Command::new(&self.nft)
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => FirewallError::NftMissing,
+                _ => FirewallError::Spawn(format!(
+                    "{}: {}",
+                    self.nft.display(),
+                    crate::util::io_reason(&e)
+                )),
+            })?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            // Fed by its own task, so a large script keeps flowing while the caller
+            // does other work. A failed write shows up as nft's own error below.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(text.as_bytes()).await;
+            });
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| FirewallError::Spawn(crate::util::io_reason(&e)))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let stderr = if stderr.is_empty() {
+                format!("nft exited with {}", out.status)
+            } else {
+                stderr
+            };
+            Err(FirewallError::Rejected {
+                what: what.to_string(),
+                stderr,
+            })
+        }
+    }
+
+    /// Runs one script as one transaction.
+    async fn send(&self, what: &str, script: String) -> Result<(), FirewallError> {
+        let started = std::time::Instant::now();
+        let bytes = script.len();
+        let result = self.run(what, &["-f", "-"], Some(script)).await.map(|_| ());
+        tracing::debug!(
+            what,
+            bytes,
+            total_us = started.elapsed().as_micros() as u64,
+            "nft transaction"
+        );
+        result
+    }
+}
+
+impl Firewall for NftFirewall {
+    async fn probe(&mut self) -> Result<(), FirewallError> {
+        self.run("listing tables", &["list", "tables"], None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn install(&mut self, layout: &Layout, bans: &[Element]) -> Result<(), FirewallError> {
+        self.table = layout.table.clone();
+        let what = format!(
+            "building table inet {} with {} bans",
+            layout.table,
+            bans.len()
+        );
+        self.send(&what, install_script(layout, bans)).await
+    }
+
+    async fn apply(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let what = format!("{} set changes", changes.len());
+        self.send(&what, change_script(&self.table, changes)).await
+    }
+
+    async fn remove(&mut self) -> Result<(), FirewallError> {
+        let what = format!("removing table inet {}", self.table);
+        self.send(&what, script::remove_script(&self.table)).await
+    }
+
+    async fn inventory(&mut self, layout: &Layout) -> Result<Option<Inventory>, FirewallError> {
+        let args = ["-j", "list", "table", "inet", layout.table.as_str()];
+        match self.run("listing the table", &args, None).await {
+            Ok(out) => Ok(Some(parse_inventory(&out, layout))),
+            // No table at all: nothing is there.
+            Err(FirewallError::Rejected { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                Ok(Some(Inventory::default()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
