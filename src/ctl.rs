@@ -12,8 +12,9 @@ use crate::ipc::{BanView, Request, Response};
 use crate::types::Timestamp;
 
 /// Sends `req` to the daemon at `socket`, prints the answer, returns the exit code.
-pub fn run(socket: &Path, req: &Request, json: bool) -> i32 {
-    let response = match request(socket, req, Duration::from_secs(30)) {
+/// `group` is the configured `socket_group`, named if the socket refuses this user.
+pub fn run(socket: &Path, group: Option<&str>, req: &Request, json: bool) -> i32 {
+    let response = match request(socket, group, req, Duration::from_secs(30)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gaoler ctl: {e}");

@@ -31,7 +31,13 @@ fn main() -> ExitCode {
         ),
         Command::Ctl(args) => {
             let socket = socket_path(&cli);
-            ctl::run(&socket, &args.command.request(), args.json)
+            let group = config::socket_group(&cli.config);
+            ctl::run(
+                &socket,
+                group.as_deref(),
+                &args.command.request(),
+                args.json,
+            )
         }
     };
     ExitCode::from(code as u8)

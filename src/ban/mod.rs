@@ -60,6 +60,8 @@ pub enum Command {
         jail: Option<String>,
         reply: oneshot::Sender<Vec<Ban>>,
     },
+    /// Answered as soon as the manager gets to it: the systemd watchdog's sign of life.
+    Alive { reply: oneshot::Sender<()> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -514,6 +516,9 @@ impl<F: Firewall> BanManager<F> {
             }
             Command::List { jail, reply } => {
                 let _ = reply.send(self.book.select(jail.as_deref(), None));
+            }
+            Command::Alive { reply } => {
+                let _ = reply.send(());
             }
         }
     }

@@ -853,6 +853,13 @@ pub fn socket_path(dir: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), |s| dir.join(s))
 }
 
+/// The `socket_group` configured in `dir/gaoler.toml`, if any (read like `socket_path`).
+pub fn socket_group(dir: &Path) -> Option<String> {
+    read_daemon_settings(dir)
+        .and_then(|d| d.socket_group)
+        .filter(|g| !g.is_empty())
+}
+
 /// Finds and compiles one filter for `test-filter`: by name along the filter path of
 /// the configuration in `dir` (the default path when there is no gaoler.toml), or by
 /// a path to a `.toml` file relative to the current directory.

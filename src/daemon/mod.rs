@@ -6,6 +6,7 @@
 mod pipeline;
 mod sources;
 
+use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -40,6 +41,8 @@ pub enum DaemonError {
     Socket(#[from] SocketError),
     #[error("restoring bans at start failed: {0}")]
     Restore(#[from] BanError),
+    #[error(transparent)]
+    Group(#[from] NoSuchGroup),
 }
 
 /// Runs the daemon until `shutdown` is cancelled.
@@ -53,6 +56,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     for jail in config.jails.iter_mut().filter(|j| j.ignoreself) {
         jail.ignore = jail.ignore.with(own.iter().copied());
     }
+    server::refuse_if_live(&config.daemon.socket)?;
+    let group = config
+        .daemon
+        .socket_group
+        .as_deref()
+        .map(SocketGroup::resolve)
+        .transpose()?;
     let jails: Vec<_> = config.enabled_jails().cloned().collect();
     let recidive = config.recidive.as_ref().map(|_| RECIDIVE);
     let stats = Arc::new(Stats::new(
@@ -174,7 +184,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         table = %config.firewall.table,
         "firewall table built"
     );
-    let listener = match server::bind(&config.daemon.socket) {
+    let listener = match server::bind(&config.daemon.socket, group.as_ref()) {
         Ok(l) => l,
         Err(e) => return Err(stop_early(&tasks, &shutdown, e.into()).await),
     };
@@ -185,6 +195,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         config.firewall.on_stop,
     ));
 
+    let alive_tx = command_tx.clone();
     let handler = Arc::new(Handler {
         commands: command_tx,
         stats: stats.clone(),
@@ -193,6 +204,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             .map(|j| (j.name.clone(), j.filter_name.clone()))
             .chain(recidive.map(|r| (r.to_string(), "(bans from all jails)".to_string())))
             .collect(),
+        group,
     });
     tasks.spawn(server::serve(listener, handler, shutdown.clone()));
 
@@ -203,6 +215,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         sd_notify::NotifyState::Status(&summary),
     ]);
 
+    let mut watchdog_usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
+        let every = std::time::Duration::from_micros(watchdog_usec) / 2;
+        tracing::info!(every_ms = every.as_millis() as u64, "systemd watchdog on");
+        tasks.spawn(watchdog(every, alive_tx, shutdown.clone()));
+    }
+
     shutdown.cancelled().await;
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
@@ -211,6 +230,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let _ = std::fs::remove_file(&config.daemon.socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pings systemd's watchdog every `every` while the ban manager (the heart of the
+/// daemon) answers within that time; a stuck manager stops the pings, and systemd
+/// restarts the service.
+async fn watchdog(
+    every: std::time::Duration,
+    manager: mpsc::Sender<ban::Command>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = manager
+            .send_timeout(ban::Command::Alive { reply }, every)
+            .await;
+        match (asked, tokio::time::timeout(every, answer).await) {
+            (Ok(()), Ok(Ok(()))) => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+            _ if shutdown.is_cancelled() => return,
+            _ => tracing::warn!("the ban manager did not answer in time: no watchdog ping"),
+        }
+    }
 }
 
 /// Stops the tasks already started when start-up fails, then hands back the error.

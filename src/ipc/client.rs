@@ -12,15 +12,20 @@ use super::{Request, RequestFrame, Response, ResponseFrame, MAX_RESPONSE, PROTOC
 pub enum ClientError {
     #[error("cannot reach the gaoler daemon at {path}: {reason} (is `gaoler run` running with this --config?)")]
     Connect { path: PathBuf, reason: String },
+    /// The socket's mode (or the daemon) refused this user.
+    #[error("{0}")]
+    Denied(String),
     #[error("lost the connection to the daemon at {path}: {reason}")]
     Io { path: PathBuf, reason: String },
     #[error("the daemon sent an answer this ctl does not understand ({0}): are daemon and ctl the same version?")]
     Decode(String),
 }
 
-/// Sends `request` to the daemon at `socket` and returns its answer.
+/// Sends `request` to the daemon at `socket` and returns its answer. `group` is the
+/// configured `socket_group`, named when the socket refuses this user.
 pub fn request(
     socket: &Path,
+    group: Option<&str>,
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
@@ -28,9 +33,14 @@ pub fn request(
         path: socket.to_path_buf(),
         reason: crate::util::io_reason(&e),
     };
-    let mut stream = UnixStream::connect(socket).map_err(|e| ClientError::Connect {
-        path: socket.to_path_buf(),
-        reason: crate::util::io_reason(&e),
+    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            ClientError::Denied(super::access::denied_message(group))
+        }
+        _ => ClientError::Connect {
+            path: socket.to_path_buf(),
+            reason: crate::util::io_reason(&e),
+        },
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
@@ -40,13 +50,16 @@ pub fn request(
     };
     let mut bytes = serde_json::to_vec(&frame).map_err(|e| ClientError::Decode(e.to_string()))?;
     bytes.push(b'\n');
-    stream.write_all(&bytes).map_err(io)?;
+    // A daemon that refuses this user answers and closes at once, so a failed write
+    // may still have an answer waiting: read it before reporting the write.
+    let wrote = stream.write_all(&bytes);
     let mut line = Vec::new();
-    BufReader::new(stream)
+    let read = BufReader::new(stream)
         .take(MAX_RESPONSE as u64)
-        .read_until(b'\n', &mut line)
-        .map_err(io)?;
+        .read_until(b'\n', &mut line);
     if line.is_empty() {
+        wrote.map_err(io)?;
+        read.map_err(io)?;
         return Err(ClientError::Io {
             path: socket.to_path_buf(),
             reason: "the daemon closed the connection without answering".into(),

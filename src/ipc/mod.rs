@@ -1,6 +1,7 @@
 //! The ctl protocol: versioned `Request`/`Response` types shared by daemon and client,
 //! and their framing (one JSON document per line, at most `MAX_FRAME` bytes).
 
+pub mod access;
 pub mod client;
 pub mod server;
 

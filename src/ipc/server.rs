@@ -1,6 +1,7 @@
 //! The control socket: bound safely (a live daemon on it is refused, a stale file is
-//! replaced, mode 0600), and each connection's requests answered by one handler per
-//! request kind. Ban state is never touched here: requests go to the ban manager.
+//! replaced, mode 0600, or 0660 with `socket_group`), each peer's credentials checked,
+//! and each connection's requests answered by one handler per request kind. Ban state
+//! is never touched here: requests go to the ban manager.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::access::{allowed, denied_message, Peer, SocketGroup};
 use super::{
     decode_request, BanView, JailStatus, Request, Response, ResponseFrame, StatsReport,
     StatusReport, MAX_FRAME, PROTOCOL_VERSION,
@@ -34,8 +36,18 @@ pub enum SocketError {
     Bind { path: PathBuf, reason: String },
 }
 
-/// Binds the control socket at `path`, replacing a stale socket file.
-pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+/// Fails when a daemon already answers on `path`; called first at start, so that a
+/// second daemon touches neither the table nor the state.
+pub fn refuse_if_live(path: &Path) -> Result<(), SocketError> {
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(SocketError::InUse(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Binds the control socket at `path`, replacing a stale socket file: mode 0600, or
+/// 0660 and owned by `group`.
+pub fn bind(path: &Path, group: Option<&SocketGroup>) -> Result<UnixListener, SocketError> {
     let err = |reason: String| SocketError::Bind {
         path: path.to_path_buf(),
         reason,
@@ -43,15 +55,26 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(crate::util::io_reason(&e)))?;
     }
+    refuse_if_live(path)?;
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(SocketError::InUse(path.to_path_buf()));
-        }
         tracing::info!(socket = %path.display(), "removing a stale control socket");
         std::fs::remove_file(path).map_err(|e| err(crate::util::io_reason(&e)))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| err(crate::util::io_reason(&e)))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let mode = match group {
+        Some(g) => {
+            std::os::unix::fs::chown(path, None, Some(g.gid)).map_err(|e| {
+                err(format!(
+                    "giving it to group {}: {}",
+                    g.name,
+                    crate::util::io_reason(&e)
+                ))
+            })?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| err(crate::util::io_reason(&e)))?;
     Ok(listener)
 }
@@ -62,6 +85,8 @@ pub struct Handler {
     pub stats: Arc<Stats>,
     /// (jail, filter) of the enabled jails, in order.
     pub jails: Vec<(String, String)>,
+    /// Besides root and the daemon's user, who may send requests.
+    pub group: Option<SocketGroup>,
 }
 
 /// Accepts connections until `shutdown`.
@@ -86,6 +111,31 @@ pub async fn serve(listener: UnixListener, handler: Arc<Handler>, shutdown: Canc
 }
 
 async fn connection(stream: UnixStream, handler: Arc<Handler>, shutdown: CancellationToken) {
+    let peer = stream.peer_cred().ok().map(|c| Peer {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: c.pid(),
+    });
+    if !peer.is_some_and(|p| allowed(&p, handler.group.as_ref())) {
+        tracing::warn!(
+            uid = peer.map(|p| p.uid),
+            pid = peer.and_then(|p| p.pid),
+            "refused a control connection from a user that is neither root nor in socket_group"
+        );
+        let frame = ResponseFrame {
+            v: PROTOCOL_VERSION,
+            response: Response::Error {
+                usage: false,
+                message: denied_message(handler.group.as_ref().map(|g| g.name.as_str())),
+            },
+        };
+        let mut stream = stream;
+        if let Ok(mut bytes) = serde_json::to_vec(&frame) {
+            bytes.push(b'\n');
+            let _ = stream.write_all(&bytes).await;
+        }
+        return;
+    }
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {

@@ -152,7 +152,18 @@ fn ctl_without_a_daemon_exits_1_with_a_hint() {
 fn a_second_daemon_on_the_same_state_is_refused() {
     let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
     let _d = Daemon::start(cfg.path(), None);
-    let out = gaoler(cfg.path(), &["run"]);
+    // The same state directory, another socket.
+    let main = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("read");
+    cfg.write(
+        "other/gaoler.toml",
+        &main.replace(
+            "state_dir = \"state\"\nsocket = \"gaoler.sock\"",
+            "state_dir = \"../state\"\nsocket = \"other.sock\"",
+        ),
+    );
+    cfg.write("other/jails/sshd.toml", LOG_JAIL);
+    cfg.write("other/auth.log", "");
+    let out = gaoler(&cfg.path().join("other"), &["run"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("in use by another gaoler process"),
@@ -224,4 +235,147 @@ fn test_filter_reports_in_the_stable_json_shape() {
     let first = &v["matches"][0];
     assert!(first["line"].as_u64().is_some() && first["host"].is_string());
     assert!(first.get("time").is_some());
+}
+
+/// Runs `gaoler --config CFG ARGS` as user `uid` with only group `gid`, from a copy
+/// of the binary that any user may run (the build directory may not be reachable).
+fn gaoler_as(cfg: &ConfigDir, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = cfg.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = dir.join("gaoler-copy");
+    if !copy.exists() {
+        std::fs::copy(bin(), &copy).expect("copy binary");
+    }
+    Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+        ])
+        .arg(&copy)
+        .arg("--config")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+const NOBODY: u32 = 65534;
+const NOGROUP: u32 = 65534;
+
+#[test]
+fn only_root_may_use_the_socket_by_default() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let _d = Daemon::start(cfg.path(), None);
+    let out = gaoler_as(&cfg, NOBODY, NOGROUP, &["ctl", "ping"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("permission denied: ctl needs root"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(gaoler(cfg.path(), &["ctl", "ping"]).status.success());
+}
+
+#[test]
+fn socket_group_members_may_use_ctl_and_others_are_refused_even_on_an_open_socket() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let main = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("read");
+    cfg.write(
+        "gaoler.toml",
+        &main.replace("[daemon]\n", "[daemon]\nsocket_group = \"nogroup\"\n"),
+    );
+    let _d = Daemon::start(cfg.path(), None);
+    let socket = cfg.path().join("gaoler.sock");
+    let meta = std::fs::metadata(&socket).expect("socket");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "socket mode");
+    assert_eq!(meta.gid(), NOGROUP, "socket group");
+    // A member of the group (here its primary group) may.
+    let out = gaoler_as(&cfg, NOBODY, NOGROUP, &["ctl", "status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"jails\""));
+    // Someone else is stopped by the mode, with the group named.
+    let out = gaoler_as(&cfg, NOBODY, 1, &["ctl", "ping"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("permission denied: ctl needs root or group nogroup"),
+        "{}",
+        text(&out.stderr)
+    );
+    // With the mode opened by hand, the daemon's own credential check still refuses.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = gaoler_as(&cfg, NOBODY, 1, &["ctl", "ban", "sshd", "203.0.113.9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("permission denied: ctl needs root or group nogroup"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(banned_ips(cfg.path()).is_empty(), "nothing was banned");
+}
+
+#[test]
+fn an_unknown_socket_group_stops_the_start_with_its_name() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let main = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("read");
+    cfg.write(
+        "gaoler.toml",
+        &main.replace(
+            "[daemon]\n",
+            "[daemon]\nsocket_group = \"no-such-group-x\"\n",
+        ),
+    );
+    let out = gaoler(cfg.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("socket_group = \"no-such-group-x\": no such group"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_is_refused_before_touching_anything() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let _d = Daemon::start(cfg.path(), None);
+    // Another state directory, the same socket.
+    let main = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("read");
+    cfg.write(
+        "other/gaoler.toml",
+        &main.replace(
+            "state_dir = \"state\"\nsocket = \"gaoler.sock\"",
+            "state_dir = \"state2\"\nsocket = \"../gaoler.sock\"",
+        ),
+    );
+    cfg.write("other/jails/sshd.toml", LOG_JAIL);
+    cfg.write("other/auth.log", "");
+    let other = cfg.path().join("other");
+    let out = gaoler(&other, &["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("another gaoler daemon is already answering"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!other.join("state2").exists(), "no state was created");
+    assert!(gaoler(cfg.path(), &["ctl", "ping"]).status.success());
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    // A socket file nobody listens on, as a crashed daemon leaves it.
+    let stale =
+        std::os::unix::net::UnixListener::bind(cfg.path().join("gaoler.sock")).expect("bind");
+    drop(stale);
+    assert!(cfg.path().join("gaoler.sock").exists());
+    let d = Daemon::start(cfg.path(), None);
+    assert!(gaoler(cfg.path(), &["ctl", "ping"]).status.success());
+    assert!(
+        d.output().contains("removing a stale control socket"),
+        "{}",
+        d.output()
+    );
 }
