@@ -21,7 +21,7 @@ pub struct Failure {
 }
 
 /// The counting rules of one jail.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JailRules {
     pub maxretry: u32,
     pub findtime: Duration,
@@ -307,6 +307,62 @@ impl Jails {
         self.jails.get(index)
     }
 
+    /// The jails of a new configuration (a reload): new jail `i` has `rules[i]`, and
+    /// keeps the failure windows of old jail `keep[i]` when that one counted by the
+    /// same rules; every other jail starts empty. The eviction order and the eviction
+    /// count carry over.
+    pub fn reshape(
+        self,
+        rules: Vec<JailRules>,
+        keep: &[Option<usize>],
+        max_tracked: usize,
+    ) -> Jails {
+        let mut old: Vec<Option<Jail>> = self.jails.into_iter().map(Some).collect();
+        let mut moved_to = vec![None; old.len()];
+        let jails = rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, rules)| {
+                let kept = keep
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .filter(|&o| {
+                        old.get(o)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|j| j.rules == rules)
+                    })
+                    .and_then(|o| {
+                        moved_to[o] = Some(i as u32);
+                        old[o].take()
+                    });
+                kept.unwrap_or_else(|| Jail::new(rules))
+            })
+            .collect();
+        let order = self
+            .order
+            .into_iter()
+            .filter_map(|(j, target, seq)| {
+                let to = moved_to.get(j as usize).copied().flatten()?;
+                Some((to, target, seq))
+            })
+            .collect();
+        let mut out = Jails {
+            jails,
+            order,
+            seq: self.seq,
+            max_tracked: max_tracked.max(1),
+            evicted: self.evicted,
+        };
+        while out.tracked() > out.max_tracked {
+            if !out.evict_one() {
+                break;
+            }
+        }
+        out.compact();
+        out
+    }
+
     /// Addresses with failures but no ban, over all jails.
     pub fn tracked(&self) -> usize {
         self.jails.iter().map(Jail::tracked).sum()
@@ -544,5 +600,48 @@ mod tests {
             jails.order.len() <= 2 * 1000 + 1024,
             "the eviction order is compacted"
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_windows_of_jails_counting_by_the_same_rules() {
+        let mut jails = Jails::new(vec![jail(3, 600), jail(3, 600), jail(3, 600)], 100);
+        jails.record(0, ip("203.0.113.1"), None, t0());
+        jails.record(1, ip("203.0.113.2"), None, t0());
+        jails.record(2, ip("203.0.113.3"), None, t0());
+        // Old 0 stays (moved to 1), old 1 is removed, old 2 changes its rules, and a
+        // new jail comes first.
+        let rules = vec![jail(3, 600).rules, jail(3, 600).rules, jail(5, 600).rules];
+        let mut next = jails.reshape(rules, &[None, Some(0), Some(2)], 100);
+        assert_eq!(next.tracked(), 1);
+        assert_eq!(next.jail(0).map(Jail::tracked), Some(0));
+        assert_eq!(next.jail(1).map(Jail::tracked), Some(1));
+        assert_eq!(
+            next.jail(2).map(Jail::tracked),
+            Some(0),
+            "changed rules start anew"
+        );
+        // The kept address is one failure from a ban still, and evictable in order.
+        next.record(1, ip("203.0.113.1"), None, t0() + secs(1));
+        assert!(matches!(
+            next.record(1, ip("203.0.113.1"), None, t0() + secs(2)),
+            Outcome::Ban { .. }
+        ));
+        assert!(next.order.iter().all(|(j, _, _)| (*j as usize) < 3));
+    }
+
+    #[test]
+    fn a_smaller_cap_at_reload_evicts_the_oldest() {
+        let mut jails = Jails::new(vec![jail(5, 600)], 100);
+        for (i, a) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+            .iter()
+            .enumerate()
+        {
+            jails.record(0, ip(a), None, t0() + secs(i as i64));
+        }
+        let next = jails.reshape(vec![jail(5, 600).rules], &[Some(0)], 2);
+        assert_eq!((next.tracked(), next.evicted()), (2, 1));
+        assert!(next
+            .jail(0)
+            .is_some_and(|j| !j.window.contains_key(&Target::addr(ip("203.0.113.1")))));
     }
 }

@@ -62,6 +62,47 @@ pub enum Command {
     },
     /// Answered as soon as the manager gets to it: the systemd watchdog's sign of life.
     Alive { reply: oneshot::Sender<()> },
+    /// A reload: new jail policies and table.
+    Reconfigure {
+        config: Box<Reconfig>,
+        reply: oneshot::Sender<Result<Reconfigured, BanError>>,
+    },
+}
+
+/// What the ban manager takes from a reloaded configuration.
+#[derive(Clone, Debug)]
+pub struct Reconfig {
+    pub jails: BTreeMap<String, JailPolicy>,
+    pub layout: Layout,
+    pub recidive: Option<RecidiveConfig>,
+    pub history_horizon: Duration,
+    pub reconcile_every: Option<Duration>,
+}
+
+impl Reconfig {
+    pub fn from_config(config: &Config) -> Reconfig {
+        Reconfig {
+            jails: policies(config),
+            layout: Layout::from_config(config),
+            recidive: config.recidive.clone(),
+            history_horizon: config.daemon.dbpurgeage,
+            reconcile_every: reconcile_every(config.firewall.reconcile_interval),
+        }
+    }
+}
+
+/// `reconcile_interval` as the manager keeps it: zero is off.
+fn reconcile_every(interval: Duration) -> Option<Duration> {
+    (!interval.is_zero()).then_some(interval)
+}
+
+/// What a reload did to the bans.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Bans lifted because their jail is gone.
+    pub lifted: usize,
+    /// The table was rebuilt (jails, ports, actions or sets changed).
+    pub rebuilt: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +243,7 @@ impl<F: Firewall> BanManager<F> {
 
     /// Compares the kernel with the bans every `every` and repairs it (zero: never).
     pub fn with_reconcile(mut self, every: Duration) -> Self {
-        self.reconcile_every = (!every.is_zero()).then_some(every);
+        self.reconcile_every = reconcile_every(every);
         self.reconcile_at = Instant::now() + every;
         self
     }
@@ -520,6 +561,9 @@ impl<F: Firewall> BanManager<F> {
             Command::Alive { reply } => {
                 let _ = reply.send(());
             }
+            Command::Reconfigure { config, reply } => {
+                let _ = reply.send(self.reconfigure(*config).await);
+            }
         }
     }
 
@@ -801,34 +845,19 @@ impl<F: Firewall> BanManager<F> {
                 return Err(BanError::UnknownJail(j.to_string()));
             }
         }
-        let mut lifted = self.book.select(jail, target);
-        lifted.extend(
-            self.pending
-                .values()
-                .filter(|b| {
-                    jail.is_none_or(|j| b.jail == j) && target.is_none_or(|t| b.target == *t)
-                })
-                .cloned(),
-        );
+        let lifted = self.matching(jail, target);
         if lifted.is_empty() {
             return Ok(lifted);
         }
-        let removes: Vec<StoreChange> = lifted.iter().cloned().map(StoreChange::Remove).collect();
-        self.store.commit(&removes)?;
-        for ban in &lifted {
-            self.pending.remove(&(ban.jail.clone(), ban.target));
-            self.book.remove(&ban.jail, &ban.target);
-            tracing::info!(jail = %ban.jail, target = %ban.target, "unban");
-        }
-        self.refresh_counts();
         // A shared set keeps the element while another of its jails still bans the target.
-        let now = self.clock.now();
         let mut keys: Vec<(String, Target)> = lifted
             .iter()
             .map(|b| (self.set_of(&b.jail), b.target))
             .collect();
         keys.sort();
         keys.dedup();
+        self.forget(&lifted)?;
+        let now = self.clock.now();
         let kernel: Vec<Change> = keys
             .iter()
             .map(|(set, t)| self.settle(set, t, now))
@@ -840,6 +869,74 @@ impl<F: Firewall> BanManager<F> {
             return Err(e.into());
         }
         Ok(lifted)
+    }
+
+    /// Current and pending bans matching the optional jail and target.
+    fn matching(&self, jail: Option<&str>, target: Option<&Target>) -> Vec<Ban> {
+        let mut found = self.book.select(jail, target);
+        found.extend(
+            self.pending
+                .values()
+                .filter(|b| {
+                    jail.is_none_or(|j| b.jail == j) && target.is_none_or(|t| b.target == *t)
+                })
+                .cloned(),
+        );
+        found
+    }
+
+    /// Lifted bans leave the store, then the book; the kernel is the caller's.
+    fn forget(&mut self, lifted: &[Ban]) -> Result<(), BanError> {
+        let removes: Vec<StoreChange> = lifted.iter().cloned().map(StoreChange::Remove).collect();
+        self.store.commit(&removes)?;
+        for ban in lifted {
+            self.pending.remove(&(ban.jail.clone(), ban.target));
+            self.book.remove(&ban.jail, &ban.target);
+            tracing::info!(jail = %ban.jail, target = %ban.target, "unban");
+        }
+        self.refresh_counts();
+        Ok(())
+    }
+
+    /// Takes a reloaded configuration: bans of jails that are gone are lifted, the new
+    /// policies apply to the next bans, and a changed table is rebuilt with every
+    /// remaining ban in one transaction (as at start, never a moment without them).
+    pub async fn reconfigure(&mut self, new: Reconfig) -> Result<Reconfigured, BanError> {
+        let gone: Vec<String> = self
+            .jails
+            .keys()
+            .filter(|j| !new.jails.contains_key(*j))
+            .cloned()
+            .collect();
+        let lifted: Vec<Ban> = gone
+            .iter()
+            .flat_map(|j| self.matching(Some(j), None))
+            .collect();
+        self.forget(&lifted)?;
+        self.jails = new.jails;
+        self.recidive = new.recidive;
+        self.history_horizon = new.history_horizon;
+        if self.reconcile_every != new.reconcile_every {
+            self.reconcile_every = new.reconcile_every;
+            self.reconcile_at = Instant::now() + new.reconcile_every.unwrap_or(MAX_SLEEP);
+        }
+        let mut report = Reconfigured {
+            lifted: lifted.len(),
+            rebuilt: false,
+        };
+        if self.layout.as_ref() != Some(&new.layout) {
+            let now = self.clock.now();
+            let bans = self.matching(None, None);
+            let elements = self.all_elements(&bans, now);
+            // The reconciler rebuilds a table that is not as the layout says.
+            self.layout = Some(new.layout.clone());
+            self.firewall
+                .install(&new.layout, &elements)
+                .await
+                .map_err(BanError::Install)?;
+            report.rebuilt = true;
+        }
+        Ok(report)
     }
 
     /// Forgets bans whose time is up; the kernel drops its elements by itself.

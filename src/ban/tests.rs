@@ -606,3 +606,89 @@ async fn jails_sharing_a_set_keep_the_element_while_any_of_them_bans() {
         .expect("unban");
     assert_eq!(kernel_has(&r.fw, "203.0.113.5"), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_lifts_the_bans_of_removed_jails_and_rebuilds_a_changed_table() {
+    let mut r = rig(Shared::default());
+    let web = JailPolicy {
+        set: "web".into(),
+        bantime: BanTime::Finite(Duration::from_secs(60)),
+        ignore: IgnoreList::default(),
+        increment: None,
+    };
+    r.manager.jails.insert("web".to_string(), web.clone());
+    let mut two = layout();
+    two.jails.push(JailRule {
+        jail: "web".into(),
+        set: "web".into(),
+        ports: vec![],
+        protocol: Protocol::Tcp,
+        action: Action::Drop,
+    });
+    r.manager.restore(&two).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let web_ban = Decision {
+        jail: "web".into(),
+        target: target("203.0.113.6"),
+        failures: 1,
+    };
+    r.manager.decide(vec![web_ban]).await;
+    let installs = r.fw.kernel.lock().map(|k| k.transactions).expect("lock");
+
+    // The same configuration again: nothing happens.
+    let same = Reconfig {
+        jails: r.manager.jails.clone(),
+        layout: two.clone(),
+        recidive: None,
+        history_horizon: Duration::from_secs(86_400),
+        reconcile_every: None,
+    };
+    let done = r.manager.reconfigure(same.clone()).await.expect("reload");
+    assert_eq!(done, Reconfigured::default());
+    assert_eq!(
+        r.fw.kernel.lock().map(|k| k.transactions).expect("lock"),
+        installs
+    );
+
+    // Jail web removed, sshd's bantime changed: web's ban is lifted everywhere, sshd's
+    // stays as it is, and the next sshd ban takes the new bantime.
+    let mut jails = same.jails.clone();
+    jails.remove("web");
+    if let Some(sshd) = jails.get_mut("sshd") {
+        sshd.bantime = BanTime::Finite(Duration::from_secs(7200));
+    }
+    let done = r
+        .manager
+        .reconfigure(Reconfig {
+            jails,
+            layout: layout(),
+            ..same
+        })
+        .await
+        .expect("reload");
+    assert_eq!(
+        done,
+        Reconfigured {
+            lifted: 1,
+            rebuilt: true
+        }
+    );
+    assert_eq!(r.manager.book().len(), 1);
+    assert_eq!(r.store.get().bans.len(), 1);
+    assert_eq!(
+        r.fw.kernel
+            .lock()
+            .map(|k| k.installed.clone())
+            .expect("lock"),
+        Some(layout())
+    );
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.5"),
+        Some(Some(Duration::from_secs(600)))
+    );
+    r.manager.decide(vec![decision("203.0.113.7")]).await;
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.7"),
+        Some(Some(Duration::from_secs(7200)))
+    );
+}
