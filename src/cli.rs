@@ -88,6 +88,9 @@ pub enum CtlCommand {
     },
     /// Throughput and totals since start.
     Stats,
+    /// Re-read the configuration: checked whole first (nothing changes if it is
+    /// invalid); bans and failure counts of unchanged jails survive.
+    Reload,
 }
 
 impl CtlCommand {
@@ -109,6 +112,7 @@ impl CtlCommand {
                 all: *all,
             },
             CtlCommand::Stats => Request::Stats,
+            CtlCommand::Reload => Request::Reload,
         }
     }
 }

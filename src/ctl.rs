@@ -34,6 +34,27 @@ pub fn run(socket: &Path, group: Option<&str>, req: &Request, json: bool) -> i32
     0
 }
 
+/// `ctl reload` in words: one line, then one per kind of change.
+fn reloaded_text(r: &crate::ipc::ReloadReport) -> String {
+    let jails = r.added.len() + r.kept.len() + r.reset.len();
+    let mut out = format!("reloaded: {jails} jails running\n");
+    let mut line = |what: &str, names: &[String]| {
+        if !names.is_empty() {
+            out.push_str(&format!("  {what}: {}\n", names.join(", ")));
+        }
+    };
+    line("added", &r.added);
+    line("removed", &r.removed);
+    line("failure counts reset (counting rules changed)", &r.reset);
+    if r.lifted > 0 {
+        out.push_str(&format!("  {} bans of removed jails lifted\n", r.lifted));
+    }
+    if r.rebuilt {
+        out.push_str("  nftables table rebuilt with every ban in place\n");
+    }
+    out
+}
+
 fn render_json(response: &Response) -> String {
     let value = match response {
         Response::Pong { version } => serde_json::json!({ "pong": true, "version": version }),
@@ -44,6 +65,7 @@ fn render_json(response: &Response) -> String {
         Response::Bans { bans } | Response::Unbanned { bans } => serde_json::json!(bans),
         Response::Banned { ban } => serde_json::json!(ban),
         Response::Stats(stats) => serde_json::json!(stats),
+        Response::Reloaded(report) => serde_json::json!(report),
         Response::Error { message, .. } => serde_json::json!({ "error": message }),
     };
     format!(
@@ -113,6 +135,7 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
             }
             out
         }
+        Response::Reloaded(r) => reloaded_text(r),
         Response::Stats(s) => table(
             &[
                 "LINES READ",

@@ -122,14 +122,17 @@ fn run(cli: &Cli) -> i32 {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        if let Err(e) = daemon::handle_signals(shutdown.clone()) {
-            eprintln!(
-                "gaoler: cannot install signal handlers: {}",
-                gaoler::util::io_reason(&e)
-            );
-            return 1;
-        }
-        match daemon::run(cfg, shutdown).await {
+        let hangups = match daemon::handle_signals(shutdown.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!(
+                    "gaoler: cannot install signal handlers: {}",
+                    gaoler::util::io_reason(&e)
+                );
+                return 1;
+            }
+        };
+        match daemon::run(cfg, shutdown, hangups).await {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");

@@ -1023,8 +1023,8 @@ impl<F: Firewall> BanManager<F> {
     }
 
     fn refresh_counts(&self) {
-        for jail in self.stats.jails.keys() {
-            self.refresh_count(jail);
+        for jail in self.stats.jail_names() {
+            self.refresh_count(&jail);
         }
     }
 }

@@ -3,31 +3,29 @@
 //! one reader per log file and one for the journal -> the jail task -> the ban
 //! manager, plus the ctl server.
 
+mod generation;
 mod pipeline;
+mod reload;
 mod sources;
 
-use crate::ipc::access::{NoSuchGroup, SocketGroup};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ban::{self, BanError, BanManager};
-use crate::config::{Backend as BackendKind, Config, RECIDIVE};
+use crate::config::{Backend as BackendKind, Config, JailConfig, RECIDIVE};
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
+use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use crate::ipc::server::{self, Handler, SocketError};
+use crate::ipc::Response;
 use crate::jail::{Jail, JailRules, Jails};
-use crate::source::journal::{self, StartAt};
 use crate::stats::Stats;
 use crate::store::{PositionStore, SledStore, StoreError};
 use crate::types::{Clock, SystemClock};
-use sources::FileSources;
+use generation::Generation;
 
-/// The journal reader's command.
-const JOURNALCTL: &str = "journalctl";
-/// Capacity of the channel from readers to the jail task.
-const FAILURE_QUEUE: usize = 4096;
 /// Capacity of the channel from the jail task to the ban manager.
 const DECISION_QUEUE: usize = 4096;
 
@@ -45,17 +43,17 @@ pub enum DaemonError {
     Group(#[from] NoSuchGroup),
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` is cancelled; each message on `hangups` (SIGHUP)
+/// reloads the configuration, as `ctl reload` does.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    mut hangups: mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    // ignoreself: the host's own addresses join the ignore list of those jails.
-    let own = crate::util::host_addresses();
-    let mut config = config;
-    for jail in config.jails.iter_mut().filter(|j| j.ignoreself) {
-        jail.ignore = jail.ignore.with(own.iter().copied());
-    }
+    let config = with_own_addresses(config);
     server::refuse_if_live(&config.daemon.socket)?;
     let group = config
         .daemon
@@ -63,11 +61,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .as_deref()
         .map(SocketGroup::resolve)
         .transpose()?;
-    let jails: Vec<_> = config.enabled_jails().cloned().collect();
-    let recidive = config.recidive.as_ref().map(|_| RECIDIVE);
-    let stats = Arc::new(Stats::new(
-        jails.iter().map(|j| j.name.as_str()).chain(recidive),
-    ));
+    let stats = Arc::new(Stats::new(jail_names(&config)));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     let mut firewall = match config.firewall.backend {
@@ -88,11 +82,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     .with_recidive(config.recidive.clone())
     .with_reconcile(config.firewall.reconcile_interval);
 
-    let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
     let (decision_tx, decision_rx) = mpsc::channel(DECISION_QUEUE);
     let (command_tx, command_rx) = mpsc::channel(64);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Response>>(4);
     let tasks = TaskTracker::new();
-
+    let shared = generation::Shared {
+        stats: stats.clone(),
+        clock: clock.clone(),
+        positions,
+        decisions: decision_tx,
+        shutdown: shutdown.clone(),
+    };
+    let jails: Vec<JailConfig> = config.enabled_jails().cloned().collect();
     let counting = Jails::new(
         jails
             .iter()
@@ -100,80 +101,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             .collect(),
         config.daemon.max_tracked,
     );
-    tasks.spawn(pipeline::count_failures(
-        jails.iter().map(|j| j.name.clone()).collect(),
-        counting,
-        failure_rx,
-        decision_tx,
-        clock.clone(),
-        stats.clone(),
-        shutdown.clone(),
-    ));
-
-    // One reader per file (literal or glob match), however many jails read it, and
-    // one for the journal.
-    let cx = pipeline::ReaderContext {
-        failures: failure_tx.clone(),
-        stats: stats.clone(),
-        clock: clock.clone(),
-        shutdown: shutdown.clone(),
-        max_line: config.daemon.max_line_length,
-        positions,
-        poll: config.daemon.poll_interval,
-    };
-    let cx_journal = cx.clone();
-    let mut files = FileSources::new(&jails, config.daemon.file_watch, cx.clone(), tasks.clone());
-    files.start_new(true);
-    if files.has_globs() {
-        tasks.spawn(sources::rescan_globs(
-            Arc::new(Mutex::new(files)),
-            cx.clone(),
-        ));
-    } else {
-        // Keep the inotify watcher alive for as long as the readers run.
-        tasks.spawn(async move {
-            let _files = files;
-            cx.shutdown.cancelled().await;
-        });
-    }
-    let journal = sources::journal_subscribers(&jails);
-    if !journal.is_empty() {
-        // Decided before READY, so that nothing logged after it can be missed.
-        let start = match cx_journal.positions.journal_cursor() {
-            Ok(Some(cursor)) => Some(StartAt::After(cursor)),
-            other => {
-                if let Err(e) = other {
-                    tracing::warn!(error = %e, "cannot read the saved journal cursor");
-                }
-                match journal::tail(JOURNALCTL).await {
-                    Ok(start) => Some(start),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        tracing::error!("journal sources need `journalctl` (systemd); jails reading the journal see nothing");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %crate::util::io_reason(&e), "cannot read the journal's tail; following from now");
-                        Some(StartAt::Now)
-                    }
-                }
-            }
-        };
-        if let Some(start) = start {
-            tasks.spawn(pipeline::follow_journal(
-                journal,
-                JOURNALCTL.to_string(),
-                start,
-                cx_journal,
-            ));
-        }
-    }
-    drop(failure_tx);
-
     // The table is rebuilt while the readers already read: their failures and the
     // jails' decisions wait in the bounded queues until the manager runs.
+    let mut current = Generation::start(&jails, &config.daemon, counting, &shared).await;
     let restored = match manager.restore(&Layout::from_config(&config)).await {
         Ok(r) => r,
-        Err(e) => return Err(stop_early(&tasks, &shutdown, e.into()).await),
+        Err(e) => {
+            shutdown.cancel();
+            current.stop(config.daemon.max_tracked).await;
+            return Err(e.into());
+        }
     };
     tracing::info!(
         restored = restored.loaded,
@@ -186,7 +123,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     );
     let listener = match server::bind(&config.daemon.socket, group.as_ref()) {
         Ok(l) => l,
-        Err(e) => return Err(stop_early(&tasks, &shutdown, e.into()).await),
+        Err(e) => {
+            shutdown.cancel();
+            current.stop(config.daemon.max_tracked).await;
+            return Err(e.into());
+        }
     };
     tasks.spawn(manager.run(
         decision_rx,
@@ -195,18 +136,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         config.firewall.on_stop,
     ));
 
-    let alive_tx = command_tx.clone();
     let handler = Arc::new(Handler {
-        commands: command_tx,
+        commands: command_tx.clone(),
         stats: stats.clone(),
-        jails: jails
-            .iter()
-            .map(|j| (j.name.clone(), j.filter_name.clone()))
-            .chain(recidive.map(|r| (r.to_string(), "(bans from all jails)".to_string())))
-            .collect(),
+        jails: RwLock::new(status_rows(&config)),
         group,
+        reload: reload_tx,
     });
-    tasks.spawn(server::serve(listener, handler, shutdown.clone()));
+    tasks.spawn(server::serve(listener, handler.clone(), shutdown.clone()));
 
     let summary = format!("{} jails, {} bans restored", jails.len(), restored.loaded);
     tracing::info!(socket = %config.daemon.socket.display(), "gaoler is ready: {summary}");
@@ -219,17 +156,91 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
         let every = std::time::Duration::from_micros(watchdog_usec) / 2;
         tracing::info!(every_ms = every.as_millis() as u64, "systemd watchdog on");
-        tasks.spawn(watchdog(every, alive_tx, shutdown.clone()));
+        tasks.spawn(watchdog(every, command_tx.clone(), shutdown.clone()));
     }
 
-    shutdown.cancelled().await;
+    // The running configuration; replaced only by a reload that is valid throughout.
+    let mut config = config;
+    loop {
+        let reply = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(reply) = reload_rx.recv() => Some(reply),
+            Some(()) = hangups.recv() => None,
+        };
+        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        let reloaded = reload::reload(&config, current, &shared, &command_tx).await;
+        current = reloaded.generation;
+        let response = match reloaded.outcome {
+            Ok((next, report)) => {
+                *handler.jails.write().unwrap_or_else(|p| p.into_inner()) = status_rows(&next);
+                config = next;
+                tracing::info!(
+                    added = ?report.added,
+                    removed = ?report.removed,
+                    reset = ?report.reset,
+                    lifted = report.lifted,
+                    rebuilt = report.rebuilt,
+                    "configuration reloaded"
+                );
+                Response::Reloaded(report)
+            }
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration stays: {e}");
+                Response::Error {
+                    usage: e.is_config(),
+                    message: format!("reload refused, the running configuration stays: {e}"),
+                }
+            }
+        };
+        let summary = format!("{} jails", config.enabled_jails().count());
+        notify_systemd(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&summary),
+        ]);
+        if let Some(reply) = reply {
+            let _ = reply.send(response);
+        }
+    }
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
+    current.stop(config.daemon.max_tracked).await;
     tasks.close();
     tasks.wait().await;
     let _ = std::fs::remove_file(&config.daemon.socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// ignoreself: the host's own addresses join the ignore list of those jails.
+fn with_own_addresses(mut config: Config) -> Config {
+    let own = crate::util::host_addresses();
+    for jail in config.jails.iter_mut().filter(|j| j.ignoreself) {
+        jail.ignore = jail.ignore.with(own.iter().copied());
+    }
+    config
+}
+
+/// The enabled jails' names, and `recidive` when it is on.
+fn jail_names(config: &Config) -> Vec<&str> {
+    config
+        .enabled_jails()
+        .map(|j| j.name.as_str())
+        .chain(config.recidive.as_ref().map(|_| RECIDIVE))
+        .collect()
+}
+
+/// (jail, filter) rows of `ctl status`.
+fn status_rows(config: &Config) -> Vec<(String, String)> {
+    config
+        .enabled_jails()
+        .map(|j| (j.name.clone(), j.filter_name.clone()))
+        .chain(
+            config
+                .recidive
+                .as_ref()
+                .map(|_| (RECIDIVE.to_string(), "(bans from all jails)".to_string())),
+        )
+        .collect()
 }
 
 /// Pings systemd's watchdog every `every` while the ban manager (the heart of the
@@ -258,39 +269,32 @@ async fn watchdog(
     }
 }
 
-/// Stops the tasks already started when start-up fails, then hands back the error.
-async fn stop_early(
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-    error: DaemonError,
-) -> DaemonError {
-    shutdown.cancel();
-    tasks.close();
-    tasks.wait().await;
-    error
-}
-
 fn notify_systemd(states: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(false, states) {
         tracing::debug!(error = %e, "sd_notify failed");
     }
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT. SIGHUP is logged (reload comes later).
-pub fn handle_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+/// Cancels `shutdown` on SIGTERM or SIGINT; hands each SIGHUP on as a reload (several
+/// before the first is handled make one).
+pub fn handle_signals(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let (hangups, received) = mpsc::channel(1);
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT received"); break; }
-                _ = hup.recv() => tracing::warn!("SIGHUP received: reload is not implemented in this version; restart gaoler to apply config changes"),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    let _ = hangups.try_send(());
+                }
             }
         }
         shutdown.cancel();
     });
-    Ok(())
+    Ok(received)
 }

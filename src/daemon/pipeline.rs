@@ -319,7 +319,8 @@ async fn examine(lines: &Lines, subscribers: &[Subscriber], cx: &ReaderContext) 
 
 /// Counts failures per jail and sends a decision when a jail's threshold is reached;
 /// keeps the tracked addresses under `max_tracked` (a WARN at most once a minute while
-/// it has to forget some).
+/// it has to forget some). Ends when every reader is gone (or the ban manager), and
+/// hands back the failure windows.
 pub async fn count_failures(
     names: Vec<String>,
     mut jails: Jails,
@@ -327,19 +328,19 @@ pub async fn count_failures(
     decisions: mpsc::Sender<Decision>,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
-    shutdown: CancellationToken,
-) {
+) -> Jails {
+    // Looked up once: a reload starts a new jail task with the counters then.
+    let counters: Vec<_> = names.iter().map(|n| stats.jail(n)).collect();
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
     let mut warned_at: Option<tokio::time::Instant> = None;
     let mut evicted_at_warning = 0;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
             f = failures.recv() => {
-                let Some(f) = f else { return };
+                let Some(f) = f else { return jails };
                 let Some(name) = names.get(f.jail) else { continue };
                 let outcome = jails.record(f.jail, f.host, f.time, clock.now());
-                let counters = stats.jail(name);
+                let counters = counters.get(f.jail).and_then(Option::as_ref);
                 match outcome {
                     Outcome::Ignored => tracing::debug!(jail = %name, host = %f.host, "ignored address"),
                     Outcome::Stale => tracing::debug!(jail = %name, host = %f.host, "failure older than findtime"),
@@ -353,7 +354,7 @@ pub async fn count_failures(
                         if let Some(c) = counters { c.total_failed.fetch_add(1, Relaxed); }
                         let d = Decision { jail: name.clone(), target, failures };
                         if decisions.send(d).await.is_err() {
-                            return;
+                            return jails;
                         }
                     }
                 }
@@ -374,8 +375,8 @@ pub async fn count_failures(
             }
             _ = tick.tick() => {
                 jails.expire(clock.now());
-                for (i, name) in names.iter().enumerate() {
-                    if let (Some(c), Some(j)) = (stats.jail(name), jails.jail(i)) {
+                for (i, c) in counters.iter().enumerate() {
+                    if let (Some(c), Some(j)) = (c, jails.jail(i)) {
                         c.currently_failed.store(j.tracked() as u64, Relaxed);
                     }
                 }

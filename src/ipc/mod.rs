@@ -46,6 +46,7 @@ pub enum Request {
         all: bool,
     },
     Stats,
+    Reload,
 }
 
 /// A request on the wire.
@@ -109,6 +110,22 @@ pub struct StatsReport {
     pub repairs: u64,
 }
 
+/// What `ctl reload` did: jails by what happened to them, and to the bans.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Jails that stay, failure counts kept.
+    pub kept: Vec<String>,
+    /// Jails that stay with new counting rules (maxretry, findtime, ignoreip,
+    /// prefixes): their failure counts start again.
+    pub reset: Vec<String>,
+    /// Bans lifted because their jail was removed.
+    pub lifted: usize,
+    /// The nftables table was rebuilt (jails, ports, actions or sets changed).
+    pub rebuilt: bool,
+}
+
 /// What the daemon answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -131,6 +148,7 @@ pub enum Response {
         bans: Vec<BanView>,
     },
     Stats(StatsReport),
+    Reloaded(ReloadReport),
     /// `usage`: the request was wrong (exit 2); otherwise the daemon failed (exit 1).
     Error {
         usage: bool,

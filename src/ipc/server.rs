@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -83,10 +83,12 @@ pub fn bind(path: &Path, group: Option<&SocketGroup>) -> Result<UnixListener, So
 pub struct Handler {
     pub commands: mpsc::Sender<Command>,
     pub stats: Arc<Stats>,
-    /// (jail, filter) of the enabled jails, in order.
-    pub jails: Vec<(String, String)>,
+    /// (jail, filter) of the enabled jails, in order; replaced by a reload.
+    pub jails: RwLock<Vec<(String, String)>>,
     /// Besides root and the daemon's user, who may send requests.
     pub group: Option<SocketGroup>,
+    /// Reloads go to the daemon's supervisor, which answers when done.
+    pub reload: mpsc::Sender<oneshot::Sender<Response>>,
 }
 
 /// Accepts connections until `shutdown`.
@@ -219,11 +221,23 @@ impl Handler {
                 evicted: self.stats.evicted.load(Relaxed),
                 repairs: self.stats.repairs.load(Relaxed),
             }),
+            Request::Reload => {
+                let (reply, answer) = oneshot::channel();
+                if self.reload.send(reply).await.is_err() {
+                    return gone();
+                }
+                answer.await.unwrap_or_else(|_| gone())
+            }
         }
     }
 
+    /// The (jail, filter) rows of the running configuration.
+    fn rows(&self) -> Vec<(String, String)> {
+        self.jails.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn knows(&self, jail: &str) -> bool {
-        self.jails.iter().any(|(j, _)| j == jail)
+        self.rows().iter().any(|(j, _)| j == jail)
     }
 
     async fn list(&self, jail: Option<String>) -> Option<Vec<BanView>> {
@@ -251,15 +265,15 @@ impl Handler {
             None => Vec::new(),
         };
         let jails = self
-            .jails
-            .iter()
+            .rows()
+            .into_iter()
             .filter(|(name, _)| jail.as_ref().is_none_or(|j| j == name))
             .map(|(name, filter)| {
-                let c = self.stats.jail(name);
-                let get = |f: fn(&crate::stats::JailCounters) -> u64| c.map_or(0, f);
+                let c = self.stats.jail(&name);
+                let get = |f: fn(&crate::stats::JailCounters) -> u64| c.as_deref().map_or(0, f);
                 JailStatus {
-                    name: name.clone(),
-                    filter: filter.clone(),
+                    name,
+                    filter,
                     currently_banned: get(|c| c.currently_banned.load(Relaxed)),
                     total_banned: get(|c| c.total_banned.load(Relaxed)),
                     currently_failed: get(|c| c.currently_failed.load(Relaxed)),

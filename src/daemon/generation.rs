@@ -1,0 +1,149 @@
+//! One configuration's readers and jail task: a generation. A reload stops the old
+//! one (its readers first, at a point where every line they read has been handed on
+//! and its position saved; then the jail task, once it has counted all of it) and
+//! starts a new one that takes over the failure windows of jails counting by the same
+//! rules. Readers of the new generation resume at the saved positions, so a reload
+//! neither loses nor repeats a line.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::pipeline::{self, ReaderContext};
+use super::sources::{self, FileSources};
+use crate::ban::Decision;
+use crate::config::{DaemonConfig, JailConfig};
+use crate::jail::Jails;
+use crate::source::journal::{self, StartAt};
+use crate::stats::Stats;
+use crate::store::PositionStore;
+use crate::types::Clock;
+
+/// The journal reader's command.
+const JOURNALCTL: &str = "journalctl";
+/// Capacity of the channel from readers to the jail task.
+const FAILURE_QUEUE: usize = 4096;
+
+/// What every generation shares with the rest of the daemon.
+#[derive(Clone)]
+pub struct Shared {
+    pub stats: Arc<Stats>,
+    pub clock: Arc<dyn Clock>,
+    pub positions: Arc<dyn PositionStore>,
+    pub decisions: mpsc::Sender<Decision>,
+    pub shutdown: CancellationToken,
+}
+
+/// The running readers and jail task of one configuration.
+pub struct Generation {
+    /// Stops the readers (a child of the daemon's shutdown).
+    stop: CancellationToken,
+    readers: TaskTracker,
+    counting: JoinHandle<Jails>,
+}
+
+impl Generation {
+    /// Starts the readers of `jails` and a jail task counting with `counting`. At the
+    /// daemon's start (`initial`), files without a saved position are read from their
+    /// end; at a reload too, since their past was written before they were configured.
+    pub async fn start(
+        jails: &[JailConfig],
+        daemon: &DaemonConfig,
+        counting: Jails,
+        shared: &Shared,
+    ) -> Generation {
+        let stop = shared.shutdown.child_token();
+        let readers = TaskTracker::new();
+        let (failure_tx, failure_rx) = mpsc::channel(FAILURE_QUEUE);
+        let counting = tokio::spawn(pipeline::count_failures(
+            jails.iter().map(|j| j.name.clone()).collect(),
+            counting,
+            failure_rx,
+            shared.decisions.clone(),
+            shared.clock.clone(),
+            shared.stats.clone(),
+        ));
+
+        // One reader per file (literal or glob match), however many jails read it,
+        // and one for the journal.
+        let cx = ReaderContext {
+            failures: failure_tx,
+            stats: shared.stats.clone(),
+            clock: shared.clock.clone(),
+            shutdown: stop.clone(),
+            max_line: daemon.max_line_length,
+            positions: shared.positions.clone(),
+            poll: daemon.poll_interval,
+        };
+        let mut files = FileSources::new(jails, daemon.file_watch, cx.clone(), readers.clone());
+        files.start_new(true);
+        if files.has_globs() {
+            readers.spawn(sources::rescan_globs(
+                Arc::new(Mutex::new(files)),
+                cx.clone(),
+            ));
+        } else {
+            // Keep the inotify watcher alive for as long as the readers run.
+            let stop = stop.clone();
+            readers.spawn(async move {
+                let _files = files;
+                stop.cancelled().await;
+            });
+        }
+        let journal = sources::journal_subscribers(jails);
+        if !journal.is_empty() {
+            if let Some(start) = journal_start(&cx).await {
+                readers.spawn(pipeline::follow_journal(
+                    journal,
+                    JOURNALCTL.to_string(),
+                    start,
+                    cx,
+                ));
+            }
+        }
+        readers.close();
+        Generation {
+            stop,
+            readers,
+            counting,
+        }
+    }
+
+    /// Stops the readers, lets the jail task count what they handed on, and returns
+    /// its failure windows.
+    pub async fn stop(self, max_tracked: usize) -> Jails {
+        self.stop.cancel();
+        self.readers.wait().await;
+        match self.counting.await {
+            Ok(jails) => jails,
+            Err(e) => {
+                tracing::error!(error = %e, "the jail task failed; failure counts start anew");
+                Jails::new(Vec::new(), max_tracked)
+            }
+        }
+    }
+}
+
+/// Where the journal reader starts: after the saved cursor, else at the journal's
+/// tail (decided before READY, so nothing logged after it can be missed).
+async fn journal_start(cx: &ReaderContext) -> Option<StartAt> {
+    match cx.positions.journal_cursor() {
+        Ok(Some(cursor)) => return Some(StartAt::After(cursor)),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the saved journal cursor"),
+    }
+    match journal::tail(JOURNALCTL).await {
+        Ok(start) => Some(start),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::error!("journal sources need `journalctl` (systemd); jails reading the journal see nothing");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::util::io_reason(&e), "cannot read the journal's tail; following from now");
+            Some(StartAt::Now)
+        }
+    }
+}
