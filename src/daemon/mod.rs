@@ -1,7 +1,7 @@
 //! `run`: the only place that wires the stages together. It opens the store, restores
 //! bans into a fresh kernel table, binds the control socket, and starts the tasks:
 //! one reader per log file and one for the journal -> the jail task -> the ban
-//! manager, plus the ctl server.
+//! manager, plus the ctl server and, with `[metrics] listen`, the metrics server.
 
 mod pipeline;
 mod sources;
@@ -17,6 +17,7 @@ use crate::config::{Backend as BackendKind, Config, RECIDIVE};
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::jail::{Jail, JailRules, Jails};
+use crate::metrics::{self, MetricsError};
 use crate::source::journal::{self, StartAt};
 use crate::stats::Stats;
 use crate::store::{PositionStore, SledStore, StoreError};
@@ -40,6 +41,8 @@ pub enum DaemonError {
     Socket(#[from] SocketError),
     #[error("restoring bans at start failed: {0}")]
     Restore(#[from] BanError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Runs the daemon until `shutdown` is cancelled.
@@ -67,6 +70,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     firewall.probe().await?;
     let store = SledStore::open(&config.daemon.state_dir)?;
     let positions: Arc<dyn PositionStore> = Arc::new(store.positions()?);
+    // Bound before any task starts (after the store, which refuses a second daemon
+    // with a clearer message than a taken port would), served once ready.
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let mut manager = BanManager::new(
         firewall,
         Box::new(store),
@@ -195,6 +204,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             .collect(),
     });
     tasks.spawn(server::serve(listener, handler, shutdown.clone()));
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        }
+        tasks.spawn(metrics::serve(listener, stats.clone(), shutdown.clone()));
+    }
 
     let summary = format!("{} jails, {} bans restored", jails.len(), restored.loaded);
     tracing::info!(socket = %config.daemon.socket.display(), "gaoler is ready: {summary}");

@@ -6,6 +6,7 @@ mod e2e;
 mod filters;
 mod firewall;
 mod journal;
+mod metrics;
 mod sources;
 mod support;
 mod tail_model;
