@@ -10,7 +10,8 @@
 //! - `ban`      the one owner of ban state: store, kernel, expiry, restore
 //! - `firewall` trait `Firewall`; `nft` (the only file that knows nftables), `log`, fake
 //! - `store`    trait `BanStore`; sled implementation; fake
-//! - `stats`    counters shared for `ctl status` / `ctl stats`
+//! - `stats`    counters shared for `ctl status` / `ctl stats` / `/metrics`
+//! - `metrics`  `[metrics] listen`: Prometheus text format over a tiny HTTP server
 //! - `ipc`      ctl protocol: versioned requests/responses, framing, server, client
 //! - `ctl`      the `ctl` subcommands' output: tables and JSON
 //! - `daemon`   `run`: the only place that wires stages together
@@ -27,6 +28,7 @@ pub mod filter;
 pub mod firewall;
 pub mod ipc;
 pub mod jail;
+pub mod metrics;
 pub mod source;
 pub mod stats;
 pub mod store;

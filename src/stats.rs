@@ -1,9 +1,11 @@
-//! Counters shared between stages for `ctl status` and `ctl stats`. Each counter has
-//! exactly one writer (the stage that owns the thing counted); readers only load.
+//! Counters shared between stages for `ctl status`, `ctl stats` and `/metrics`. Each
+//! counter has exactly one writer (the stage that owns the thing counted); readers only
+//! load. Nothing here does I/O.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// Per-jail counters.
 #[derive(Default, Debug)]
@@ -14,12 +16,14 @@ pub struct JailCounters {
     /// Written by the ban manager.
     pub currently_banned: AtomicU64,
     pub total_banned: AtomicU64,
+    /// Bans that ended: expired or lifted by `ctl unban` (written by the ban manager).
+    pub total_unbanned: AtomicU64,
 }
 
 /// Daemon-wide counters, totals since start.
 #[derive(Default, Debug)]
 pub struct Stats {
-    /// Written by the sources.
+    /// Written by the sources (the sum of every source's own counter).
     pub lines_read: AtomicU64,
     /// Written by the jail task.
     pub failures: AtomicU64,
@@ -28,8 +32,12 @@ pub struct Stats {
     pub bans: AtomicU64,
     /// Kernel repairs made by the reconciler (written by the ban manager).
     pub repairs: AtomicU64,
+    /// Firewall transactions and their latency (written by the ban manager).
+    pub transactions: Transactions,
     /// Per jail; a reload adds and removes jails.
     jails: RwLock<BTreeMap<String, Arc<JailCounters>>>,
+    /// Lines read per source, each counter written only by the reader that registered it.
+    sources: Mutex<Vec<(String, Arc<AtomicU64>)>>,
 }
 
 impl Stats {
@@ -69,5 +77,127 @@ impl Stats {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<JailCounters>>> {
         self.jails.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lines-read counter of source `name` (a file path, or `journal`), created on
+    /// first use. Called once by the reader of that source, which is its only writer.
+    pub fn source(&self, name: &str) -> Arc<AtomicU64> {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = sources.iter().find(|(n, _)| n == name) {
+            return c.clone();
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        sources.push((name.to_string(), counter.clone()));
+        counter
+    }
+
+    /// (source, lines read) of every source registered so far, sorted by name.
+    pub fn sources(&self) -> Vec<(String, u64)> {
+        let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, u64)> = sources
+            .iter()
+            .map(|(n, c)| (n.clone(), c.load(Relaxed)))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Upper bounds (inclusive) of the transaction latency histogram's buckets, in
+/// nanoseconds, with their Prometheus `le` label; `+Inf` is implied.
+pub const LATENCY_BUCKETS: [(u64, &str); 13] = [
+    (1_000_000, "0.001"),
+    (2_500_000, "0.0025"),
+    (5_000_000, "0.005"),
+    (10_000_000, "0.01"),
+    (25_000_000, "0.025"),
+    (50_000_000, "0.05"),
+    (100_000_000, "0.1"),
+    (250_000_000, "0.25"),
+    (500_000_000, "0.5"),
+    (1_000_000_000, "1"),
+    (2_500_000_000, "2.5"),
+    (5_000_000_000, "5"),
+    (10_000_000_000, "10"),
+];
+
+/// Firewall transactions (table builds, batches of changes, table removal) sent by the
+/// ban manager, its only writer: how many, how many failed, and how long they took.
+#[derive(Default, Debug)]
+pub struct Transactions {
+    pub count: AtomicU64,
+    pub errors: AtomicU64,
+    /// Sum of all latencies, in nanoseconds.
+    pub nanos: AtomicU64,
+    /// Transactions per bucket of `LATENCY_BUCKETS` (not cumulative); the last slot
+    /// holds those slower than the largest bound.
+    pub buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl Transactions {
+    /// Counts one transaction that took `took` and succeeded or not.
+    pub fn record(&self, took: Duration, ok: bool) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|(bound, _)| nanos <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        self.nanos.fetch_add(nanos, Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound, ending with `+Inf`.
+    pub fn cumulative(&self) -> Vec<(&'static str, u64)> {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            total += bucket.load(Relaxed);
+            let le = LATENCY_BUCKETS.get(i).map_or("+Inf", |(_, le)| le);
+            out.push((le, total));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_whose_bound_they_do_not_exceed() {
+        let t = Transactions::default();
+        t.record(Duration::from_micros(300), true);
+        t.record(Duration::from_millis(1), true);
+        t.record(Duration::from_millis(7), false);
+        t.record(Duration::from_secs(60), true);
+        let c = t.cumulative();
+        assert_eq!(c[0], ("0.001", 2));
+        assert_eq!(c[2], ("0.005", 2));
+        assert_eq!(c[3], ("0.01", 3));
+        assert_eq!(c[12], ("10", 3));
+        assert_eq!(c[13], ("+Inf", 4));
+        assert_eq!(t.count.load(Relaxed), 4);
+        assert_eq!(t.errors.load(Relaxed), 1);
+        assert_eq!(t.nanos.load(Relaxed), 60_008_300_000);
+    }
+
+    #[test]
+    fn a_source_registered_twice_shares_its_counter() {
+        let s = Stats::new(["sshd"]);
+        let a = s.source("/var/log/b.log");
+        a.fetch_add(3, Relaxed);
+        s.source("/var/log/a.log").fetch_add(1, Relaxed);
+        assert!(Arc::ptr_eq(&a, &s.source("/var/log/b.log")));
+        assert_eq!(
+            s.sources(),
+            vec![
+                ("/var/log/a.log".to_string(), 1),
+                ("/var/log/b.log".to_string(), 3)
+            ]
+        );
     }
 }

@@ -7,6 +7,7 @@ mod book;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -266,7 +267,7 @@ impl<F: Firewall> BanManager<F> {
         let now = self.clock.now();
         let current = self.all_elements(&self.book.select(None, None), now);
         if !inventory.complete {
-            match self.firewall.install(&layout, &current).await {
+            match transaction(&self.stats, self.firewall.install(&layout, &current)).await {
                 Ok(()) => {
                     tracing::warn!(bans = current.len(), table = %layout.table, "reconciler: the table, its chain, rules or sets were missing; rebuilt with every ban");
                     self.stats.repairs.fetch_add(1, Relaxed);
@@ -308,7 +309,7 @@ impl<F: Firewall> BanManager<F> {
         if changes.is_empty() {
             return;
         }
-        match self.firewall.apply(&changes).await {
+        match transaction(&self.stats, self.firewall.apply(&changes)).await {
             Ok(()) => {
                 tracing::warn!(
                     missing,
@@ -450,11 +451,14 @@ impl<F: Firewall> BanManager<F> {
         report.loaded = live.len();
         // The book fills while nft loads the table: both stand before ready.
         let book = &mut self.book;
-        let (installed, ()) = tokio::join!(self.firewall.install(layout, &elements), async {
-            for ban in live {
-                book.insert(ban);
+        let (installed, ()) = tokio::join!(
+            transaction(&self.stats, self.firewall.install(layout, &elements)),
+            async {
+                for ban in live {
+                    book.insert(ban);
+                }
             }
-        });
+        );
         report.kernel_ms = started.elapsed().as_millis() as u64;
         if let Err(e) = installed {
             self.book = BanBook::default();
@@ -513,7 +517,7 @@ impl<F: Firewall> BanManager<F> {
             }
         }
         if on_stop == OnStop::Flush {
-            match self.firewall.remove().await {
+            match transaction(&self.stats, self.firewall.remove()).await {
                 Ok(()) => tracing::info!("on_stop = flush: removed the firewall table"),
                 Err(e) => {
                     tracing::error!(error = %e, "on_stop = flush: could not remove the firewall table")
@@ -739,9 +743,10 @@ impl<F: Firewall> BanManager<F> {
         }
         let kernel = self.ban_changes(&bans, now);
         let store = &mut self.store;
-        let (applied, stored) = tokio::join!(self.firewall.apply(&kernel), async {
-            store.commit(&changes)
-        });
+        let (applied, stored) = tokio::join!(
+            transaction(&self.stats, self.firewall.apply(&kernel)),
+            async { store.commit(&changes) }
+        );
         if let Err(e) = stored {
             if applied.is_ok() {
                 self.take_back(&bans, now).await;
@@ -780,7 +785,7 @@ impl<F: Firewall> BanManager<F> {
             .iter()
             .map(|(set, target)| self.settle(set, target, now))
             .collect();
-        if let Err(e) = self.firewall.apply(&undo).await {
+        if let Err(e) = transaction(&self.stats, self.firewall.apply(&undo)).await {
             tracing::warn!(error = %e, "could not take back kernel elements the store refused; the reconciler will");
         }
     }
@@ -862,7 +867,7 @@ impl<F: Firewall> BanManager<F> {
             .iter()
             .map(|(set, t)| self.settle(set, t, now))
             .collect();
-        if let Err(e) = self.firewall.apply(&kernel).await {
+        if let Err(e) = transaction(&self.stats, self.firewall.apply(&kernel)).await {
             tracing::error!(error = %e, "kernel did not take the unbans; retrying");
             self.pending_unbans.extend(keys);
             self.schedule_retry();
@@ -891,7 +896,10 @@ impl<F: Firewall> BanManager<F> {
         self.store.commit(&removes)?;
         for ban in lifted {
             self.pending.remove(&(ban.jail.clone(), ban.target));
-            self.book.remove(&ban.jail, &ban.target);
+            // Pending bans were never counted as bans, so neither as unbans.
+            if self.book.remove(&ban.jail, &ban.target).is_some() {
+                self.ended(&ban.jail);
+            }
             tracing::info!(jail = %ban.jail, target = %ban.target, "unban");
         }
         self.refresh_counts();
@@ -930,8 +938,7 @@ impl<F: Firewall> BanManager<F> {
             let elements = self.all_elements(&bans, now);
             // The reconciler rebuilds a table that is not as the layout says.
             self.layout = Some(new.layout.clone());
-            self.firewall
-                .install(&new.layout, &elements)
+            transaction(&self.stats, self.firewall.install(&new.layout, &elements))
                 .await
                 .map_err(BanError::Install)?;
             report.rebuilt = true;
@@ -963,6 +970,7 @@ impl<F: Firewall> BanManager<F> {
             .collect();
         for ban in &gone {
             tracing::info!(jail = %ban.jail, target = %ban.target, "ban expired");
+            self.ended(&ban.jail);
         }
         if let Err(e) = self.store.commit(&removes) {
             // They are expired either way; the next start drops them from the store.
@@ -998,7 +1006,7 @@ impl<F: Firewall> BanManager<F> {
         if changes.is_empty() {
             return;
         }
-        match self.firewall.apply(&changes).await {
+        match transaction(&self.stats, self.firewall.apply(&changes)).await {
             Ok(()) => {
                 tracing::info!(changes = changes.len(), "kernel took the retried changes");
                 self.pending_unbans.clear();
@@ -1015,6 +1023,13 @@ impl<F: Firewall> BanManager<F> {
         }
     }
 
+    /// Counts a ban of `jail` that ended (expired or lifted).
+    fn ended(&self, jail: &str) {
+        if let Some(c) = self.stats.jail(jail) {
+            c.total_unbanned.fetch_add(1, Relaxed);
+        }
+    }
+
     fn refresh_count(&self, jail: &str) {
         if let Some(c) = self.stats.jail(jail) {
             c.currently_banned
@@ -1027,6 +1042,20 @@ impl<F: Firewall> BanManager<F> {
             self.refresh_count(&jail);
         }
     }
+}
+
+/// Runs one firewall transaction and records it in `stats`: counted, timed, and
+/// counted as an error when the backend refused it. The end is seen when the future is
+/// polled: a batch of bans shares its task with the store's (blocking) flush, so its
+/// time is the longer of the two.
+async fn transaction<T>(
+    stats: &Stats,
+    tx: impl Future<Output = Result<T, FirewallError>>,
+) -> Result<T, FirewallError> {
+    let started = std::time::Instant::now();
+    let result = tx.await;
+    stats.transactions.record(started.elapsed(), result.is_ok());
+    result
 }
 
 /// The element for `ban` in `set` at `now`, or `None` when it has expired.

@@ -692,3 +692,65 @@ async fn a_reload_lifts_the_bans_of_removed_jails_and_rebuilds_a_changed_table()
         Some(Some(Duration::from_secs(7200)))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_transaction_is_counted_and_every_ended_ban_is_an_unban() {
+    let mut r = rig(Shared::default());
+    let tx = |r: &Rig| {
+        let t = &r.stats.transactions;
+        (t.count.load(Relaxed), t.errors.load(Relaxed))
+    };
+    let unbans = |r: &Rig| {
+        r.stats
+            .jail("sshd")
+            .map_or(0, |c| c.total_unbanned.load(Relaxed))
+    };
+    r.manager.restore(&layout()).await.expect("restore");
+    assert_eq!(tx(&r), (1, 0), "the table build");
+    // Refused once, then retried: two transactions, one error, one ban.
+    r.fw.kernel
+        .lock()
+        .map(|mut k| k.failures_left = 1)
+        .expect("lock");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    assert_eq!(tx(&r), (2, 1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    r.manager.retry().await;
+    assert_eq!(tx(&r), (3, 1));
+    assert_eq!(
+        r.stats.jail("sshd").map(|c| c.total_banned.load(Relaxed)),
+        Some(1)
+    );
+    // A pending ban lifted by ctl was never in force: not an unban.
+    r.fw.kernel
+        .lock()
+        .map(|mut k| k.failures_left = 1)
+        .expect("lock");
+    let _ = r
+        .manager
+        .manual_ban("sshd", target("203.0.113.6"), None)
+        .await;
+    r.manager
+        .unban(Some(&target("203.0.113.6")), None)
+        .await
+        .expect("unban");
+    assert_eq!(unbans(&r), 0);
+    assert_eq!(tx(&r), (5, 2));
+    // Lifted by ctl, and expired: two unbans.
+    r.manager
+        .manual_ban("sshd", target("203.0.113.7"), None)
+        .await
+        .expect("ban");
+    r.manager
+        .unban(Some(&target("203.0.113.7")), None)
+        .await
+        .expect("unban");
+    assert_eq!(unbans(&r), 1);
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.manager.expire();
+    assert_eq!(unbans(&r), 2);
+    assert_eq!(currently_banned(&r), 0);
+    assert_eq!(tx(&r), (7, 2), "expiry sends nothing to the kernel");
+    let buckets = r.stats.transactions.cumulative();
+    assert_eq!(buckets.last().map(|(le, n)| (*le, *n)), Some(("+Inf", 7)));
+}

@@ -7,6 +7,7 @@ mod raw;
 mod value;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,8 @@ pub struct Config {
     pub firewall: FirewallConfig,
     /// Native cross-jail escalation, when enabled.
     pub recidive: Option<RecidiveConfig>,
+    /// `[metrics] listen`: where `/metrics` is served (`None`: not served).
+    pub metrics: Option<SocketAddr>,
     /// Every jail file, enabled or not, sorted by name.
     pub jails: Vec<JailConfig>,
     /// Settings that are valid but have no effect in this version.
@@ -257,7 +260,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     let (raw, text) = raw.unwrap_or_default();
     let daemon = loader.daemon(raw.daemon.unwrap_or_default(), &main_path, &text);
     let firewall = loader.firewall(raw.firewall.unwrap_or_default(), &main_path, &text);
-    loader.unsupported_main(&raw.metrics, &main_path, &text);
+    let metrics = loader.metrics(raw.metrics.unwrap_or_default(), &main_path, &text);
     let recidive = raw
         .recidive
         .and_then(|r| loader.recidive(r, &main_path, &text));
@@ -281,6 +284,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
             daemon,
             firewall,
             recidive,
+            metrics,
             jails,
             warnings: loader.warnings,
         })
@@ -455,18 +459,25 @@ impl Loader {
         self.warnings.push(Diagnostic::at(file, text, span, msg));
     }
 
-    /// Settings that parse but do nothing yet: say so rather than pretend.
-    fn unsupported_main(&mut self, metrics: &Option<raw::RawMetrics>, file: &Path, text: &str) {
-        if let Some(listen) = metrics.as_ref().and_then(|m| m.listen.as_ref()) {
-            if !listen.get_ref().is_empty() {
-                self.warn(
-                    file,
-                    text,
-                    listen.span(),
-                    "[metrics] is not implemented in this version and has no effect",
-                );
-            }
+    /// `[metrics] listen`: empty or absent is off; otherwise an IP address and a port.
+    fn metrics(&mut self, raw: raw::RawMetrics, file: &Path, text: &str) -> Option<SocketAddr> {
+        let listen = raw.listen?;
+        let value = listen.get_ref().trim();
+        if value.is_empty() {
+            return None;
         }
+        let problem = match value.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => return Some(addr),
+            Ok(_) => "the port must not be 0",
+            Err(_) => "expected an IP address and a port, such as \"127.0.0.1:9179\" or \"[::1]:9179\" (host names are not resolved)",
+        };
+        self.errors.push(Diagnostic::at(
+            file,
+            text,
+            listen.span(),
+            format!("invalid [metrics] listen `{}`: {problem}", listen.get_ref()),
+        ));
+        None
     }
 
     fn jail_options(&mut self, raw: RawJail, file: &Path, text: &str) -> JailOptions {

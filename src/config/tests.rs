@@ -397,3 +397,45 @@ fn set_names_a_shared_set_and_defaults_to_the_jail() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn metrics_listen_takes_an_ip_and_port_and_is_off_when_empty() {
+    let jail = "filter = \"sshd\"\nlogpath = \"a.log\"\n";
+    for (listen, want) in [
+        ("", None),
+        ("127.0.0.1:9179", Some("127.0.0.1:9179")),
+        ("[::1]:9179", Some("[::1]:9179")),
+    ] {
+        let d = Dir::new(&format!("{MAIN}\n[metrics]\nlisten = \"{listen}\"\n"));
+        d.write("jails/sshd.toml", jail);
+        let cfg = d.load().expect("valid");
+        assert_eq!(
+            cfg.metrics,
+            want.map(|w| w.parse().expect("addr")),
+            "{listen}"
+        );
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+    let d = Dir::new(MAIN);
+    d.write("jails/sshd.toml", jail);
+    assert_eq!(d.load().expect("valid").metrics, None, "absent: off");
+
+    // After MAIN, [metrics] is line 10 and listen line 11.
+    for (listen, says) in [
+        ("localhost:9179", "expected an IP address and a port"),
+        ("127.0.0.1", "expected an IP address and a port"),
+        ("::1:9179", "expected an IP address and a port"),
+        ("127.0.0.1:0", "the port must not be 0"),
+    ] {
+        let d = Dir::new(&format!("{MAIN}\n[metrics]\nlisten = \"{listen}\"\n"));
+        d.write("jails/sshd.toml", jail);
+        let errors = d.errors();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].contains("gaoler.toml:11:10: invalid [metrics] listen")
+                && errors[0].contains(listen)
+                && errors[0].contains(says),
+            "{errors:#?}"
+        );
+    }
+}

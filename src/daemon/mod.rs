@@ -1,7 +1,7 @@
 //! `run`: the only place that wires the stages together. It opens the store, restores
 //! bans into a fresh kernel table, binds the control socket, and starts the tasks:
 //! one reader per log file and one for the journal -> the jail task -> the ban
-//! manager, plus the ctl server.
+//! manager, plus the ctl server and, with `[metrics] listen`, the metrics server.
 
 mod generation;
 mod pipeline;
@@ -21,6 +21,7 @@ use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::ipc::Response;
 use crate::jail::{Jail, JailRules, Jails};
+use crate::metrics::{self, MetricsError};
 use crate::stats::Stats;
 use crate::store::{PositionStore, SledStore, StoreError};
 use crate::types::{Clock, SystemClock};
@@ -41,6 +42,8 @@ pub enum DaemonError {
     Restore(#[from] BanError),
     #[error(transparent)]
     Group(#[from] NoSuchGroup),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Runs the daemon until `shutdown` is cancelled; each message on `hangups` (SIGHUP)
@@ -71,6 +74,12 @@ pub async fn run(
     firewall.probe().await?;
     let store = SledStore::open(&config.daemon.state_dir)?;
     let positions: Arc<dyn PositionStore> = Arc::new(store.positions()?);
+    // Bound before any task starts (after the store, which refuses a second daemon
+    // with a clearer message than a taken port would), served once ready.
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let mut manager = BanManager::new(
         firewall,
         Box::new(store),
@@ -144,6 +153,12 @@ pub async fn run(
         reload: reload_tx,
     });
     tasks.spawn(server::serve(listener, handler.clone(), shutdown.clone()));
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        }
+        tasks.spawn(metrics::serve(listener, stats.clone(), shutdown.clone()));
+    }
 
     let summary = format!("{} jails, {} bans restored", jails.len(), restored.loaded);
     tracing::info!(socket = %config.daemon.socket.display(), "gaoler is ready: {summary}");

@@ -3,7 +3,7 @@
 //! failures and sends ban decisions on. Channels are bounded: a flood waits, never grows.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +69,7 @@ pub async fn follow_file(
     cx: ReaderContext,
 ) {
     let mut tail = FileTail::new(&path, cx.max_line);
+    let read_here = cx.stats.source(&path.to_string_lossy());
     let saved = match cx.positions.file(&path) {
         Ok(p) => p,
         Err(e) => {
@@ -135,7 +136,7 @@ pub async fn follow_file(
                     false
                 }
             };
-            if !examine(&lines, &subscribers, &cx).await {
+            if !examine(&lines, &subscribers, &cx, &read_here).await {
                 return;
             }
             let now = tail.position();
@@ -186,6 +187,7 @@ pub async fn follow_journal(
         f.dedup();
         f
     };
+    let read_here = cx.stats.source("journal");
     let mut start = start;
     let mut saved: Option<String> = None;
     let mut buf = Vec::new();
@@ -220,6 +222,7 @@ pub async fn follow_journal(
                 continue;
             };
             cx.stats.lines_read.fetch_add(1, Relaxed);
+            read_here.fetch_add(1, Relaxed);
             for sub in subscribers.iter().filter(|s| s.matches.accepts(&entry)) {
                 if let Verdict::Failure(found) = sub.filter.examine(&entry.message) {
                     let failure = Failure {
@@ -275,12 +278,19 @@ async fn pause(cx: &ReaderContext, d: Duration) -> bool {
     }
 }
 
-/// Runs the filters over a batch; false when the jail task is gone.
-async fn examine(lines: &Lines, subscribers: &[Subscriber], cx: &ReaderContext) -> bool {
+/// Runs the filters over a batch; false when the jail task is gone. `read_here` is the
+/// reader's own lines-read counter.
+async fn examine(
+    lines: &Lines,
+    subscribers: &[Subscriber],
+    cx: &ReaderContext,
+    read_here: &AtomicU64,
+) -> bool {
     if lines.is_empty() {
         return true;
     }
     cx.stats.lines_read.fetch_add(lines.len() as u64, Relaxed);
+    read_here.fetch_add(lines.len() as u64, Relaxed);
     let now = cx.clock.now();
     let auto = Framer::default();
     // Most jails detect timestamps in local time: split such a line only once.

@@ -142,6 +142,7 @@ fn restart_only_changes(running: &Config, next: &Config) -> Option<String> {
         ("[firewall] backend", f.backend != g.backend),
         ("[firewall] table", f.table != g.table),
         ("[firewall] on_stop", f.on_stop != g.on_stop),
+        ("[metrics] listen", running.metrics != next.metrics),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

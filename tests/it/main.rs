@@ -7,6 +7,7 @@ mod filters;
 mod firewall;
 mod journal;
 mod lifecycle;
+mod metrics;
 mod sources;
 mod support;
 mod tail_model;

@@ -1,0 +1,217 @@
+//! `[metrics] listen`: the real daemon (log backend) scraped over plain TCP; counters
+//! follow a ban and an unban; wrong paths, methods and garbage get answers without
+//! harming the daemon; a bad or taken address is an error that says where.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use crate::support::*;
+
+const LOG_JAIL: &str = "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 3\n";
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A config directory with the log backend and metrics on `listen`.
+fn config(listen: &str) -> ConfigDir {
+    ConfigDir::new(
+        &format!("backend = \"log\"\n\n[metrics]\nlisten = \"{listen}\""),
+        LOG_JAIL,
+    )
+}
+
+/// Sends `bytes` and reads until the server closes: the whole answer, lossily decoded.
+fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(bytes).expect("write");
+    // Half-closed: a request without its blank line is not waited for until a timeout.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    text(&out)
+}
+
+/// (status line, head, body) of `GET path`.
+fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    let answer = exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n").as_bytes(),
+    );
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete response");
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, head.to_string(), body.to_string())
+}
+
+/// The value of sample `series` (name and labels) in an exposition, if present.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let (status, head, body) = get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{head}");
+    assert!(
+        head.contains("\r\nContent-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    body
+}
+
+#[test]
+fn metrics_follow_failures_a_ban_and_an_unban() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let cfg = config(&addr.to_string());
+    let d = Daemon::start(cfg.path(), None);
+    wait_for(Duration::from_secs(5), "the metrics log line", || {
+        d.output().contains("serving Prometheus metrics")
+    });
+
+    let body = scrape(addr);
+    for zero in [
+        "gaoler_lines_read_total",
+        "gaoler_failures_total{jail=\"sshd\"}",
+        "gaoler_bans_total{jail=\"sshd\"}",
+        "gaoler_unbans_total{jail=\"sshd\"}",
+        "gaoler_current_bans{jail=\"sshd\"}",
+        "gaoler_tracked_addresses{jail=\"sshd\"}",
+        "gaoler_evictions_total",
+        "gaoler_reconciler_repairs_total",
+        "gaoler_nft_transaction_errors_total",
+    ] {
+        assert_eq!(sample(&body, zero), Some(0.0), "{zero} in:\n{body}");
+    }
+    // The table build at start is a (dry-run) transaction.
+    let at_start = sample(&body, "gaoler_nft_transactions_total").expect("transactions");
+    assert_eq!(at_start, 1.0, "{body}");
+    assert!(body.contains("# TYPE gaoler_nft_transaction_seconds histogram\n"));
+
+    for _ in 0..3 {
+        cfg.sshd_failure("203.0.113.50");
+    }
+    wait_for(Duration::from_secs(15), "the ban in /metrics", || {
+        sample(&scrape(addr), "gaoler_bans_total{jail=\"sshd\"}") == Some(1.0)
+    });
+    let body = scrape(addr);
+    let auth_log = cfg.path().join("auth.log");
+    for (series, want) in [
+        ("gaoler_current_bans{jail=\"sshd\"}".to_string(), 1.0),
+        ("gaoler_failures_total{jail=\"sshd\"}".to_string(), 3.0),
+        ("gaoler_tracked_addresses{jail=\"sshd\"}".to_string(), 0.0),
+        ("gaoler_lines_read_total".to_string(), 3.0),
+        (
+            format!(
+                "gaoler_source_lines_read_total{{source=\"{}\"}}",
+                auth_log.display()
+            ),
+            3.0,
+        ),
+        // The log backend is still handed the ban as one transaction.
+        ("gaoler_nft_transactions_total".to_string(), 2.0),
+        ("gaoler_nft_transaction_seconds_count".to_string(), 2.0),
+        (
+            "gaoler_nft_transaction_seconds_bucket{le=\"+Inf\"}".to_string(),
+            2.0,
+        ),
+        ("gaoler_nft_transaction_errors_total".to_string(), 0.0),
+    ] {
+        assert_eq!(sample(&body, &series), Some(want), "{series} in:\n{body}");
+    }
+    assert!(sample(&body, "gaoler_nft_transaction_seconds_sum").is_some_and(|s| s >= 0.0));
+
+    ctl_json(cfg.path(), &["unban", "203.0.113.50"]);
+    let body = scrape(addr);
+    assert_eq!(
+        sample(&body, "gaoler_unbans_total{jail=\"sshd\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, "gaoler_current_bans{jail=\"sshd\"}"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&body, "gaoler_nft_transactions_total"), Some(3.0));
+}
+
+#[test]
+fn other_paths_methods_and_garbage_get_answers_and_the_daemon_keeps_running() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let cfg = config(&addr.to_string());
+    let mut d = Daemon::start(cfg.path(), None);
+
+    let (status, _, _) = get(addr, "/");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, _, _) = get(addr, "/metrics/extra");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let post = exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && post.contains("\r\nAllow: GET"),
+        "{post}"
+    );
+
+    // Binary junk with a blank line is a bad request; without one, and closed, or
+    // oversized, the connection is answered or closed; never a crash.
+    let junk = exchange(addr, b"\x00\xff\xfe\x16\x03\x01 junk\r\n\r\n");
+    assert!(junk.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{junk}");
+    let tls = exchange(addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
+    assert!(tls.is_empty() || tls.starts_with("HTTP/1.1 400"), "{tls}");
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX-Filler: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    let big = exchange(addr, &huge);
+    assert!(big.is_empty() || big.starts_with("HTTP/1.1 400"), "{big}");
+    // Connected and silent, then gone.
+    drop(TcpStream::connect(addr).expect("connect"));
+
+    assert!(gaoler(cfg.path(), &["ctl", "ping"]).status.success());
+    let body = scrape(addr);
+    assert!(
+        body.contains("gaoler_bans_total{jail=\"sshd\"} 0\n"),
+        "{body}"
+    );
+    d.stop();
+}
+
+#[test]
+fn a_taken_metrics_address_stops_the_start_with_exit_1_and_says_which() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let cfg = config(&addr.to_string());
+    let out = gaoler(cfg.path(), &["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot serve metrics on {addr}"))
+            && err.contains("`[metrics] listen`")
+            && err.contains("address already in use"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_config_error_at_its_position() {
+    let cfg = config("localhost:9179");
+    let out = gaoler(cfg.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("gaoler.toml:11:10: invalid [metrics] listen `localhost:9179`"),
+        "{err}"
+    );
+    // Empty is off, and valid.
+    let cfg = config("");
+    let out = gaoler(cfg.path(), &["check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("metrics"),
+        "no warning any more"
+    );
+}
