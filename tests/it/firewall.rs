@@ -182,3 +182,47 @@ fn jails_sharing_a_set_block_an_offender_on_all_their_ports() {
     assert!(lab.attacker_connects(SERVER_V4, 2222, LONG));
     assert!(lab.attacker_connects(SERVER_V4, 2223, LONG));
 }
+
+#[test]
+fn a_reload_that_removes_a_jail_lifts_its_bans_in_the_kernel_and_keeps_the_others() {
+    let lab = Lab::new();
+    lab.listen(2222);
+    lab.listen(8080);
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"greload\"",
+        &jail("ports = [\"2222\"]"),
+    );
+    cfg.write(
+        "jails/web.toml",
+        "filter = \"sshd\"\nlogpath = \"web.log\"\nmaxretry = 3\nbantime = \"1h\"\nports = [\"8080\"]\n",
+    );
+    cfg.write("web.log", "");
+    let _d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    ctl_json(cfg.path(), &["ban", "web", ATTACKER_V4]);
+    assert!(!lab.attacker_connects(SERVER_V4, 2222, SHORT));
+    assert!(!lab.attacker_connects(SERVER_V4, 8080, SHORT));
+    let sshd_before = lab.elements("greload", "sshd-v4");
+
+    std::fs::remove_file(cfg.path().join("jails/web.toml")).expect("rm");
+    let report = ctl_json(cfg.path(), &["reload"]);
+    assert_eq!(report["lifted"], 1, "{report}");
+    assert_eq!(report["rebuilt"], true, "{report}");
+    // web's set and rule are gone with its ban; sshd's element is there, not extended.
+    assert!(
+        lab.attacker_connects(SERVER_V4, 8080, LONG),
+        "web's ban lifted"
+    );
+    assert!(
+        !lab.attacker_connects(SERVER_V4, 2222, SHORT),
+        "sshd's ban stays"
+    );
+    let sshd_after = lab.elements("greload", "sshd-v4");
+    assert_eq!(sshd_after.len(), 1);
+    assert!(sshd_after[0].2 <= sshd_before[0].2, "{sshd_after:?}");
+    let table = lab
+        .nft_json(&["list", "table", "inet", "greload"])
+        .expect("table");
+    assert!(!table.to_string().contains("web-v4"), "{table}");
+    assert_eq!(banned_ips(cfg.path()), [ATTACKER_V4]);
+}

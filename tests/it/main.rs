@@ -8,6 +8,7 @@ mod firewall;
 mod journal;
 mod lifecycle;
 mod metrics;
+mod reload;
 mod sources;
 mod support;
 mod tail_model;

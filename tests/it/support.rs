@@ -205,6 +205,11 @@ impl Daemon {
         }
     }
 
+    /// SIGHUP: reload the configuration.
+    pub fn hup(&mut self) {
+        self.signal("-HUP");
+    }
+
     /// SIGKILL and wait.
     pub fn kill9(&mut self) {
         self.signal("-KILL");
