@@ -88,6 +88,11 @@ pub enum CtlCommand {
     },
     /// Throughput and totals since start.
     Stats,
+    /// Change the daemon's own log level now: error, warn, info, debug or trace (until
+    /// a restart, or a reload with another log_level).
+    LogLevel { level: String },
+    /// Reopen the daemon's log_file, after logrotate moved it.
+    FlushLogs,
     /// Re-read the configuration: checked whole first (nothing changes if it is
     /// invalid); bans and failure counts of unchanged jails survive.
     Reload,
@@ -113,6 +118,10 @@ impl CtlCommand {
             },
             CtlCommand::Stats => Request::Stats,
             CtlCommand::Reload => Request::Reload,
+            CtlCommand::LogLevel { level } => Request::LogLevel {
+                level: level.clone(),
+            },
+            CtlCommand::FlushLogs => Request::FlushLogs,
         }
     }
 }

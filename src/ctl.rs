@@ -66,6 +66,8 @@ fn render_json(response: &Response) -> String {
         Response::Banned { ban } => serde_json::json!(ban),
         Response::Stats(stats) => serde_json::json!(stats),
         Response::Reloaded(report) => serde_json::json!(report),
+        Response::LogLevel { level } => serde_json::json!({ "log_level": level }),
+        Response::LogsFlushed { file } => serde_json::json!({ "reopened": file }),
         Response::Error { message, .. } => serde_json::json!({ "error": message }),
     };
     format!(
@@ -136,6 +138,11 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
             out
         }
         Response::Reloaded(r) => reloaded_text(r),
+        Response::LogLevel { level } => format!("log level is now {level}\n"),
+        Response::LogsFlushed { file: Some(f) } => format!("reopened {f}\n"),
+        Response::LogsFlushed { file: None } => {
+            "the daemon logs to stderr (no log_file): nothing to reopen\n".into()
+        }
         Response::Stats(s) => table(
             &[
                 "LINES READ",

@@ -17,6 +17,7 @@
 //! - `daemon`   `run`: the only place that wires stages together
 //! - `test_filter` the `test-filter` command
 //! - `cli`      clap types
+//! - `logging`  the daemon's own log: level changes, text/JSON, reopenable file
 //! - `util`     readable I/O errors
 
 pub mod ban;
@@ -28,6 +29,7 @@ pub mod filter;
 pub mod firewall;
 pub mod ipc;
 pub mod jail;
+pub mod logging;
 pub mod metrics;
 pub mod source;
 pub mod stats;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use gaoler::cli::{Cli, Command};
 use gaoler::{config, ctl, daemon, test_filter};
@@ -89,24 +88,14 @@ fn run(cli: &Cli) -> i32 {
             return 2;
         }
     };
-    let filter = EnvFilter::try_from_env("GAOLER_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("gaoler={}", cfg.daemon.log_level)));
-    // Lines are written by a logging thread, in batches: a line per ban would
-    // otherwise cost the ban path a write(2) each. Never lossy: when the queue is
-    // full the caller waits. The guard flushes what is queued when `run` returns.
-    let (writer, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("gaoler-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(writer)
-        .init();
+    // The guard writes out what is still queued when `run` returns.
+    let (logs, _flush_at_exit) = match gaoler::logging::init(&cfg.daemon) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("gaoler: not starting: {e}");
+            return 1;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -132,7 +121,7 @@ fn run(cli: &Cli) -> i32 {
                 return 1;
             }
         };
-        match daemon::run(cfg, shutdown, hangups).await {
+        match daemon::run(cfg, shutdown, hangups, std::sync::Arc::new(logs)).await {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 pub use diag::{line_col, ConfigErrors, Diagnostic};
-pub use raw::{Action, Backend, FileWatch, OnStop, Protocol};
+pub use raw::{Action, Backend, FileWatch, LogFormat, OnStop, Protocol};
 pub use value::{format_duration, parse_bantime, parse_duration, parse_net, parse_port, PortRange};
 
 use crate::filter::{DatePattern, Filter, LogTz, RegexRole};
@@ -66,6 +66,9 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub socket_group: Option<String>,
     pub log_level: String,
+    pub log_format: LogFormat,
+    /// gaoler's own log goes to this file instead of stderr (`ctl flush-logs` reopens it).
+    pub log_file: Option<PathBuf>,
     pub filter_path: Vec<PathBuf>,
     pub max_tracked: usize,
     pub max_line_length: usize,
@@ -366,7 +369,7 @@ impl Loader {
         let log_level = match raw.log_level {
             Some(level) => {
                 let l = level.get_ref().to_ascii_lowercase();
-                if !["error", "warn", "info", "debug", "trace"].contains(&l.as_str()) {
+                if !crate::logging::LEVELS.contains(&l.as_str()) {
                     self.errors.push(Diagnostic::at(
                         file,
                         text,
@@ -394,6 +397,11 @@ impl Loader {
             socket: self.path(raw.socket.as_deref().unwrap_or(DEFAULT_SOCKET)),
             socket_group: raw.socket_group.filter(|g| !g.is_empty()),
             log_level,
+            log_format: raw.log_format.unwrap_or_default(),
+            log_file: raw
+                .log_file
+                .filter(|f| !f.is_empty())
+                .map(|f| self.path(&f)),
             filter_path: match raw.filter_path {
                 Some(list) => list.0.iter().map(|p| self.path(p)).collect(),
                 None => default_filter_path(&self.dir),

@@ -24,12 +24,25 @@ pub struct RawDaemon {
     pub socket: Option<String>,
     pub socket_group: Option<String>,
     pub log_level: Option<Spanned<String>>,
+    pub log_format: Option<LogFormat>,
+    pub log_file: Option<String>,
     pub filter_path: Option<OneOrMany<String>>,
     pub max_tracked: Option<Spanned<i64>>,
     pub max_line_length: Option<Spanned<i64>>,
     pub file_watch: Option<FileWatch>,
     pub poll_interval: Option<Spanned<DurationValue>>,
     pub dbpurgeage: Option<DurationValue>,
+}
+
+/// How the daemon writes its own log lines.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (journald adds its own timestamp).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// How file sources notice new lines.

@@ -21,6 +21,7 @@ use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::ipc::Response;
 use crate::jail::{Jail, JailRules, Jails};
+use crate::logging::LogControl;
 use crate::metrics::{self, MetricsError};
 use crate::stats::Stats;
 use crate::store::{PositionStore, SledStore, StoreError};
@@ -52,6 +53,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     mut hangups: mpsc::Receiver<()>,
+    logs: Arc<LogControl>,
 ) -> Result<(), DaemonError> {
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -151,6 +153,7 @@ pub async fn run(
         jails: RwLock::new(status_rows(&config)),
         group,
         reload: reload_tx,
+        logs: logs.clone(),
     });
     tasks.spawn(server::serve(listener, handler.clone(), shutdown.clone()));
     if let Some(listener) = metrics_listener {
@@ -188,6 +191,7 @@ pub async fn run(
         let response = match reloaded.outcome {
             Ok((next, report)) => {
                 *handler.jails.write().unwrap_or_else(|p| p.into_inner()) = status_rows(&next);
+                logs.configured_level(&next.daemon.log_level);
                 config = next;
                 tracing::info!(
                     added = ?report.added,

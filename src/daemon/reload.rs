@@ -143,6 +143,8 @@ fn restart_only_changes(running: &Config, next: &Config) -> Option<String> {
         ("[firewall] table", f.table != g.table),
         ("[firewall] on_stop", f.on_stop != g.on_stop),
         ("[metrics] listen", running.metrics != next.metrics),
+        ("[daemon] log_format", a.log_format != b.log_format),
+        ("[daemon] log_file", a.log_file != b.log_file),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::ban::Command;
 use crate::config::parse_bantime;
+use crate::logging::LogControl;
 use crate::stats::Stats;
 use crate::types::Target;
 
@@ -89,6 +90,8 @@ pub struct Handler {
     pub group: Option<SocketGroup>,
     /// Reloads go to the daemon's supervisor, which answers when done.
     pub reload: mpsc::Sender<oneshot::Sender<Response>>,
+    /// The daemon's own log: level and file.
+    pub logs: Arc<LogControl>,
 }
 
 /// Accepts connections until `shutdown`.
@@ -221,6 +224,24 @@ impl Handler {
                 evicted: self.stats.evicted.load(Relaxed),
                 repairs: self.stats.repairs.load(Relaxed),
             }),
+            Request::LogLevel { level } => match self.logs.set_level(&level) {
+                Ok(()) => {
+                    tracing::info!(level = %level.to_ascii_lowercase(), "log level changed by ctl");
+                    Response::LogLevel {
+                        level: level.to_ascii_lowercase(),
+                    }
+                }
+                Err(e) => usage(e),
+            },
+            Request::FlushLogs => match self.logs.reopen() {
+                Ok(file) => Response::LogsFlushed {
+                    file: file.map(|f| f.display().to_string()),
+                },
+                Err(message) => Response::Error {
+                    usage: false,
+                    message,
+                },
+            },
             Request::Reload => {
                 let (reply, answer) = oneshot::channel();
                 if self.reload.send(reply).await.is_err() {

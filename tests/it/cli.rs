@@ -379,3 +379,66 @@ fn a_stale_socket_file_is_replaced() {
         d.output()
     );
 }
+
+#[test]
+fn random_frames_on_the_live_socket_never_stop_the_daemon() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let mut d = Daemon::start(cfg.path(), None);
+    let socket = cfg.path().join("gaoler.sock");
+    let cmd = prop_oneof![
+        Just("ping"),
+        Just("status"),
+        Just("banned"),
+        Just("ban"),
+        Just("unban"),
+        Just("stats"),
+        Just("log-level"),
+        Just("flush-logs"),
+        Just("nope"),
+    ];
+    let junk = "[ -~]{0,40}";
+    let wellformed_but_wrong = (cmd, junk, junk, junk, any::<bool>()).prop_map(
+        |(cmd, jail, ip, bantime, all)| {
+            // Known commands with arbitrary (often invalid) values, never `reload`
+            // (which would read the config) and never a valid level change.
+            format!(
+                r#"{{"v":1,"request":{{"cmd":"{cmd}","jail":{jail:?},"ip":{ip:?},"bantime":{bantime:?},"all":{all},"level":"x{jail:?}"}}}}"#
+            )
+            .into_bytes()
+        },
+    );
+    let frames = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..4096),
+        wellformed_but_wrong,
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&frames, |mut bytes| {
+            bytes.push(b'\n');
+            let mut s = UnixStream::connect(&socket)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("connect: {e}")))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let _ = s.write_all(&bytes);
+            // Any answer, or a closed connection, is fine; a hang is not.
+            let mut line = String::new();
+            let _ = BufReader::new(s).read_line(&mut line);
+            Ok(())
+        })
+        .expect("every frame is answered or closed");
+    assert!(gaoler(cfg.path(), &["ctl", "ping"]).status.success());
+    // Still doing its job.
+    for _ in 0..3 {
+        cfg.sshd_failure("203.0.113.60");
+    }
+    wait_for(Duration::from_secs(5), "a ban after the fuzzing", || {
+        banned_ips(cfg.path()).contains(&"203.0.113.60".to_string())
+    });
+    d.stop();
+}
