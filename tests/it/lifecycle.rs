@@ -51,6 +51,11 @@ fn systemd_hears_ready_status_watchdog_pings_and_stopping() {
         pings >= 3,
         "pings every 100 ms expected, got {pings}: {heard}"
     );
+    // A reload is announced, and READY comes again after it.
+    ctl_json(cfg.path(), &["reload"]);
+    let heard = messages(&notify, Duration::from_millis(300)).join("\n");
+    let reloading = heard.find("RELOADING=1").expect(&heard);
+    assert!(heard[reloading..].contains("READY=1"), "{heard}");
     daemon.stop();
     let heard = messages(&notify, Duration::from_millis(300)).join("\n");
     assert!(heard.contains("STOPPING=1"), "{heard}");

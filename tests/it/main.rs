@@ -2,6 +2,7 @@
 //! kernel is involved, real nftables inside private network namespaces.
 
 mod cli;
+mod ctl;
 mod e2e;
 mod filters;
 mod firewall;
