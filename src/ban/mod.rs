@@ -573,6 +573,7 @@ impl<F: Firewall> BanManager<F> {
 
     /// Bans from jail decisions; already banned targets are left as they are.
     pub async fn decide(&mut self, batch: Vec<Decision>) {
+        let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut seen = HashSet::new();
         let mut bans = Vec::new();
@@ -593,7 +594,15 @@ impl<F: Firewall> BanManager<F> {
             }
         }
         let made = bans.clone();
-        match self.commit_bans(bans, now).await {
+        let decided = started.elapsed();
+        let result = self.commit_bans(bans, now).await;
+        tracing::debug!(
+            bans = made.len(),
+            decide_us = decided.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "batch of decisions handled"
+        );
+        match result {
             Ok(()) => self.recidive(&made, now).await,
             Err(e) => tracing::error!(error = %e, "bans could not be applied"),
         }
@@ -743,9 +752,15 @@ impl<F: Firewall> BanManager<F> {
         }
         let kernel = self.ban_changes(&bans, now);
         let store = &mut self.store;
+        let joined = std::time::Instant::now();
         let (applied, stored) = tokio::join!(
             transaction(&self.stats, self.firewall.apply(&kernel)),
             async { store.commit(&changes) }
+        );
+        tracing::debug!(
+            bans = bans.len(),
+            store_and_kernel_us = joined.elapsed().as_micros() as u64,
+            "bans stored and sent"
         );
         if let Err(e) = stored {
             if applied.is_ok() {

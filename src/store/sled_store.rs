@@ -206,10 +206,18 @@ impl BanStore for SledStore {
             };
             batch.insert(recent_key(&target), to_json(&rec)?);
         }
+        let t0 = std::time::Instant::now();
         self.tree
             .apply_batch(batch)
             .map_err(db_err("writing bans"))?;
+        let t1 = std::time::Instant::now();
         self.db.flush().map_err(db_err("flushing bans to disk"))?;
+        tracing::debug!(
+            changes = changes.len(),
+            apply_us = (t1 - t0).as_micros() as u64,
+            flush_us = t1.elapsed().as_micros() as u64,
+            "store commit"
+        );
         Ok(())
     }
 
