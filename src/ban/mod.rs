@@ -26,6 +26,8 @@ use crate::types::{Ban, BanTime, Clock, IgnoreList, Increment, Target, Timestamp
 
 /// How long the first decision of a batch waits for others to join it.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// Batches up to this many bans are logged in place; larger ones off the ban path.
+const LOG_INLINE: usize = 32;
 /// Most decisions taken into one store batch and one kernel transaction.
 const MAX_BATCH: usize = 10_000;
 /// Seconds a kernel timeout may differ from the ban's time left before it is corrected.
@@ -575,13 +577,13 @@ impl<F: Firewall> BanManager<F> {
     pub async fn decide(&mut self, batch: Vec<Decision>) {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let mut seen = HashSet::new();
-        let mut bans = Vec::new();
-        for d in batch {
-            let key = (d.jail.clone(), d.target);
+        let mut seen: HashSet<(&str, Target)> = HashSet::with_capacity(batch.len());
+        let mut bans = Vec::with_capacity(batch.len());
+        for d in &batch {
             if self.book.get(&d.jail, &d.target).is_some()
-                || self.pending.contains_key(&key)
-                || !seen.insert(key)
+                || (!self.pending.is_empty()
+                    && self.pending.contains_key(&(d.jail.clone(), d.target)))
+                || !seen.insert((d.jail.as_str(), d.target))
             {
                 tracing::debug!(jail = %d.jail, target = %d.target, "already banned");
                 continue;
@@ -593,11 +595,17 @@ impl<F: Firewall> BanManager<F> {
                 }
             }
         }
-        let made = bans.clone();
+        let count = bans.len();
+        // Kept for recidive, which reads them after the commit.
+        let made = if self.recidive.is_some() {
+            bans.clone()
+        } else {
+            Vec::new()
+        };
         let decided = started.elapsed();
         let result = self.commit_bans(bans, now).await;
         tracing::debug!(
-            bans = made.len(),
+            bans = count,
             decide_us = decided.as_micros() as u64,
             total_us = started.elapsed().as_micros() as u64,
             "batch of decisions handled"
@@ -770,10 +778,12 @@ impl<F: Firewall> BanManager<F> {
         }
         match applied {
             Ok(()) => {
-                for ban in bans {
-                    self.pending.remove(&(ban.jail.clone(), ban.target));
-                    self.banned(ban);
+                if !self.pending.is_empty() {
+                    for ban in &bans {
+                        self.pending.remove(&(ban.jail.clone(), ban.target));
+                    }
                 }
+                self.banned(bans);
                 Ok(())
             }
             Err(e) => {
@@ -809,15 +819,17 @@ impl<F: Firewall> BanManager<F> {
     /// the new ban and the bans other jails of the set hold; an element that is there
     /// already is replaced, a new one added.
     fn ban_changes(&self, bans: &[Ban], now: Timestamp) -> Vec<Change> {
-        let mut wanted: BTreeMap<(String, Target), (Element, bool)> = BTreeMap::new();
+        let mut wanted: HashMap<(&str, Target), (Element, bool)> =
+            HashMap::with_capacity(bans.len());
         for b in bans {
-            let set = self.set_of(&b.jail);
-            let key = (set.clone(), b.target);
-            let others = self.desired(&set, &b.target, Some(&b.jail), now);
+            let set = self.jails.get(&b.jail).map_or(b.jail.as_str(), |p| &p.set);
+            let key = (set, b.target);
+            let others = self.desired(set, &b.target, Some(&b.jail), now);
             let mine_there = self.book.get(&b.jail, &b.target).is_some()
-                || self.pending.contains_key(&(b.jail.clone(), b.target));
+                || (!self.pending.is_empty()
+                    && self.pending.contains_key(&(b.jail.clone(), b.target)));
             let mut renew = others.is_some() || mine_there;
-            let mut want = longer(others, element(b, &set, now));
+            let mut want = longer(others, element(b, set, now));
             if let Some((prev, prev_renew)) = wanted.remove(&key) {
                 renew |= prev_renew;
                 want = longer(want, Some(prev));
@@ -838,21 +850,31 @@ impl<F: Firewall> BanManager<F> {
             .collect()
     }
 
-    fn banned(&mut self, ban: Ban) {
-        tracing::info!(
-            jail = %ban.jail,
-            target = %ban.target,
-            count = ban.count,
-            bantime = %ban.expires_at.map_or("permanent".to_string(), |e| crate::config::format_duration((e - ban.banned_at).to_std().unwrap_or_default())),
-            "ban"
-        );
-        self.stats.bans.fetch_add(1, Relaxed);
-        if let Some(c) = self.stats.jail(&ban.jail) {
-            c.total_banned.fetch_add(1, Relaxed);
+    /// Bans now in force in store and kernel: logged, counted, and in the book.
+    fn banned(&mut self, bans: Vec<Ban>) {
+        // A burst's lines are formatted on a blocking thread, off the ban path.
+        if bans.len() > LOG_INLINE {
+            let lines = bans.clone();
+            tokio::task::spawn_blocking(move || lines.iter().for_each(log_ban));
+        } else {
+            bans.iter().for_each(log_ban);
         }
-        let jail = ban.jail.clone();
-        self.book.insert(ban);
-        self.refresh_count(&jail);
+        self.stats.bans.fetch_add(bans.len() as u64, Relaxed);
+        // Per jail: how many (a batch rarely spans more than a few jails).
+        let mut per_jail: Vec<(String, u64)> = Vec::new();
+        for ban in bans {
+            match per_jail.iter_mut().find(|(j, _)| *j == ban.jail) {
+                Some((_, n)) => *n += 1,
+                None => per_jail.push((ban.jail.clone(), 1)),
+            }
+            self.book.insert(ban);
+        }
+        for (jail, n) in per_jail {
+            if let Some(c) = self.stats.jail(&jail) {
+                c.total_banned.fetch_add(n, Relaxed);
+            }
+            self.refresh_count(&jail);
+        }
     }
 
     async fn unban(
@@ -1026,9 +1048,7 @@ impl<F: Firewall> BanManager<F> {
                 tracing::info!(changes = changes.len(), "kernel took the retried changes");
                 self.pending_unbans.clear();
                 let bans: Vec<Ban> = self.pending.drain().map(|(_, b)| b).collect();
-                for ban in bans {
-                    self.banned(ban);
-                }
+                self.banned(bans);
                 self.retry_delay = Duration::from_secs(1);
             }
             Err(e) => {
@@ -1071,6 +1091,17 @@ async fn transaction<T>(
     let result = tx.await;
     stats.transactions.record(started.elapsed(), result.is_ok());
     result
+}
+
+/// The INFO line of a ban in force.
+fn log_ban(ban: &Ban) {
+    tracing::info!(
+        jail = %ban.jail,
+        target = %ban.target,
+        count = ban.count,
+        bantime = %ban.expires_at.map_or("permanent".to_string(), |e| crate::config::format_duration((e - ban.banned_at).to_std().unwrap_or_default())),
+        "ban"
+    );
 }
 
 /// The element for `ban` in `set` at `now`, or `None` when it has expired.
