@@ -45,6 +45,15 @@ pub struct Decision {
     pub failures: u32,
 }
 
+/// What the jail task sends the ban manager, in order.
+#[derive(Debug)]
+pub enum Decided {
+    Ban(Decision),
+    /// Answered once the decisions sent before it are saved; a reader then saves its
+    /// read position. Unanswered (dropped) when they could not be saved.
+    Saved(oneshot::Sender<()>),
+}
+
 /// A request from `ctl`, answered on `reply`.
 #[derive(Debug)]
 pub enum Command {
@@ -214,6 +223,7 @@ pub struct BanManager<F: Firewall> {
     layout: Option<Layout>,
     reconcile_every: Option<Duration>,
     reconcile_at: Instant,
+    ban_log: BanLog,
 }
 
 impl<F: Firewall> BanManager<F> {
@@ -241,6 +251,7 @@ impl<F: Firewall> BanManager<F> {
             layout: None,
             reconcile_every: None,
             reconcile_at: Instant::now(),
+            ban_log: BanLog::new(),
         }
     }
 
@@ -267,17 +278,19 @@ impl<F: Firewall> BanManager<F> {
             }
         };
         let now = self.clock.now();
-        let current = self.all_elements(&self.book.select(None, None), now);
         if !inventory.complete {
-            match transaction(&self.stats, self.firewall.install(&layout, &current)).await {
+            let every = self.all_elements(&self.matching(None, None), now);
+            match transaction(&self.stats, self.firewall.install(&layout, &every)).await {
                 Ok(()) => {
-                    tracing::warn!(bans = current.len(), table = %layout.table, "reconciler: the table, its chain, rules or sets were missing; rebuilt with every ban");
+                    tracing::warn!(bans = every.len(), table = %layout.table, "reconciler: the table, its chain, rules or sets were missing; rebuilt with every ban");
                     self.stats.repairs.fetch_add(1, Relaxed);
+                    self.installed();
                 }
                 Err(e) => tracing::error!(error = %e, "reconciler could not rebuild the table"),
             }
             return;
         }
+        let current = self.all_elements(&self.book.select(None, None), now);
         let (mut missing, mut timeouts, mut unknown) = (0u64, 0u64, 0u64);
         let mut changes = Vec::new();
         for el in current {
@@ -390,9 +403,33 @@ impl<F: Firewall> BanManager<F> {
 
     /// What the kernel should hold: for every (set, target), its longest ban.
     fn all_elements(&self, bans: &[Ban], now: Timestamp) -> Vec<Element> {
+        elements_for(&self.jails, bans, now)
+    }
+
+    /// After a whole table was installed with every current and pending ban: the
+    /// pending ones are in force now, and no older unban is left to retry.
+    fn installed(&mut self) {
+        self.pending_unbans.clear();
+        if !self.pending.is_empty() {
+            let bans: Vec<Ban> = self.pending.drain().map(|(_, b)| b).collect();
+            self.banned(bans);
+        }
+        self.retry_at = None;
+        self.retry_delay = Duration::from_secs(1);
+    }
+}
+
+/// What the kernel should hold for `bans` under `jails`: per (set, target), the
+/// longest ban.
+fn elements_for(
+    jails: &BTreeMap<String, JailPolicy>,
+    bans: &[Ban],
+    now: Timestamp,
+) -> Vec<Element> {
+    {
         let mut by_key: HashMap<(&str, Target), Element> = HashMap::with_capacity(bans.len());
         for ban in bans {
-            let set = self.jails.get(&ban.jail).map_or(&ban.jail, |p| &p.set);
+            let set = jails.get(&ban.jail).map_or(&ban.jail, |p| &p.set);
             let Some(el) = element(ban, set, now) else {
                 continue;
             };
@@ -409,7 +446,9 @@ impl<F: Firewall> BanManager<F> {
         }
         by_key.into_values().collect()
     }
+}
 
+impl<F: Firewall> BanManager<F> {
     /// The kernel change for (set, target) after its bans changed in the book.
     fn settle(&self, set: &str, target: &Target, now: Timestamp) -> Change {
         match self.desired(set, target, None, now) {
@@ -475,7 +514,7 @@ impl<F: Firewall> BanManager<F> {
     /// Serves decisions and commands until `shutdown`; then applies `on_stop`.
     pub async fn run(
         mut self,
-        mut decisions: mpsc::Receiver<Decision>,
+        mut decisions: mpsc::Receiver<Decided>,
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
         on_stop: OnStop,
@@ -503,7 +542,19 @@ impl<F: Firewall> BanManager<F> {
                             Err(_) => break,
                         }
                     }
-                    self.decide(batch).await;
+                    let (mut bans, mut barriers) = (Vec::with_capacity(batch.len()), Vec::new());
+                    for d in batch {
+                        match d {
+                            Decided::Ban(d) => bans.push(d),
+                            Decided::Saved(b) => barriers.push(b),
+                        }
+                    }
+                    // Read positions are saved only behind saved decisions.
+                    if self.decide(bans).await {
+                        for b in barriers {
+                            let _ = b.send(());
+                        }
+                    }
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     self.expire();
@@ -573,8 +624,12 @@ impl<F: Firewall> BanManager<F> {
         }
     }
 
-    /// Bans from jail decisions; already banned targets are left as they are.
-    pub async fn decide(&mut self, batch: Vec<Decision>) {
+    /// Bans from jail decisions; already banned targets are left as they are. True
+    /// when every ban made is saved (in force, or saved and waiting for the kernel).
+    pub async fn decide(&mut self, batch: Vec<Decision>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut seen: HashSet<(&str, Target)> = HashSet::with_capacity(batch.len());
@@ -611,8 +666,16 @@ impl<F: Firewall> BanManager<F> {
             "batch of decisions handled"
         );
         match result {
-            Ok(()) => self.recidive(&made, now).await,
-            Err(e) => tracing::error!(error = %e, "bans could not be applied"),
+            Ok(()) => {
+                self.recidive(&made, now).await;
+                true
+            }
+            // Saved; the kernel gets them when it takes changes again.
+            Err(BanError::Firewall(_)) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "bans could not be applied");
+                false
+            }
         }
     }
 
@@ -784,6 +847,11 @@ impl<F: Firewall> BanManager<F> {
                     }
                 }
                 self.banned(bans);
+                // The kernel takes changes again: what waits for a retry goes now.
+                if !self.pending.is_empty() || !self.pending_unbans.is_empty() {
+                    self.retry_at = Some(Instant::now());
+                    self.retry_delay = Duration::from_secs(1);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -852,10 +920,10 @@ impl<F: Firewall> BanManager<F> {
 
     /// Bans now in force in store and kernel: logged, counted, and in the book.
     fn banned(&mut self, bans: Vec<Ban>) {
-        // A burst's lines are formatted on a blocking thread, off the ban path.
+        // A burst's lines are formatted by the ban logger's thread, off the ban path
+        // and in order.
         if bans.len() > LOG_INLINE {
-            let lines = bans.clone();
-            tokio::task::spawn_blocking(move || lines.iter().for_each(log_ban));
+            self.ban_log.announce(bans.clone());
         } else {
             bans.iter().for_each(log_ban);
         }
@@ -957,7 +1025,25 @@ impl<F: Firewall> BanManager<F> {
             .iter()
             .flat_map(|j| self.matching(Some(j), None))
             .collect();
-        self.forget(&lifted)?;
+        let mut report = Reconfigured {
+            lifted: lifted.len(),
+            rebuilt: false,
+        };
+        // The table first: if the kernel refuses it, nothing has changed.
+        if self.layout.as_ref() != Some(&new.layout) {
+            let now = self.clock.now();
+            let kept: Vec<Ban> = self
+                .matching(None, None)
+                .into_iter()
+                .filter(|b| !gone.contains(&b.jail))
+                .collect();
+            let elements = elements_for(&new.jails, &kept, now);
+            transaction(&self.stats, self.firewall.install(&new.layout, &elements))
+                .await
+                .map_err(BanError::Install)?;
+            self.layout = Some(new.layout.clone());
+            report.rebuilt = true;
+        }
         self.jails = new.jails;
         self.recidive = new.recidive;
         self.history_horizon = new.history_horizon;
@@ -965,20 +1051,13 @@ impl<F: Firewall> BanManager<F> {
             self.reconcile_every = new.reconcile_every;
             self.reconcile_at = Instant::now() + new.reconcile_every.unwrap_or(MAX_SLEEP);
         }
-        let mut report = Reconfigured {
-            lifted: lifted.len(),
-            rebuilt: false,
-        };
-        if self.layout.as_ref() != Some(&new.layout) {
-            let now = self.clock.now();
-            let bans = self.matching(None, None);
-            let elements = self.all_elements(&bans, now);
-            // The reconciler rebuilds a table that is not as the layout says.
-            self.layout = Some(new.layout.clone());
-            transaction(&self.stats, self.firewall.install(&new.layout, &elements))
-                .await
-                .map_err(BanError::Install)?;
-            report.rebuilt = true;
+        if report.rebuilt {
+            self.installed();
+        }
+        // Already out of the kernel; a store that refuses keeps them until the next
+        // start, which drops bans of jails no longer enabled.
+        if let Err(e) = self.forget(&lifted) {
+            tracing::error!(error = %e, "could not remove the bans of removed jails from the store");
         }
         Ok(report)
     }
@@ -1091,6 +1170,30 @@ async fn transaction<T>(
     let result = tx.await;
     stats.transactions.record(started.elapsed(), result.is_ok());
     result
+}
+
+/// Formats bursts of ban lines on its own thread, in the order they come.
+struct BanLog(Option<std::sync::mpsc::Sender<Vec<Ban>>>);
+
+impl BanLog {
+    fn new() -> BanLog {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Ban>>();
+        let started = std::thread::Builder::new()
+            .name("gaoler-banlog".into())
+            .spawn(move || rx.iter().for_each(|bans| bans.iter().for_each(log_ban)));
+        BanLog(started.ok().map(|_| tx))
+    }
+
+    fn announce(&self, bans: Vec<Ban>) {
+        match &self.0 {
+            Some(tx) => {
+                if let Err(unsent) = tx.send(bans) {
+                    unsent.0.iter().for_each(log_ban);
+                }
+            }
+            None => bans.iter().for_each(log_ban),
+        }
+    }
 }
 
 /// The INFO line of a ban in force.

@@ -336,7 +336,9 @@ async fn run_loop_expires_bans_by_itself_and_stops_on_shutdown() {
     let shutdown = CancellationToken::new();
     let store = r.store.clone();
     let task = tokio::spawn(r.manager.run(drx, crx, shutdown.clone(), OnStop::Flush));
-    dtx.send(decision("203.0.113.5")).await.expect("send");
+    dtx.send(Decided::Ban(decision("203.0.113.5")))
+        .await
+        .expect("send");
     // Decisions and commands are separate queues: let the decision land first.
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(list(&ctx).await.len(), 1);
@@ -352,6 +354,40 @@ async fn run_loop_expires_bans_by_itself_and_stops_on_shutdown() {
             .unwrap_or(false),
         "flush removed the table"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_may_save_its_position_only_behind_saved_decisions() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    let (dtx, drx) = mpsc::channel(8);
+    let (_ctx, crx) = mpsc::channel(8);
+    let shutdown = CancellationToken::new();
+    let store = r.store.clone();
+    let task = tokio::spawn(r.manager.run(drx, crx, shutdown.clone(), OnStop::Keep));
+    // A ban, then a barrier: answered once the ban is in the store.
+    let (tx, saved) = oneshot::channel();
+    dtx.send(Decided::Ban(decision("203.0.113.5")))
+        .await
+        .expect("send");
+    dtx.send(Decided::Saved(tx)).await.expect("send");
+    saved.await.expect("answered");
+    assert_eq!(store.get().bans.len(), 1);
+    // With the store refusing, the barrier is dropped: the position stays unsaved.
+    store.get().fail = true;
+    let (tx, refused) = oneshot::channel();
+    dtx.send(Decided::Ban(decision("203.0.113.6")))
+        .await
+        .expect("send");
+    dtx.send(Decided::Saved(tx)).await.expect("send");
+    assert!(refused.await.is_err(), "not answered");
+    // A barrier with no decision before it is answered at once.
+    store.get().fail = false;
+    let (tx, nothing) = oneshot::channel();
+    dtx.send(Decided::Saved(tx)).await.expect("send");
+    nothing.await.expect("answered");
+    shutdown.cancel();
+    task.await.expect("manager stops");
 }
 
 fn doubling() -> Increment {

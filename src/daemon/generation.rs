@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::pipeline::{self, ReaderContext};
 use super::sources::{self, FileSources};
-use crate::ban::Decision;
+use crate::ban::Decided;
 use crate::config::{DaemonConfig, JailConfig};
 use crate::jail::Jails;
 use crate::source::journal::{self, StartAt};
@@ -33,7 +33,7 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
     pub positions: Arc<dyn PositionStore>,
-    pub decisions: mpsc::Sender<Decision>,
+    pub decisions: mpsc::Sender<Decided>,
     pub shutdown: CancellationToken,
 }
 

@@ -118,6 +118,8 @@ pub async fn run(
     let restored = match manager.restore(&Layout::from_config(&config)).await {
         Ok(r) => r,
         Err(e) => {
+            // Nobody will answer the readers' barriers: let them see a closed queue.
+            drop(decision_rx);
             shutdown.cancel();
             current.stop(config.daemon.max_tracked).await;
             return Err(e.into());
@@ -135,6 +137,7 @@ pub async fn run(
     let listener = match server::bind(&config.daemon.socket, group.as_ref()) {
         Ok(l) => l,
         Err(e) => {
+            drop(decision_rx);
             shutdown.cancel();
             current.stop(config.daemon.max_tracked).await;
             return Err(e.into());

@@ -7,16 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::ban::Decision;
+use crate::ban::{Decided, Decision};
 use crate::filter::{Filter, Framer, Verdict};
 use crate::jail::{Failure, Jails, Outcome};
 use crate::source::journal::{parse_entry, Follower, Matches, StartAt};
 use crate::source::{FileTail, Lines, Start};
 use crate::stats::Stats;
-use crate::store::PositionStore;
+use crate::store::{FilePosition, PositionStore};
 use crate::types::Clock;
 
 /// How often quiet addresses are forgotten.
@@ -37,10 +37,63 @@ pub struct JournalSubscriber {
     pub matches: Matches,
 }
 
+/// What readers send the jail task, in the order they read it.
+pub enum Found {
+    Failure(Failure),
+    /// Answered once every decision from what the reader sent before is saved; only
+    /// then may the reader's position be saved (so a crash re-reads, never skips).
+    Saved(oneshot::Sender<()>),
+}
+
+/// A read position waiting for the decisions before it to be saved.
+enum Position {
+    File(PathBuf, FilePosition),
+    Journal(String),
+}
+
+/// Saves each position once its decisions are saved, in order, off the runtime. Ends
+/// when the reader drops `queue` and every position before has been handled.
+async fn save_positions(
+    mut queue: mpsc::UnboundedReceiver<(oneshot::Receiver<()>, Position)>,
+    store: Arc<dyn PositionStore>,
+) {
+    while let Some((saved, position)) = queue.recv().await {
+        // Not answered: the decisions were not saved (or the daemon stops); the
+        // position stays where it was and those lines are read again next time.
+        if saved.await.is_err() {
+            continue;
+        }
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || match &position {
+            Position::File(path, p) => store.save_file(path, p),
+            Position::Journal(cursor) => store.save_journal_cursor(cursor),
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "cannot save a read position");
+        }
+    }
+}
+
+/// Queues `position` behind a barrier through the jail task and the ban manager;
+/// false when the jail task is gone.
+async fn checkpoint(
+    cx: &ReaderContext,
+    saves: &mpsc::UnboundedSender<(oneshot::Receiver<()>, Position)>,
+    position: Position,
+) -> bool {
+    let (tx, rx) = oneshot::channel();
+    if cx.failures.send(Found::Saved(tx)).await.is_err() {
+        return false;
+    }
+    let _ = saves.send((rx, position));
+    true
+}
+
 /// What every reader shares.
 #[derive(Clone)]
 pub struct ReaderContext {
-    pub failures: mpsc::Sender<Failure>,
+    pub failures: mpsc::Sender<Found>,
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
     pub shutdown: CancellationToken,
@@ -67,6 +120,21 @@ pub async fn follow_file(
     wake: Option<Arc<Notify>>,
     unsaved: Unsaved,
     cx: ReaderContext,
+) {
+    let (saves, queue) = mpsc::unbounded_channel();
+    let saver = save_positions(queue, cx.positions.clone());
+    let reader = read_file(path, subscribers, wake, unsaved, cx, saves);
+    // The reader ends first (dropping its queue); the saver then finishes the queue.
+    tokio::join!(reader, saver);
+}
+
+async fn read_file(
+    path: PathBuf,
+    subscribers: Vec<Subscriber>,
+    wake: Option<Arc<Notify>>,
+    unsaved: Unsaved,
+    cx: ReaderContext,
+    saves: mpsc::UnboundedSender<(oneshot::Receiver<()>, Position)>,
 ) {
     let mut tail = FileTail::new(&path, cx.max_line);
     let read_here = cx.stats.source(&path.to_string_lossy());
@@ -142,17 +210,15 @@ pub async fn follow_file(
             let now = tail.position();
             if now.is_some() && now != saved {
                 if let Some(p) = now {
-                    // A flushed write: off the runtime, like the read before it.
-                    let (store, file) = (cx.positions.clone(), path.clone());
-                    let saved_ok =
-                        tokio::task::spawn_blocking(move || store.save_file(&file, &p)).await;
-                    if let Ok(Err(e)) = saved_ok {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot save the read position");
+                    if !checkpoint(&cx, &saves, Position::File(path.clone(), p)).await {
+                        return;
                     }
                 }
                 saved = now;
             }
-            if !more {
+            // Stopping (a reload, the daemon's stop) at a point where everything read
+            // was handed on with its position: nothing lost, nothing read twice.
+            if !more || cx.shutdown.is_cancelled() {
                 break;
             }
         }
@@ -177,6 +243,19 @@ pub async fn follow_journal(
     journalctl: String,
     start: StartAt,
     cx: ReaderContext,
+) {
+    let (saves, queue) = mpsc::unbounded_channel();
+    let saver = save_positions(queue, cx.positions.clone());
+    let reader = read_journal(subscribers, journalctl, start, cx, saves);
+    tokio::join!(reader, saver);
+}
+
+async fn read_journal(
+    subscribers: Vec<JournalSubscriber>,
+    journalctl: String,
+    start: StartAt,
+    cx: ReaderContext,
+    saves: mpsc::UnboundedSender<(oneshot::Receiver<()>, Position)>,
 ) {
     let wanted: Vec<String> = {
         let mut f: Vec<String> = subscribers
@@ -211,7 +290,16 @@ pub async fn follow_journal(
         let mut got_any = false;
         loop {
             let read = tokio::select! {
-                _ = cx.shutdown.cancelled() => return,
+                _ = cx.shutdown.cancelled() => {
+                    // Every entry up to `start` was handed on: keep its cursor, so the
+                    // next reader (a reload) neither repeats nor skips one.
+                    if let StartAt::After(cursor) = &start {
+                        if saved.as_ref() != Some(cursor) {
+                            checkpoint(&cx, &saves, Position::Journal(cursor.clone())).await;
+                        }
+                    }
+                    return;
+                }
                 r = follower.next_line(&mut buf) => r,
             };
             if !matches!(read, Ok(true)) {
@@ -230,7 +318,7 @@ pub async fn follow_journal(
                         host: found.host,
                         time: entry.time,
                     };
-                    if cx.failures.send(failure).await.is_err() {
+                    if cx.failures.send(Found::Failure(failure)).await.is_err() {
                         return;
                     }
                 }
@@ -239,11 +327,8 @@ pub async fn follow_journal(
             // Save once a burst is handled, not after every entry of it.
             if let StartAt::After(cursor) = &start {
                 if !follower.has_buffered() && saved.as_ref() != Some(cursor) {
-                    let (store, c) = (cx.positions.clone(), cursor.clone());
-                    let saved_ok =
-                        tokio::task::spawn_blocking(move || store.save_journal_cursor(&c)).await;
-                    if let Ok(Err(e)) = saved_ok {
-                        tracing::warn!(error = %e, "cannot save the journal cursor");
+                    if !checkpoint(&cx, &saves, Position::Journal(cursor.clone())).await {
+                        return;
                     }
                     saved = Some(cursor.clone());
                 }
@@ -313,7 +398,7 @@ async fn examine(
                         host: found.host,
                         time: framed.time,
                     };
-                    if cx.failures.send(failure).await.is_err() {
+                    if cx.failures.send(Found::Failure(failure)).await.is_err() {
                         return false;
                     }
                 }
@@ -334,8 +419,8 @@ async fn examine(
 pub async fn count_failures(
     names: Vec<String>,
     mut jails: Jails,
-    mut failures: mpsc::Receiver<Failure>,
-    decisions: mpsc::Sender<Decision>,
+    mut failures: mpsc::Receiver<Found>,
+    decisions: mpsc::Sender<Decided>,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
 ) -> Jails {
@@ -346,8 +431,18 @@ pub async fn count_failures(
     let mut evicted_at_warning = 0;
     loop {
         tokio::select! {
-            f = failures.recv() => {
-                let Some(f) = f else { return jails };
+            found = failures.recv() => {
+                let f = match found {
+                    None => return jails,
+                    Some(Found::Failure(f)) => f,
+                    // In order behind the decisions from the same lines.
+                    Some(Found::Saved(barrier)) => {
+                        if decisions.send(Decided::Saved(barrier)).await.is_err() {
+                            return jails;
+                        }
+                        continue;
+                    }
+                };
                 let Some(name) = names.get(f.jail) else { continue };
                 let outcome = jails.record(f.jail, f.host, f.time, clock.now());
                 let counters = counters.get(f.jail).and_then(Option::as_ref);
@@ -363,7 +458,7 @@ pub async fn count_failures(
                         stats.failures.fetch_add(1, Relaxed);
                         if let Some(c) = counters { c.total_failed.fetch_add(1, Relaxed); }
                         let d = Decision { jail: name.clone(), target, failures };
-                        if decisions.send(d).await.is_err() {
+                        if decisions.send(Decided::Ban(d)).await.is_err() {
                             return jails;
                         }
                     }

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::generation::{Generation, Shared};
 use super::{jail_names, with_own_addresses};
-use crate::ban::{BanError, Command, Reconfig};
+use crate::ban::{Command, Reconfig};
 use crate::config::{self, Config, JailConfig};
 use crate::ipc::ReloadReport;
 use crate::jail::JailRules;
@@ -79,13 +79,9 @@ pub async fn reload(
     if manager.send(asked).await.is_err() {
         return refused(current, gone());
     }
+    // A table the kernel refuses changes nothing: the old one keeps running.
     let (lifted, rebuilt) = match answer.await {
         Ok(Ok(done)) => (done.lifted, done.rebuilt),
-        // The new policies are in place; the reconciler keeps rebuilding the table.
-        Ok(Err(BanError::Install(e))) => {
-            tracing::error!(error = %e, "the kernel refused the reloaded table; the reconciler retries");
-            (0, false)
-        }
         Ok(Err(e)) => return refused(current, ReloadError::Manager(e.to_string())),
         Err(_) => return refused(current, gone()),
     };

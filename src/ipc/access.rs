@@ -22,21 +22,31 @@ impl SocketGroup {
     pub fn resolve(name: &str) -> Result<SocketGroup, NoSuchGroup> {
         let missing = || NoSuchGroup(name.to_string());
         let c_name = CString::new(name).map_err(|_| missing())?;
+        // SAFETY: a zeroed `group` is a valid out-parameter (plain integers and null
+        // pointers).
         let mut group: libc::group = unsafe { std::mem::zeroed() };
         let mut buf = vec![0 as libc::c_char; 16 * 1024];
         let mut found: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; `buf` outlives its use.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                c_name.as_ptr(),
-                &mut group,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut found,
-            )
-        };
-        if rc != 0 || found.is_null() {
-            return Err(missing());
+        loop {
+            // SAFETY: every pointer is valid for the call; `buf` outlives its use.
+            let rc = unsafe {
+                libc::getgrnam_r(
+                    c_name.as_ptr(),
+                    &mut group,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut found,
+                )
+            };
+            // Large groups (LDAP, sssd) need a larger buffer, up to 1 MiB.
+            if rc == libc::ERANGE && buf.len() < 1024 * 1024 {
+                buf.resize(buf.len() * 2, 0);
+                continue;
+            }
+            if rc != 0 || found.is_null() {
+                return Err(missing());
+            }
+            break;
         }
         Ok(SocketGroup {
             name: name.to_string(),

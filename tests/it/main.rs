@@ -13,3 +13,4 @@ mod reload;
 mod sources;
 mod support;
 mod tail_model;
+mod torture;

@@ -196,7 +196,7 @@ impl Daemon {
         std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
     }
 
-    fn signal(&mut self, sig: &str) {
+    pub fn signal(&mut self, sig: &str) {
         if let Some(child) = self.child.as_mut() {
             // `ip netns exec` execs the daemon, so the pid is the daemon's.
             let _ = Command::new("kill")

@@ -13,7 +13,7 @@ mod script;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 use super::{Change, Element, Firewall, FirewallError, Inventory, Layout};
 pub use inventory::parse_inventory;
@@ -59,12 +59,18 @@ impl NftFirewall {
                     crate::util::io_reason(&e)
                 )),
             })?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            // Fed by its own task, so a large script keeps flowing while the caller
-            // does other work. A failed write shows up as nft's own error below.
-            tokio::spawn(async move {
-                let _ = stdin.write_all(text.as_bytes()).await;
-            });
+        if let (Some(text), Some(stdin)) = (input, child.stdin.take()) {
+            // Fed by its own thread, so a large script keeps flowing while the caller
+            // does other work (even blocking work, like the store's flush beside it).
+            // A failed write shows up as nft's own error below.
+            match stdin.into_owned_fd() {
+                Ok(fd) => {
+                    std::thread::spawn(move || {
+                        let _ = std::fs::File::from(fd).write_all(text.as_bytes());
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot feed nft its input"),
+            }
         }
         let out = child
             .wait_with_output()
