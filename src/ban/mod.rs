@@ -224,6 +224,11 @@ pub struct BanManager<F: Firewall> {
     reconcile_every: Option<Duration>,
     reconcile_at: Instant,
     ban_log: BanLog,
+    /// Bans decided while the store refused writes (disk full, read-only); saved,
+    /// then sent to the kernel, by the retry.
+    unsaved: Vec<Ban>,
+    /// Readers' barriers waiting for `unsaved` to be saved.
+    held: Vec<oneshot::Sender<()>>,
 }
 
 impl<F: Firewall> BanManager<F> {
@@ -252,6 +257,8 @@ impl<F: Firewall> BanManager<F> {
             reconcile_every: None,
             reconcile_at: Instant::now(),
             ban_log: BanLog::new(),
+            unsaved: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -550,11 +557,9 @@ impl<F: Firewall> BanManager<F> {
                         }
                     }
                     // Read positions are saved only behind saved decisions.
-                    if self.decide(bans).await {
-                        for b in barriers {
-                            let _ = b.send(());
-                        }
-                    }
+                    self.decide(bans).await;
+                    self.held.extend(barriers);
+                    self.release_barriers();
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     self.expire();
@@ -624,8 +629,18 @@ impl<F: Firewall> BanManager<F> {
         }
     }
 
+    /// Answers the readers' barriers once no decided ban waits to be saved.
+    fn release_barriers(&mut self) {
+        if self.unsaved.is_empty() {
+            for b in self.held.drain(..) {
+                let _ = b.send(());
+            }
+        }
+    }
+
     /// Bans from jail decisions; already banned targets are left as they are. True
-    /// when every ban made is saved (in force, or saved and waiting for the kernel).
+    /// when every ban made is saved (in force, or saved and waiting for the kernel);
+    /// bans the store refused wait in `unsaved` for the retry.
     pub async fn decide(&mut self, batch: Vec<Decision>) -> bool {
         if batch.is_empty() {
             return true;
@@ -638,6 +653,11 @@ impl<F: Firewall> BanManager<F> {
             if self.book.get(&d.jail, &d.target).is_some()
                 || (!self.pending.is_empty()
                     && self.pending.contains_key(&(d.jail.clone(), d.target)))
+                || (!self.unsaved.is_empty()
+                    && self
+                        .unsaved
+                        .iter()
+                        .any(|b| b.jail == d.jail && b.target == d.target))
                 || !seen.insert((d.jail.as_str(), d.target))
             {
                 tracing::debug!(jail = %d.jail, target = %d.target, "already banned");
@@ -651,12 +671,9 @@ impl<F: Firewall> BanManager<F> {
             }
         }
         let count = bans.len();
-        // Kept for recidive, which reads them after the commit.
-        let made = if self.recidive.is_some() {
-            bans.clone()
-        } else {
-            Vec::new()
-        };
+        // Kept for recidive, which reads them after the commit, and for the retry if
+        // the store refuses them.
+        let made = bans.clone();
         let decided = started.elapsed();
         let result = self.commit_bans(bans, now).await;
         tracing::debug!(
@@ -672,6 +689,12 @@ impl<F: Firewall> BanManager<F> {
             }
             // Saved; the kernel gets them when it takes changes again.
             Err(BanError::Firewall(_)) => true,
+            Err(e @ BanError::Store(_)) => {
+                tracing::error!(error = %e, bans = made.len(), "the store refused the bans; they are kept and retried");
+                self.unsaved.extend(made);
+                self.schedule_retry();
+                false
+            }
             Err(e) => {
                 tracing::error!(error = %e, "bans could not be applied");
                 false
@@ -1095,9 +1118,17 @@ impl<F: Firewall> BanManager<F> {
         self.refresh_counts();
     }
 
+    /// A retry at the current delay, unless one is due sooner already.
     fn schedule_retry(&mut self) {
-        self.retry_at = Some(Instant::now() + self.retry_delay);
+        if self.retry_at.is_none() {
+            self.retry_at = Some(Instant::now() + self.retry_delay);
+        }
+    }
+
+    /// After a retry failed: the next one waits twice as long (at most a minute).
+    fn back_off(&mut self) {
         self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(60));
+        self.retry_at = Some(Instant::now() + self.retry_delay);
     }
 
     /// Re-sends kernel changes that failed before.
@@ -1107,6 +1138,26 @@ impl<F: Firewall> BanManager<F> {
         }
         self.retry_at = None;
         let now = self.clock.now();
+        if !self.unsaved.is_empty() {
+            let bans: Vec<Ban> = std::mem::take(&mut self.unsaved)
+                .into_iter()
+                .filter(|b| !b.is_expired(now))
+                .collect();
+            let count = bans.len();
+            match self.commit_bans(bans.clone(), now).await {
+                Err(BanError::Store(e)) => {
+                    tracing::error!(error = %e, bans = count, "the store still refuses the bans; retrying later");
+                    self.unsaved.extend(bans);
+                    self.back_off();
+                    return;
+                }
+                // Saved; in force, or waiting for the kernel like any pending ban.
+                _ => {
+                    tracing::info!(bans = count, "the store took the bans it had refused");
+                    self.release_barriers();
+                }
+            }
+        }
         let mut changes: Vec<Change> = self
             .pending_unbans
             .iter()
@@ -1132,7 +1183,7 @@ impl<F: Firewall> BanManager<F> {
             }
             Err(e) => {
                 tracing::error!(error = %e, changes = changes.len(), "kernel still refuses; retrying later");
-                self.schedule_retry();
+                self.back_off();
             }
         }
     }

@@ -373,19 +373,33 @@ async fn a_reader_may_save_its_position_only_behind_saved_decisions() {
     dtx.send(Decided::Saved(tx)).await.expect("send");
     saved.await.expect("answered");
     assert_eq!(store.get().bans.len(), 1);
-    // With the store refusing, the barrier is dropped: the position stays unsaved.
+    // With the store refusing, the ban waits and so does the barrier, until the
+    // retry saves the ban (disk full, then space again).
     store.get().fail = true;
-    let (tx, refused) = oneshot::channel();
+    let (tx, mut held) = oneshot::channel();
     dtx.send(Decided::Ban(decision("203.0.113.6")))
         .await
         .expect("send");
     dtx.send(Decided::Saved(tx)).await.expect("send");
-    assert!(refused.await.is_err(), "not answered");
-    // A barrier with no decision before it is answered at once.
-    store.get().fail = false;
-    let (tx, nothing) = oneshot::channel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        held.try_recv().is_err(),
+        "not answered while the ban is unsaved"
+    );
+    // A barrier behind it waits too.
+    let (tx, mut later) = oneshot::channel();
     dtx.send(Decided::Saved(tx)).await.expect("send");
-    nothing.await.expect("answered");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(later.try_recv().is_err());
+    store.get().fail = false;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    held.await.expect("answered once saved");
+    later.await.expect("answered once saved");
+    assert_eq!(
+        store.get().bans.len(),
+        2,
+        "the refused ban is saved after all"
+    );
     shutdown.cancel();
     task.await.expect("manager stops");
 }

@@ -114,7 +114,7 @@ fn log_format_json_writes_one_json_object_per_line() {
     let d = Daemon::start(cfg.path(), None);
     ctl_json(cfg.path(), &["ban", "sshd", "203.0.113.30"]);
     wait_for(Duration::from_secs(5), "the ban line", || {
-        d.output().contains("203.0.113.30")
+        d.output().contains(r#""message":"ban""#)
     });
     let out = d.output();
     let mut saw_ban = false;

@@ -205,6 +205,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGHUP: reload the configuration.
     pub fn hup(&mut self) {
         self.signal("-HUP");
