@@ -891,12 +891,7 @@ impl<F: Firewall> BanManager<F> {
     /// Puts the elements of `bans` back as the book and pending bans say, after the
     /// store refused them; what fails here the reconciler repairs.
     async fn take_back(&mut self, bans: &[Ban], now: Timestamp) {
-        let mut keys: Vec<(String, Target)> = bans
-            .iter()
-            .map(|b| (self.set_of(&b.jail), b.target))
-            .collect();
-        keys.sort();
-        keys.dedup();
+        let keys = self.set_keys(bans);
         let undo: Vec<Change> = keys
             .iter()
             .map(|(set, target)| self.settle(set, target, now))
@@ -983,12 +978,7 @@ impl<F: Firewall> BanManager<F> {
             return Ok(lifted);
         }
         // A shared set keeps the element while another of its jails still bans the target.
-        let mut keys: Vec<(String, Target)> = lifted
-            .iter()
-            .map(|b| (self.set_of(&b.jail), b.target))
-            .collect();
-        keys.sort();
-        keys.dedup();
+        let keys = self.set_keys(&lifted);
         self.forget(&lifted)?;
         let now = self.clock.now();
         let kernel: Vec<Change> = keys
@@ -1002,6 +992,17 @@ impl<F: Firewall> BanManager<F> {
             return Err(e.into());
         }
         Ok(lifted)
+    }
+
+    /// The (set, target) pairs `bans` occupy in the kernel, each once.
+    fn set_keys(&self, bans: &[Ban]) -> Vec<(String, Target)> {
+        let mut keys: Vec<(String, Target)> = bans
+            .iter()
+            .map(|b| (self.set_of(&b.jail), b.target))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// Current and pending bans matching the optional jail and target.

@@ -148,22 +148,29 @@ fn ctl_without_a_daemon_exits_1_with_a_hint() {
     );
 }
 
-#[test]
-fn a_second_daemon_on_the_same_state_is_refused() {
-    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
-    let _d = Daemon::start(cfg.path(), None);
-    // The same state directory, another socket.
+/// A second configuration in `cfg/other`, like the first but with this state
+/// directory and socket (relative to `other`).
+fn second_config(cfg: &ConfigDir, state: &str, socket: &str) -> std::path::PathBuf {
     let main = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("read");
     cfg.write(
         "other/gaoler.toml",
         &main.replace(
             "state_dir = \"state\"\nsocket = \"gaoler.sock\"",
-            "state_dir = \"../state\"\nsocket = \"other.sock\"",
+            &format!("state_dir = \"{state}\"\nsocket = \"{socket}\""),
         ),
     );
     cfg.write("other/jails/sshd.toml", LOG_JAIL);
     cfg.write("other/auth.log", "");
-    let out = gaoler(&cfg.path().join("other"), &["run"]);
+    cfg.path().join("other")
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let _d = Daemon::start(cfg.path(), None);
+    // The same state directory, another socket.
+    let other = second_config(&cfg, "../state", "other.sock");
+    let out = gaoler(&other, &["run"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("in use by another gaoler process"),
@@ -341,17 +348,7 @@ fn a_second_daemon_on_the_same_socket_is_refused_before_touching_anything() {
     let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
     let _d = Daemon::start(cfg.path(), None);
     // Another state directory, the same socket.
-    let main = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("read");
-    cfg.write(
-        "other/gaoler.toml",
-        &main.replace(
-            "state_dir = \"state\"\nsocket = \"gaoler.sock\"",
-            "state_dir = \"state2\"\nsocket = \"../gaoler.sock\"",
-        ),
-    );
-    cfg.write("other/jails/sshd.toml", LOG_JAIL);
-    cfg.write("other/auth.log", "");
-    let other = cfg.path().join("other");
+    let other = second_config(&cfg, "state2", "../gaoler.sock");
     let out = gaoler(&other, &["run"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -71,18 +71,8 @@ pub fn parse_inventory(json: &[u8], layout: &Layout) -> Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Action, PortRange, Protocol};
-    use crate::firewall::JailRule;
-
-    fn rule(ports: Vec<PortRange>, protocol: Protocol, action: Action) -> JailRule {
-        JailRule {
-            jail: "sshd".into(),
-            set: "sshd".into(),
-            ports,
-            protocol,
-            action,
-        }
-    }
+    use crate::config::{Action, Protocol};
+    use crate::firewall::nft::script::tests::rule;
 
     #[test]
     fn the_inventory_reads_elements_and_notices_missing_pieces() {

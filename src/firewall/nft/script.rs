@@ -234,11 +234,17 @@ pub fn change_script(table: &str, changes: &[Change]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::PortRange;
 
-    fn rule(ports: Vec<PortRange>, protocol: Protocol, action: Action) -> JailRule {
+    /// Jail `sshd`'s rule with these ports, protocol and action (also for the
+    /// inventory's tests).
+    pub(in crate::firewall::nft) fn rule(
+        ports: Vec<PortRange>,
+        protocol: Protocol,
+        action: Action,
+    ) -> JailRule {
         JailRule {
             jail: "sshd".into(),
             set: "sshd".into(),
