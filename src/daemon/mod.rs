@@ -115,14 +115,20 @@ pub async fn run(
     // The table is rebuilt while the readers already read: their failures and the
     // jails' decisions wait in the bounded queues until the manager runs.
     let mut current = Generation::start(&jails, &config.daemon, counting, &shared).await;
-    let restored = match manager.restore(&Layout::from_config(&config)).await {
-        Ok(r) => r,
+    let started = match manager.restore(&Layout::from_config(&config)).await {
+        Ok(restored) => server::bind(&config.daemon.socket, group.as_ref())
+            .map(|listener| (restored, listener))
+            .map_err(DaemonError::from),
+        Err(e) => Err(e.into()),
+    };
+    let (restored, listener) = match started {
+        Ok(s) => s,
         Err(e) => {
             // Nobody will answer the readers' barriers: let them see a closed queue.
             drop(decision_rx);
             shutdown.cancel();
             current.stop(config.daemon.max_tracked).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     tracing::info!(
@@ -134,15 +140,6 @@ pub async fn run(
         table = %config.firewall.table,
         "firewall table built"
     );
-    let listener = match server::bind(&config.daemon.socket, group.as_ref()) {
-        Ok(l) => l,
-        Err(e) => {
-            drop(decision_rx);
-            shutdown.cancel();
-            current.stop(config.daemon.max_tracked).await;
-            return Err(e.into());
-        }
-    };
     tasks.spawn(manager.run(
         decision_rx,
         command_rx,

@@ -66,12 +66,16 @@ fn ctl_count(cfg: &Path, what: &str) -> usize {
 
 const N: u32 = 10_000;
 
+/// Jail `sshd` on auth.log banning at the first failure, for an hour.
+const BAN_AT_FIRST: &str =
+    "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\nbantime = \"1h\"\n";
+
 #[test]
 fn kill_9_at_random_moments_of_a_storm_loses_no_ban_and_doubles_none() {
     let lab = Lab::new();
     let cfg = ConfigDir::new(
         "backend = \"nftables\"\ntable = \"gtort\"\nreconcile_interval = 0",
-        "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\nbantime = \"1h\"\n",
+        BAN_AT_FIRST,
     );
     // A second jail whose addresses fail once each with maxretry 2: a line counted
     // twice would ban one of them.
@@ -189,7 +193,7 @@ fn an_nft_failing_every_third_call_delays_bans_but_loses_none() {
     let lab = Lab::new();
     let cfg = ConfigDir::new(
         "backend = \"nftables\"\ntable = \"gflaky\"\nreconcile_interval = 0",
-        "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\nbantime = \"1h\"\n",
+        BAN_AT_FIRST,
     );
     let path = failing_nft(cfg.path(), 3);
     let d = Daemon::start_in(
@@ -217,10 +221,7 @@ fn an_nft_failing_every_third_call_delays_bans_but_loses_none() {
 
 #[test]
 fn sigstop_during_a_storm_then_sigcont_catches_up() {
-    let cfg = ConfigDir::new(
-        "backend = \"log\"",
-        "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\n",
-    );
+    let cfg = ConfigDir::new("backend = \"log\"", BAN_AT_FIRST);
     let mut d = Daemon::start(cfg.path(), None);
     let lines: Vec<String> = (0..2_000).map(|i| sshd_line(&offender(i))).collect();
     let auth = cfg.path().join("auth.log");
@@ -239,10 +240,7 @@ fn sigstop_during_a_storm_then_sigcont_catches_up() {
 fn an_unreadable_log_is_reported_and_read_once_it_can_be() {
     // As root every file is readable: the daemon runs as nobody here (log backend).
     use std::os::unix::fs::PermissionsExt;
-    let cfg = ConfigDir::new(
-        "backend = \"log\"",
-        "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\n",
-    );
+    let cfg = ConfigDir::new("backend = \"log\"", BAN_AT_FIRST);
     let dir = cfg.path();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let copy = dir.join("gaoler-copy");
@@ -288,10 +286,7 @@ fn an_unreadable_log_is_reported_and_read_once_it_can_be() {
 /// reported, the daemon keeps answering, and the refused bans are kept and retried.
 #[test]
 fn a_full_state_disk_is_reported_and_the_refused_bans_are_kept_and_retried() {
-    let cfg = ConfigDir::new(
-        "backend = \"log\"",
-        "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\n",
-    );
+    let cfg = ConfigDir::new("backend = \"log\"", BAN_AT_FIRST);
     let state = cfg.path().join("state");
     std::fs::create_dir_all(&state).expect("state");
     // The state directory is a small tmpfs in the daemon's own mount namespace.
