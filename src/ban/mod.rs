@@ -809,7 +809,13 @@ impl<F: Firewall> BanManager<F> {
         });
         let history = match current {
             Some(ban) => Some(History::of(ban)),
-            None => self.store.history(jail, &target)?,
+            // A ban now matters more than its escalation: an unreadable store (a
+            // fault being reported) counts this ban as the first.
+            None => self.store.history(jail, &target).unwrap_or_else(|e| {
+                // Not a warning each: the commit that follows reports the fault once.
+                tracing::debug!(%jail, %target, error = %e, "cannot read the ban history; counting this ban as the first");
+                None
+            }),
         };
         let count = history
             .filter(|h| now - h.last_banned_at <= horizon)

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use super::{with_recent, BanStore, History, RecentBan, StoreChange, StoreError};
 use crate::types::{Ban, Target};
 
-/// Bans and history in maps; `fail` makes every commit fail (to test error paths).
+/// Bans and history in maps; `fail` makes every read and commit fail, as an
+/// unavailable database would (to test error paths).
 #[derive(Default, Debug)]
 pub struct MemoryStore {
     pub bans: BTreeMap<(String, Target), Ban>,
@@ -14,22 +15,30 @@ pub struct MemoryStore {
     pub fail: bool,
 }
 
+impl MemoryStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.fail {
+            return Err(StoreError::Db {
+                doing: "using the store",
+                reason: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl BanStore for MemoryStore {
     fn bans(&self) -> Result<Vec<Ban>, StoreError> {
         Ok(self.bans.values().cloned().collect())
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        self.check()?;
         Ok(self.history.get(&(jail.to_string(), *target)).copied())
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
-        if self.fail {
-            return Err(StoreError::Db {
-                doing: "committing",
-                reason: "injected failure".into(),
-            });
-        }
+        self.check()?;
         for change in changes {
             match change {
                 StoreChange::Put(ban) => {
@@ -66,6 +75,7 @@ impl BanStore for MemoryStore {
     }
 
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
+        self.check()?;
         Ok(self.recent.get(target).cloned().unwrap_or_default())
     }
 }

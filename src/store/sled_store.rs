@@ -1,8 +1,12 @@
 //! The durable `BanStore` on sled: one tree, keys `b/<jail>/<target>` (current bans)
 //! and `h/<jail>/<target>` (history), JSON values with a version. Each commit is one
-//! atomic sled batch followed by one flush.
+//! atomic sled batch followed by one flush. sled keeps an I/O error once it has seen
+//! one, so after a failed write (disk full, read-only) the database is reopened before
+//! the next write: the daemon catches up by itself once the disk is fixed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use super::positions::{
     encode_cursor, encode_file, file_key, CursorRecord, FilePosition, PositionRecord,
@@ -16,98 +20,228 @@ use crate::types::{Ban, Target};
 
 const META_FORMAT: &[u8] = b"meta/format";
 
-/// Ban state in a sled database under the state directory.
-pub struct SledStore {
-    path: PathBuf,
+/// The open database and its two trees.
+pub(super) struct Handles {
     pub(super) db: sled::Db,
     pub(super) tree: sled::Tree,
+    positions: sled::Tree,
+    /// sled's log file, synced after each flush (see `flush`).
+    log: std::fs::File,
+}
+
+impl Handles {
+    /// Makes everything written so far durable. sled's own flush syncs with
+    /// `sync_file_range`, which leaves the file's size and the disk's cache unsynced:
+    /// an ext4 journal abort right after a flush lost the last 20 KB of bans (the
+    /// read-only disk test). `fdatasync` on the log file closes that gap.
+    pub(super) fn flush(&self) -> sled::Result<()> {
+        self.db.flush()?;
+        self.log.sync_data().map_err(sled::Error::Io)
+    }
+}
+
+/// The database under the state directory, shared by the ban store and the read
+/// positions; the one owner of the sled handles, so it can drop and reopen them.
+struct Database {
+    state_dir: PathBuf,
+    /// `None` after a reopen failed; the next use tries again.
+    open: RwLock<Option<Handles>>,
+    /// A write failed with an I/O error: sled will fail every later one.
+    broken: AtomicBool,
+}
+
+impl Database {
+    /// Runs `f` on the open handles; an I/O error marks the database for a reopen.
+    fn with<R>(
+        &self,
+        doing: &'static str,
+        f: impl FnOnce(&Handles) -> sled::Result<R>,
+    ) -> Result<R, StoreError> {
+        let guard = self.handles()?;
+        let Some(handles) = guard.as_ref() else {
+            return Err(StoreError::Db {
+                doing,
+                reason: "the state database is closed".into(),
+            });
+        };
+        f(handles).map_err(|e| {
+            if matches!(e, sled::Error::Io(_)) {
+                self.broken.store(true, Ordering::Release);
+            }
+            db_err(doing)(e)
+        })
+    }
+
+    /// Like `with`, after reopening the database if a write failed before.
+    fn write<R>(
+        &self,
+        doing: &'static str,
+        f: impl FnOnce(&Handles) -> sled::Result<R>,
+    ) -> Result<R, StoreError> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        self.with(doing, f)
+    }
+
+    /// The handles, opening the database first if a reopen failed before.
+    fn handles(&self) -> Result<RwLockReadGuard<'_, Option<Handles>>, StoreError> {
+        let guard = self.open.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_some() {
+            return Ok(guard);
+        }
+        drop(guard);
+        self.reopen()?;
+        Ok(self.open.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Drops the handles (sled's file lock goes with them) and opens the database again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.open.write().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() && !self.broken.load(Ordering::Acquire) {
+            return Ok(()); // another thread reopened it meanwhile
+        }
+        drop(slot.take());
+        let handles = open_handles(&self.state_dir)?;
+        *slot = Some(handles);
+        self.broken.store(false, Ordering::Release);
+        tracing::warn!(path = %self.state_dir.display(), "reopened the state database after a write error");
+        Ok(())
+    }
+}
+
+/// Opens (creating if needed) the database in `state_dir/db`.
+fn open_handles(state_dir: &Path) -> Result<Handles, StoreError> {
+    let path = state_dir.join("db");
+    let open_err = |reason: String| StoreError::Open {
+        path: state_dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(state_dir).map_err(|e| open_err(crate::util::io_reason(&e)))?;
+    let db = sled::Config::new()
+        .path(&path)
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .map_err(|e| match e {
+            // sled reports a held lock as an I/O error with this text.
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                StoreError::Locked {
+                    path: state_dir.to_path_buf(),
+                }
+            }
+            sled::Error::Io(io) => open_err(crate::util::io_reason(&io)),
+            other => open_err(other.to_string()),
+        })?;
+    // sled writes its `conf` file without syncing it: a crash (or an ext4 journal
+    // abort) soon after the first start left it empty, and sled then began a new,
+    // empty database over the old one (seen in the read-only disk test).
+    sync_files(&[&path.join("conf"), &path, state_dir])
+        .map_err(|e| open_err(crate::util::io_reason(&e)))?;
+    let tree = db.open_tree("state").map_err(|e| open_err(e.to_string()))?;
+    let positions = db
+        .open_tree("positions")
+        .map_err(|e| open_err(e.to_string()))?;
+    let log =
+        std::fs::File::open(path.join("db")).map_err(|e| open_err(crate::util::io_reason(&e)))?;
+    Ok(Handles {
+        db,
+        tree,
+        positions,
+        log,
+    })
+}
+
+/// fsyncs each file or directory of `paths`.
+fn sync_files(paths: &[&Path]) -> std::io::Result<()> {
+    for path in paths {
+        std::fs::File::open(path)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Ban state in a sled database under the state directory.
+pub struct SledStore {
+    db: Arc<Database>,
 }
 
 impl SledStore {
     /// Opens (creating if needed) the database in `state_dir/db`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        let path = state_dir.join("db");
-        let open_err = |reason: String| StoreError::Open {
-            path: state_dir.to_path_buf(),
-            reason,
-        };
-        std::fs::create_dir_all(state_dir).map_err(|e| open_err(crate::util::io_reason(&e)))?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                // sled reports a held lock as an I/O error with this text.
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    StoreError::Locked {
-                        path: state_dir.to_path_buf(),
-                    }
-                }
-                sled::Error::Io(io) => open_err(crate::util::io_reason(&io)),
-                other => open_err(other.to_string()),
-            })?;
-        let tree = db.open_tree("state").map_err(|e| open_err(e.to_string()))?;
-        let store = SledStore {
-            path: state_dir.to_path_buf(),
-            db,
-            tree,
-        };
-        store.check_format()?;
-        Ok(store)
+        let handles = open_handles(state_dir)?;
+        check_format(state_dir, &handles)?;
+        Ok(SledStore {
+            db: Arc::new(Database {
+                state_dir: state_dir.to_path_buf(),
+                open: RwLock::new(Some(handles)),
+                broken: AtomicBool::new(false),
+            }),
+        })
     }
 
     /// The read positions, in their own tree of the same database.
     pub fn positions(&self) -> Result<SledPositions, StoreError> {
-        let tree = self
-            .db
-            .open_tree("positions")
-            .map_err(db_err("opening positions"))?;
         Ok(SledPositions {
             db: self.db.clone(),
-            tree,
         })
     }
 
-    fn check_format(&self) -> Result<(), StoreError> {
-        let found = self
-            .tree
-            .get(META_FORMAT)
-            .map_err(db_err("reading the format"))?;
-        match found {
-            Some(v) => {
-                let found = std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .unwrap_or(u32::MAX);
-                if found > FORMAT_VERSION {
-                    return Err(StoreError::Newer {
-                        path: self.path.clone(),
-                        found,
-                    });
-                }
-            }
-            None => {
-                self.tree
-                    .insert(META_FORMAT, FORMAT_VERSION.to_string().as_bytes())
-                    .map_err(db_err("writing the format"))?;
-                self.db.flush().map_err(db_err("flushing"))?;
-            }
-        }
-        Ok(())
+    /// Runs `f` on the raw handles (tests).
+    #[cfg(test)]
+    pub(super) fn raw<R>(&self, f: impl FnOnce(&Handles) -> R) -> R {
+        let guard = self.db.handles().expect("open");
+        f(guard.as_ref().expect("open"))
     }
 }
 
-/// The record at `key`, decoded; `None` when absent or unreadable (a newer format).
+fn check_format(state_dir: &Path, h: &Handles) -> Result<(), StoreError> {
+    let found = h
+        .tree
+        .get(META_FORMAT)
+        .map_err(db_err("reading the format"))?;
+    match found {
+        Some(v) => {
+            let found = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(u32::MAX);
+            if found > FORMAT_VERSION {
+                return Err(StoreError::Newer {
+                    path: state_dir.to_path_buf(),
+                    found,
+                });
+            }
+        }
+        None => {
+            h.tree
+                .insert(META_FORMAT, FORMAT_VERSION.to_string().as_bytes())
+                .map_err(db_err("writing the format"))?;
+            h.flush().map_err(db_err("flushing"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The record at `key` of the tree `pick` chooses, decoded; `None` when absent or
+/// unreadable (a newer format).
 fn read_json<T: serde::de::DeserializeOwned>(
-    tree: &sled::Tree,
+    db: &Database,
+    pick: fn(&Handles) -> &sled::Tree,
     key: impl AsRef<[u8]>,
     doing: &'static str,
 ) -> Result<Option<T>, StoreError> {
-    let value = tree.get(key).map_err(db_err(doing))?;
+    let value = db.with(doing, |h| pick(h).get(key))?;
     Ok(value.and_then(|v| serde_json::from_slice::<T>(&v).ok()))
+}
+
+fn state(h: &Handles) -> &sled::Tree {
+    &h.tree
+}
+
+fn positions(h: &Handles) -> &sled::Tree {
+    &h.positions
 }
 
 fn db_err(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
@@ -122,47 +256,53 @@ impl BanStore for SledStore {
         // sled's scan and the decoding cost about the same: one thread walks the
         // tree and hands records over in chunks while this one decodes them.
         const CHUNK: usize = 1024;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(sled::IVec, sled::IVec)>>(8);
-        std::thread::scope(|scope| {
-            let walker = scope.spawn(move || -> Result<(), StoreError> {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                for item in self.tree.scan_prefix(b"b/") {
-                    chunk.push(item.map_err(db_err("reading bans"))?);
-                    if chunk.len() == CHUNK {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                        if tx.send(full).is_err() {
-                            return Ok(());
+        self.db.with("reading bans", |h| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(sled::IVec, sled::IVec)>>(8);
+            std::thread::scope(|scope| {
+                let walker = scope.spawn(move || -> sled::Result<()> {
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    for item in h.tree.scan_prefix(b"b/") {
+                        chunk.push(item?);
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            if tx.send(full).is_err() {
+                                return Ok(());
+                            }
                         }
                     }
+                    let _ = tx.send(chunk);
+                    Ok(())
+                });
+                let mut out = Vec::new();
+                for (key, value) in rx.iter().flatten() {
+                    // Read as a plain `Ban` (its `v` is ignored): serde's `flatten`
+                    // buffers every field first, which made reading 100,000 bans twice
+                    // as slow.
+                    match serde_json::from_slice::<Ban>(&value) {
+                        Ok(ban) => out.push(ban),
+                        Err(e) => tracing::warn!(
+                            key = %String::from_utf8_lossy(&key),
+                            error = %e,
+                            "skipping an unreadable ban record in the state database"
+                        ),
+                    }
                 }
-                let _ = tx.send(chunk);
-                Ok(())
-            });
-            let mut out = Vec::new();
-            for (key, value) in rx.iter().flatten() {
-                // Read as a plain `Ban` (its `v` is ignored): serde's `flatten` buffers
-                // every field first, which made reading 100,000 bans twice as slow.
-                match serde_json::from_slice::<Ban>(&value) {
-                    Ok(ban) => out.push(ban),
-                    Err(e) => tracing::warn!(
-                        key = %String::from_utf8_lossy(&key),
-                        error = %e,
-                        "skipping an unreadable ban record in the state database"
-                    ),
+                match walker.join() {
+                    Ok(walked) => walked.map(|()| out),
+                    Err(panic) => std::panic::resume_unwind(panic),
                 }
-            }
-            match walker.join() {
-                Ok(walked) => walked.map(|()| out),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+            })
         })
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
-        Ok(
-            read_json::<HistoryRecord>(&self.tree, history_key(jail, target), "reading history")?
-                .map(|r| r.history),
-        )
+        Ok(read_json::<HistoryRecord>(
+            &self.db,
+            state,
+            history_key(jail, target),
+            "reading history",
+        )?
+        .map(|r| r.history))
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
@@ -206,65 +346,65 @@ impl BanStore for SledStore {
             };
             batch.insert(recent_key(&target), to_json(&rec)?);
         }
-        let t0 = std::time::Instant::now();
-        self.tree
-            .apply_batch(batch)
-            .map_err(db_err("writing bans"))?;
-        let t1 = std::time::Instant::now();
-        self.db.flush().map_err(db_err("flushing bans to disk"))?;
-        tracing::debug!(
-            changes = changes.len(),
-            apply_us = (t1 - t0).as_micros() as u64,
-            flush_us = t1.elapsed().as_micros() as u64,
-            "store commit"
-        );
-        Ok(())
+        self.db.write("writing bans", |h| {
+            let t0 = std::time::Instant::now();
+            h.tree.apply_batch(batch)?;
+            let t1 = std::time::Instant::now();
+            h.flush()?;
+            tracing::debug!(
+                changes = changes.len(),
+                apply_us = (t1 - t0).as_micros() as u64,
+                flush_us = t1.elapsed().as_micros() as u64,
+                "store commit"
+            );
+            Ok(())
+        })
     }
 
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
         Ok(
-            read_json::<RecentRecord>(&self.tree, recent_key(target), "reading recent bans")?
+            read_json::<RecentRecord>(&self.db, state, recent_key(target), "reading recent bans")?
                 .map(|r| r.bans)
                 .unwrap_or_default(),
         )
     }
 
     fn purge_history(&mut self, before: crate::types::Timestamp) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.tree.scan_prefix(b"h/") {
-            let (key, value) = item.map_err(db_err("reading history"))?;
-            let old = serde_json::from_slice::<HistoryRecord>(&value)
-                .map_or(true, |r| r.history.last_banned_at < before);
-            // `h/<jail>/<target>` has a current ban at `b/<jail>/<target>`.
-            let mut ban_key = key.to_vec();
-            ban_key[0] = b'b';
-            let banned = self
-                .tree
-                .contains_key(&ban_key)
-                .map_err(db_err("reading bans"))?;
-            if old && !banned {
-                batch.remove(key);
-                n += 1;
+        let (batch, gone, history_gone) = self.db.with("reading history", |h| {
+            let mut batch = sled::Batch::default();
+            let mut history_gone = 0;
+            for item in h.tree.scan_prefix(b"h/") {
+                let (key, value) = item?;
+                let old = serde_json::from_slice::<HistoryRecord>(&value)
+                    .map_or(true, |r| r.history.last_banned_at < before);
+                // `h/<jail>/<target>` has a current ban at `b/<jail>/<target>`.
+                let mut ban_key = key.to_vec();
+                ban_key[0] = b'b';
+                if old && !h.tree.contains_key(&ban_key)? {
+                    batch.remove(key);
+                    history_gone += 1;
+                }
             }
-        }
-        let mut recent_gone = 0;
-        for item in self.tree.scan_prefix(b"r/") {
-            let (key, value) = item.map_err(db_err("reading recent bans"))?;
-            let old = serde_json::from_slice::<RecentRecord>(&value)
-                .map_or(true, |r| r.bans.last().is_none_or(|b| b.at < before));
-            if old {
-                batch.remove(key);
-                recent_gone += 1;
+            let mut gone = history_gone;
+            for item in h.tree.scan_prefix(b"r/") {
+                let (key, value) = item?;
+                let old = serde_json::from_slice::<RecentRecord>(&value)
+                    .map_or(true, |r| r.bans.last().is_none_or(|b| b.at < before));
+                if old {
+                    batch.remove(key);
+                    gone += 1;
+                }
             }
+            Ok((batch, gone, history_gone))
+        })?;
+        if gone > 0 {
+            self.db.write("purging history", |h| {
+                h.tree.apply_batch(batch)?;
+                h.flush()?;
+                Ok(())
+            })?;
         }
-        if n + recent_gone > 0 {
-            self.tree
-                .apply_batch(batch)
-                .map_err(db_err("purging history"))?;
-            self.db.flush().map_err(db_err("flushing"))?;
-        }
-        Ok(n)
+        Ok(history_gone)
     }
 }
 
@@ -277,28 +417,28 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 /// Read positions in the sled database; cheap to share between readers.
 pub struct SledPositions {
-    db: sled::Db,
-    tree: sled::Tree,
+    db: Arc<Database>,
 }
 
 impl SledPositions {
     fn put(&self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.tree
-            .insert(key, value)
-            .map_err(db_err("saving a read position"))?;
-        self.db
-            .flush()
-            .map_err(db_err("flushing a read position"))?;
-        Ok(())
+        self.db.write("saving a read position", |h| {
+            h.positions.insert(key, value)?;
+            h.flush()?;
+            Ok(())
+        })
     }
 }
 
 impl PositionStore for SledPositions {
     fn file(&self, path: &Path) -> Result<Option<FilePosition>, StoreError> {
-        Ok(
-            read_json::<PositionRecord>(&self.tree, file_key(path), "reading a read position")?
-                .map(|r| r.position),
-        )
+        Ok(read_json::<PositionRecord>(
+            &self.db,
+            positions,
+            file_key(path),
+            "reading a read position",
+        )?
+        .map(|r| r.position))
     }
 
     fn save_file(&self, path: &Path, position: &FilePosition) -> Result<(), StoreError> {
@@ -306,10 +446,13 @@ impl PositionStore for SledPositions {
     }
 
     fn journal_cursor(&self) -> Result<Option<String>, StoreError> {
-        Ok(
-            read_json::<CursorRecord>(&self.tree, JOURNAL_KEY, "reading the journal cursor")?
-                .map(|r| r.cursor),
-        )
+        Ok(read_json::<CursorRecord>(
+            &self.db,
+            positions,
+            JOURNAL_KEY,
+            "reading the journal cursor",
+        )?
+        .map(|r| r.cursor))
     }
 
     fn save_journal_cursor(&self, cursor: &str) -> Result<(), StoreError> {

@@ -119,11 +119,10 @@ fn a_newer_format_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = SledStore::open(dir.path()).expect("open");
-        store
-            .tree
-            .insert(b"meta/format", &b"99"[..])
-            .expect("insert");
-        store.db.flush().expect("flush");
+        store.raw(|h| {
+            h.tree.insert(b"meta/format", &b"99"[..]).expect("insert");
+            h.flush().expect("flush");
+        });
     }
     match reopen(dir.path()) {
         Err(e @ StoreError::Newer { .. }) => assert!(e.to_string().contains("newer")),

@@ -11,6 +11,7 @@ mod lifecycle;
 mod metrics;
 mod reload;
 mod sources;
+mod store_faults;
 mod support;
 mod tail_model;
 mod torture;

@@ -205,11 +205,6 @@ impl Daemon {
         }
     }
 
-    /// The daemon's process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// SIGHUP: reload the configuration.
     pub fn hup(&mut self) {
         self.signal("-HUP");
@@ -528,3 +523,36 @@ fn sweep_leftovers() {
         }
     }
 }
+
+/// The n-th offender: 10.x.y.z, distinct for n < 16M.
+pub fn offender(n: u32) -> String {
+    std::net::Ipv4Addr::from(0x0A00_0000 + n).to_string()
+}
+
+/// Appends `lines` to `file` in chunks of `chunk`, pausing `pause` between them.
+pub fn storm(file: &Path, lines: Vec<String>, chunk: usize, pause: Duration) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .expect("open log");
+    for part in lines.chunks(chunk) {
+        f.write_all(part.concat().as_bytes()).expect("append");
+        std::thread::sleep(pause);
+    }
+}
+
+/// How many entries `ctl WHAT --json` lists; `usize::MAX` when ctl fails.
+pub fn ctl_count(cfg: &Path, what: &str) -> usize {
+    let out = gaoler(cfg, &["ctl", what, "--json"]);
+    if !out.status.success() {
+        return usize::MAX;
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(usize::MAX)
+}
+
+/// Jail `sshd` on auth.log banning at the first failure, for an hour.
+pub const BAN_AT_FIRST: &str =
+    "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\nbantime = \"1h\"\n";

@@ -1,0 +1,230 @@
+//! The state directory failing under the running daemon: a full disk (a small tmpfs)
+//! and a file system that turns read-only after an error (ext4 with
+//! `errors=remount-ro`). Each lives in a mount namespace of its own, held open by a
+//! sleeping process so the daemon can be restarted on the same disk. The daemon keeps
+//! running, says what is wrong, and catches up without losing a decision.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A file system mounted at `dir` in a private mount namespace.
+struct PrivateDisk {
+    holder: Child,
+    dir: PathBuf,
+}
+
+impl PrivateDisk {
+    /// Runs `mount` (a shell command mounting something at `dir`) in a new mount
+    /// namespace and keeps the namespace open.
+    fn new(dir: &Path, mount: &str) -> PrivateDisk {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let mut holder = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{mount} && echo mounted && exec sleep 600"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut line = String::new();
+        let out = holder.stdout.take().expect("stdout");
+        BufReader::new(out).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "mounted", "the private disk did not mount");
+        PrivateDisk {
+            holder,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The command prefix that runs a program in the namespace.
+    fn enter(&self) -> Vec<String> {
+        ["nsenter", "-m", "-t", &self.holder.id().to_string()]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// Runs `script` with `sh -c` in the namespace; its output.
+    fn run(&self, script: &str) -> std::process::Output {
+        Command::new("nsenter")
+            .args([
+                "-m",
+                "-t",
+                &self.holder.id().to_string(),
+                "sh",
+                "-c",
+                script,
+            ])
+            .output()
+            .expect("nsenter")
+    }
+
+    /// `rel` under the mount, as seen from outside the namespace.
+    fn seen(&self, rel: &str) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.holder.id()))
+            .join(self.dir.strip_prefix("/").expect("absolute"))
+            .join(rel)
+    }
+
+    fn start(&self, cfg: &Path) -> Daemon {
+        let enter = self.enter();
+        let enter: Vec<&str> = enter.iter().map(String::as_str).collect();
+        Daemon::start_in(cfg, &enter)
+    }
+}
+
+impl Drop for PrivateDisk {
+    fn drop(&mut self) {
+        // The namespace, its mounts and a loop device's autoclear go with the holder.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+fn sshd_lines(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| sshd_line(&offender(i))).collect()
+}
+
+fn assert_answers(cfg: &Path) {
+    assert!(
+        gaoler(cfg, &["ctl", "ping"]).status.success(),
+        "the daemon still answers"
+    );
+}
+
+#[test]
+fn a_full_state_disk_is_reported_and_caught_up_once_it_has_room() {
+    let cfg = ConfigDir::new("backend = \"log\"", BAN_AT_FIRST);
+    let state = cfg.path().join("state");
+    let disk = PrivateDisk::new(
+        &state,
+        &format!("mount -t tmpfs -o size=24m tmpfs '{}'", state.display()),
+    );
+    let mut d = disk.start(cfg.path());
+    let auth = cfg.path().join("auth.log");
+    storm(&auth, sshd_lines(0..50), 10, Duration::from_millis(10));
+    wait_for(Duration::from_secs(10), "the first 50 bans", || {
+        ctl_count(cfg.path(), "banned") == 50
+    });
+    {
+        let mut f = std::fs::File::create(disk.seen("fill")).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    storm(&auth, sshd_lines(50..200), 20, Duration::from_millis(20));
+    wait_for(Duration::from_secs(10), "the refusal in the log", || {
+        d.output().contains("the store refused the bans")
+    });
+    assert!(
+        d.output().contains("No space left on device"),
+        "the cause is named"
+    );
+    assert!(ctl_count(cfg.path(), "banned") < 200);
+    assert_answers(cfg.path());
+    wait_for(Duration::from_secs(10), "a retry", || {
+        d.output()
+            .contains("the store still refuses the bans; retrying later")
+    });
+    assert_answers(cfg.path());
+    // Room again: the next retry reopens the database and saves every refused ban.
+    std::fs::remove_file(disk.seen("fill")).expect("free the disk");
+    wait_for(Duration::from_secs(70), "all 200 bans", || {
+        ctl_count(cfg.path(), "banned") == 200
+    });
+    let log = d.output();
+    assert!(log.contains("reopened the state database"), "{log}");
+    assert!(
+        log.contains("the store took the bans it had refused"),
+        "{log}"
+    );
+    // Saved for real: a restart on the same disk has them all, and reads no line twice.
+    d.stop();
+    let d = disk.start(cfg.path());
+    assert_eq!(ctl_count(cfg.path(), "banned"), 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(failures(cfg.path()), 0, "no line is read again");
+    drop(d);
+}
+
+#[test]
+fn a_state_disk_turned_read_only_is_reported_and_caught_up_after_a_restart() {
+    let cfg = ConfigDir::new("backend = \"log\"", BAN_AT_FIRST);
+    let state = cfg.path().join("state");
+    let image = cfg.path().join("state.img");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "truncate -s 64M '{0}' && mkfs.ext4 -q '{0}'",
+            image.display()
+        ))
+        .status()
+        .expect("mkfs");
+    assert!(made.success(), "mkfs.ext4");
+    let mount = format!(
+        "mount -o loop,errors=remount-ro '{}' '{}'",
+        image.display(),
+        state.display()
+    );
+    let disk = PrivateDisk::new(&state, &mount);
+    let mut d = disk.start(cfg.path());
+    let auth = cfg.path().join("auth.log");
+    storm(&auth, sshd_lines(0..50), 10, Duration::from_millis(10));
+    wait_for(Duration::from_secs(10), "the first 50 bans", || {
+        ctl_count(cfg.path(), "banned") == 50
+    });
+    // An ext4 error: the kernel turns the file system read-only under the daemon.
+    let broke = disk.run(&format!(
+        "echo 1 > /sys/fs/ext4/$(basename $(findmnt -no SOURCE '{}'))/trigger_fs_error",
+        state.display()
+    ));
+    assert!(broke.status.success(), "{}", text(&broke.stderr));
+    storm(&auth, sshd_lines(50..200), 20, Duration::from_millis(20));
+    wait_for(Duration::from_secs(10), "the refusal in the log", || {
+        d.output().contains("the store refused the bans")
+    });
+    assert_eq!(ctl_count(cfg.path(), "banned"), 50, "bans in force stay");
+    assert!(
+        d.output().contains("the file system is read-only"),
+        "the cause is named"
+    );
+    assert_answers(cfg.path());
+    wait_for(Duration::from_secs(10), "a retry", || {
+        d.output()
+            .contains("the store still refuses the bans; retrying later")
+    });
+    assert_answers(cfg.path());
+    d.stop();
+    // Still read-only: the daemon refuses to start and says why.
+    let refused = gaoler_in(&disk, cfg.path());
+    assert!(!refused.status.success());
+    let err = text(&refused.stderr);
+    assert!(err.contains("the file system is read-only"), "{err}");
+    assert!(err.contains(&state.display().to_string()), "{err}");
+    // Repaired and mounted again: the restart reads the refused lines again.
+    let fixed = disk.run(&format!(
+        "umount '{1}' && e2fsck -fy '{0}' >/dev/null; {2}",
+        image.display(),
+        state.display(),
+        mount
+    ));
+    assert!(fixed.status.success(), "{}", text(&fixed.stderr));
+    let _d = disk.start(cfg.path());
+    wait_for(Duration::from_secs(20), "all 200 bans", || {
+        ctl_count(cfg.path(), "banned") == 200
+    });
+}
+
+/// `gaoler run` in the disk's namespace, expected to exit at once.
+fn gaoler_in(disk: &PrivateDisk, cfg: &Path) -> std::process::Output {
+    let enter = disk.enter();
+    Command::new(&enter[0])
+        .args(&enter[1..])
+        .arg(bin())
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run")
+}
