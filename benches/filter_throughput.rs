@@ -1,7 +1,9 @@
 //! Filter throughput: a generated 1M-line mixed syslog corpus (about 20% sshd failures
 //! among accepted logins, sessions, cron, kernel and systemd lines), measured side by
 //! side in one run: `grep -cE` on the file, `gaoler test-filter sshd` on one core, the
-//! engine in-process, and every shipped filter at once over the same lines.
+//! engine in-process, every shipped filter at once over the same lines, and
+//! `fail2ban-regex` with fail2ban's own sshd filter when it is installed (on the first
+//! 100,000 lines: it is much slower).
 //! Run: `cargo bench --bench filter_throughput` (numbers go to BENCHMARKS.md).
 
 use std::io::Write;
@@ -88,6 +90,32 @@ fn one_core(cmd: &str) -> Command {
     } else {
         Command::new(cmd)
     }
+}
+
+/// `fail2ban-regex` on the first `F2B_LINES` lines with fail2ban's sshd filter, when
+/// installed: (seconds, lines, matched).
+fn fail2ban_regex(dir: &Path, lines: &[&[u8]]) -> Option<(f64, usize, String)> {
+    const F2B_LINES: usize = 100_000;
+    Command::new("fail2ban-regex").arg("--help").output().ok()?;
+    let sample = dir.join("mixed-100k.log");
+    let n = lines.len().min(F2B_LINES);
+    std::fs::write(&sample, lines[..n].join(&b'\n')).expect("sample");
+    let start = Instant::now();
+    let out = one_core("fail2ban-regex")
+        .arg(&sample)
+        .arg("sshd")
+        .output()
+        .expect("fail2ban-regex");
+    let secs = start.elapsed().as_secs_f64();
+    // "Lines: 100000 lines, 0 ignored, 20012 matched, 79988 missed"
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let matched = text
+        .lines()
+        .find(|l| l.starts_with("Lines:"))
+        .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" matched")))
+        .unwrap_or("?")
+        .to_string();
+    Some((secs, n, matched))
 }
 
 fn main() {
@@ -240,6 +268,7 @@ fn main() {
         "slowest filters per line on this corpus: {}",
         costly.join(", ")
     );
+    let f2b = fail2ban_regex(&dir, &lines);
     let rate = |s: f64| lines.len() as f64 / s;
     println!();
     println!("| what | time (best of {RUNS}) | lines/s | matches |");
@@ -266,6 +295,13 @@ fn main() {
         rate(engine_s) / 1e6
     );
     println!("| all {} shipped filters on every line, in-process | {all_s:.3} s | {:.2} M | {all_hits} |", all.len(), rate(all_s) / 1e6);
+    match f2b {
+        Some((secs, n, matched)) => println!(
+            "| `fail2ban-regex` with fail2ban's sshd filter, first {n} lines (1 run) | {secs:.3} s | {:.3} M | {matched} |",
+            n as f64 / secs / 1e6
+        ),
+        None => println!("| `fail2ban-regex` | not installed | | |"),
+    }
     println!();
     println!(
         "test-filter sshd vs grep: {:.2}x grep's time",
