@@ -1,4 +1,5 @@
-//! The command line (clap types only): `run`, `check`, `test-filter`, `ctl ...`.
+//! The command line (clap types only): `run`, `check`, `test-filter`, `ctl ...`,
+//! `import-fail2ban`.
 //! `--config DIR` is global and may stand anywhere.
 
 use std::path::PathBuf;
@@ -46,6 +47,17 @@ pub enum Command {
     },
     /// Query and steer the running daemon.
     Ctl(CtlArgs),
+    /// Convert a fail2ban configuration (jails, filters, defaults) into a new gaoler
+    /// configuration directory, with a report; exit 0 when the result passes `check`.
+    #[command(name = "import-fail2ban")]
+    ImportFail2ban {
+        /// The fail2ban configuration directory.
+        #[arg(default_value = "/etc/fail2ban")]
+        dir: PathBuf,
+        /// The directory to write gaoler.toml, jails/ and filters/ into (new or empty).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

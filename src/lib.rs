@@ -27,6 +27,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod filter;
 pub mod firewall;
+pub mod import;
 pub mod ipc;
 pub mod jail;
 pub mod logging;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             *json,
             *show_missed,
         ),
+        Command::ImportFail2ban { dir, output } => import_fail2ban(dir, output),
         Command::Ctl(args) => {
             let socket = socket_path(&cli);
             let group = config::socket_group(&cli.config);
@@ -66,6 +67,37 @@ fn check(cli: &Cli) -> i32 {
         Err(errors) => {
             print_errors(&errors);
             eprintln!("{} error(s) in the configuration", errors.0.len());
+            2
+        }
+    }
+}
+
+/// Converts a fail2ban tree, prints the report, then checks the result like `check`.
+fn import_fail2ban(dir: &std::path::Path, output: &std::path::Path) -> i32 {
+    let report = match gaoler::import::import(dir, output) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    print!("{}", report.render());
+    match config::load(output) {
+        Ok(cfg) => {
+            println!(
+                "{}: written; `gaoler check` passes ({} jails enabled)",
+                output.display(),
+                cfg.enabled_jails().count()
+            );
+            0
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            eprintln!(
+                "{}: written, but `gaoler check` finds {} error(s) to fix by hand",
+                output.display(),
+                errors.0.len()
+            );
             2
         }
     }

@@ -6,6 +6,7 @@ mod ctl;
 mod e2e;
 mod filters;
 mod firewall;
+mod import;
 mod journal;
 mod lifecycle;
 mod metrics;

@@ -1,0 +1,364 @@
+//! One fail2ban regex (Python `re`, after interpolation) to gaoler's dialect (Rust
+//! `regex` with `<HOST>`): fail2ban's tags become groups or `<HOST>`, and Python-only
+//! syntax is rewritten where an equivalent exists. What has none is refused with the
+//! reason, which the report and the written filter show.
+
+/// Translates the failregex `source`; `Err` says why it cannot be.
+pub fn translate(source: &str) -> Result<String, String> {
+    let s = translate_any(source)?;
+    if !s.contains("<HOST>") {
+        return Err("has no <HOST> (fail2ban takes the address from another line of the same session: multi-line)".into());
+    }
+    Ok(s)
+}
+
+/// Translates any fail2ban regex (failregex, ignoreregex, prefregex).
+pub fn translate_any(source: &str) -> Result<String, String> {
+    let mut s = source.trim().to_string();
+    for (tag, why) in [
+        ("<SKIPLINES>", "spans several lines (<SKIPLINES>)"),
+        (
+            "<F-NOFAIL>",
+            "marks a line that is no failure on its own (<F-NOFAIL>, multi-line)",
+        ),
+        (
+            "<F-MLFGAINED>",
+            "marks a successful login (<F-MLFGAINED>, multi-line)",
+        ),
+        (
+            "<DNS>",
+            "matches host names (<DNS>): gaoler never resolves names",
+        ),
+        ("<CIDR>", "matches a network (<CIDR>)"),
+        ("<SUBNET>", "matches a network (<SUBNET>)"),
+    ] {
+        if s.contains(tag) {
+            return Err(why.into());
+        }
+    }
+    if s.contains("\\n") {
+        return Err("spans several lines (\\n)".into());
+    }
+    // Address tags: gaoler's <HOST> is one IPv4 or IPv6 address.
+    for tag in ["<ADDR>", "<IP4>", "<IP6>", "<F-HOST>"] {
+        s = s.replace(tag, "<HOST>");
+    }
+    s = s.replace("</F-HOST>", "");
+    // A self-closing field (`<F-PORT/>`) is a word with its default regex.
+    while let Some(at) = s.find("<F-").filter(|&at| {
+        s[at..]
+            .find('>')
+            .is_some_and(|e| s[at..at + e].ends_with('/'))
+    }) {
+        let end = at + s[at..].find('>').unwrap_or(0);
+        s.replace_range(at..=end, "(?:\\w+)");
+    }
+    s = field_tags(&s)?;
+    python_syntax(&s)
+}
+
+/// `<F-USER>x</F-USER>` becomes `(?P<user>x)` (the first one; Rust forbids two groups
+/// of one name), `<F-CONTENT>` the prefregex's `content` group, every other `<F-...>`
+/// a plain group.
+fn field_tags(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut user = false;
+    while let Some(at) = [rest.find("<F-"), rest.find("</F-")]
+        .into_iter()
+        .flatten()
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let Some(end) = tail.find('>') else {
+            return Err("has an unclosed <F-...> tag".into());
+        };
+        let tag = &tail[..=end];
+        if tag.starts_with("</") {
+            out.push(')');
+        } else {
+            let name = &tag[3..tag.len() - 1];
+            match name {
+                "USER" if !user => {
+                    user = true;
+                    out.push_str("(?P<user>");
+                }
+                "CONTENT" => out.push_str("(?P<content>"),
+                _ => out.push_str("(?:"),
+            }
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Python `re` syntax Rust's `regex` lacks, rewritten or refused.
+fn python_syntax(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let mut in_class = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let rest = &s[i..];
+        if c == b'\\' {
+            let next = bytes.get(i + 1).copied().unwrap_or(b'\\');
+            match next {
+                b'1'..=b'9' if !in_class => {
+                    return Err("uses a backreference (\\N), which Rust's regex lacks".into())
+                }
+                b'Z' if !in_class => out.push_str("\\z"),
+                _ => out.push_str(&s[i..i + 1 + utf8_len(next)]),
+            }
+            i += 1 + utf8_len(next);
+            continue;
+        }
+        if in_class {
+            // Inside a class Python takes `[`, `&&`, `~~` and `--` literally; Rust
+            // reads nested classes and set operations there.
+            if c == b'[' || c == b'&' || c == b'~' || (c == b'-' && bytes.get(i + 1) == Some(&b'-'))
+            {
+                out.push('\\');
+            }
+            if c == b']' {
+                in_class = false;
+            }
+            out.push_str(&rest[..utf8_len(c)]);
+            i += utf8_len(c);
+            continue;
+        }
+        if c == b'[' {
+            in_class = true;
+            out.push('[');
+            i += 1;
+            // `[]...]` and `[^]...]`: a leading `]` is a literal.
+            for lead in ["^]", "]", "^"] {
+                if s[i..].starts_with(lead) {
+                    out.push_str(&lead.replace(']', "\\]"));
+                    i += lead.len();
+                    break;
+                }
+            }
+            continue;
+        }
+        if rest.starts_with("(?P=") {
+            return Err("uses a named backreference (?P=name), which Rust's regex lacks".into());
+        }
+        if rest.starts_with("(?(") {
+            return Err("uses a conditional group (?(name)...), which Rust's regex lacks".into());
+        }
+        if rest.starts_with("(?>") {
+            return Err("uses an atomic group (?>...), which Rust's regex lacks".into());
+        }
+        if rest.starts_with("(?#") {
+            // A comment group: dropped.
+            match rest.find(')') {
+                Some(end) => {
+                    i += end + 1;
+                    continue;
+                }
+                None => return Err("has an unclosed (?#...) comment".into()),
+            }
+        }
+        if rest.starts_with("(?=") || rest.starts_with("(?<=") {
+            // A lookahead at the very end, or a lookbehind at the very start of an
+            // unanchored regex, decides the same lines when it consumes its text.
+            let open = if rest.starts_with("(?=") { 3 } else { 4 };
+            let close = matching_paren(s, i).ok_or("has an unbalanced group")?;
+            let at_end =
+                s[close + 1..].trim_end_matches('$').is_empty() && !s[close + 1..].contains('$');
+            let at_start = i == 0;
+            if (open == 3 && at_end) || (open == 4 && at_start) {
+                out.push_str("(?:");
+                out.push_str(&python_syntax(&s[i + open..close])?);
+                out.push(')');
+                i = close + 1;
+                continue;
+            }
+            return Err(
+                "uses look-around ((?=...) or (?<=...)) where it has no equivalent in Rust's regex"
+                    .into(),
+            );
+        }
+        if rest.starts_with("(?!") || rest.starts_with("(?<!") {
+            return Err(
+                "uses negative look-around ((?!...) or (?<!...)), which Rust's regex lacks".into(),
+            );
+        }
+        if c == b'{' {
+            if rest.starts_with("{,") {
+                out.push_str("{0,");
+                i += 2;
+                continue;
+            }
+            // Python reads a `{` that starts no repetition as a literal.
+            let counted = rest[1..].split_once('}').is_some_and(|(n, _)| {
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == ',')
+            });
+            if !counted {
+                out.push_str("\\{");
+                i += 1;
+                continue;
+            }
+        }
+        if matches!(c, b'*' | b'+' | b'?' | b'}') && matches!(bytes.get(i + 1), Some(b'+')) {
+            return Err("uses a possessive quantifier, which Rust's regex lacks".into());
+        }
+        out.push_str(&rest[..utf8_len(c)]);
+        i += utf8_len(c);
+    }
+    Ok(out)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xF0..=0xFF => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
+}
+
+/// The index of the `)` closing the group that opens at `open`.
+fn matching_paren(s: &str, open: usize) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let (mut depth, mut i, mut in_class) = (0usize, open, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'(' if !in_class => depth += 1,
+            b')' if !in_class => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A fail2ban `datepattern` as gaoler's: `Ok(None)` means gaoler finds the time
+/// itself; `Err` says why the pattern was left out (gaoler then detects it too).
+pub fn datepattern(source: &str) -> Result<Option<String>, String> {
+    let s = source.trim();
+    if s.is_empty() || s.contains('\n') {
+        return match s.is_empty() {
+            true => Ok(None),
+            false => Err("several date patterns: gaoler detects the format itself".into()),
+        };
+    }
+    match s {
+        "{^LN-BEG}" | "{DATE}" | "^{DATE}" | "{^LN-BEG}{DATE}" => return Ok(None),
+        "{NONE}" => return Ok(Some("none".into())),
+        "{EPOCH}" | "EPOCH" | "^EPOCH" | "{^LN-BEG}EPOCH" => return Ok(Some("epoch".into())),
+        _ => {}
+    }
+    let anchored = s.starts_with('^') || s.starts_with("{^LN-BEG}");
+    let body = s
+        .trim_start_matches("{^LN-BEG}")
+        .trim_start_matches('^')
+        .replace("%Ex", "%")
+        .replace("%%", "%");
+    if !anchored {
+        return Err(format!(
+            "`{s}` is searched anywhere in the line: gaoler detects the time itself"
+        ));
+    }
+    if body.contains(['\\', '(', '{', '|', '*', '+', '?']) {
+        return Err(format!("`{s}` is a regex: gaoler detects the time itself"));
+    }
+    crate::filter::DatePattern::parse(&body)
+        .map(|_| Some(body.clone()))
+        .map_err(|e| format!("{e}: gaoler detects the time itself"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_become_groups_and_host() {
+        assert_eq!(
+            translate("^Failed for <F-USER>\\S+</F-USER> from <ADDR> <F-ID>\\d+</F-ID>$"),
+            Ok("^Failed for (?P<user>\\S+) from <HOST> (?:\\d+)$".into())
+        );
+        // A second user field is a plain group (Rust forbids a repeated name).
+        assert_eq!(
+            translate("^<F-USER>a</F-USER>|<F-USER>b</F-USER> <HOST>"),
+            Ok("^(?P<user>a)|(?:b) <HOST>".into())
+        );
+        assert_eq!(
+            translate_any("^<F-CONTENT>.+</F-CONTENT>$"),
+            Ok("^(?P<content>.+)$".into())
+        );
+        assert!(translate("^<F-CONTENT>.+</F-CONTENT>$").is_err());
+        assert_eq!(
+            translate("^<ADDR>(?::<F-PORT/>)? x"),
+            Ok("^<HOST>(?::(?:\\w+))? x".into())
+        );
+    }
+
+    #[test]
+    fn python_syntax_rewritten_where_equivalent() {
+        assert_eq!(
+            translate("^a{,3} <HOST>\\Z"),
+            Ok("^a{0,3} <HOST>\\z".into())
+        );
+        assert_eq!(
+            translate("^x(?#note) <HOST>(?=\\s|$)"),
+            Ok("^x <HOST>(?:\\s|$)".into())
+        );
+        assert_eq!(translate("(?<=from )<HOST>"), Ok("(?:from )<HOST>".into()));
+        assert_eq!(translate("^[]a] <HOST>"), Ok("^[\\]a] <HOST>".into()));
+        assert_eq!(translate("^[^]] <HOST>"), Ok("^[^\\]] <HOST>".into()));
+        assert_eq!(translate("^[(?!] <HOST>"), Ok("^[(?!] <HOST>".into()));
+        assert_eq!(translate("^[^[]* <HOST>"), Ok("^[^\\[]* <HOST>".into()));
+        assert_eq!(translate("^[a&&b] <HOST>"), Ok("^[a\\&\\&b] <HOST>".into()));
+        assert_eq!(translate("^{[^}]+} <HOST>"), Ok("^\\{[^}]+} <HOST>".into()));
+        assert_eq!(translate("^a{2} <HOST>"), Ok("^a{2} <HOST>".into()));
+    }
+
+    #[test]
+    fn python_syntax_without_equivalent_is_refused_with_the_reason() {
+        for (re, why) in [
+            ("^(a) \\1 <HOST>", "backreference"),
+            ("^(?P<x>a) (?P=x) <HOST>", "named backreference"),
+            ("^(?P<i>x)?(?(i)a|b) <HOST>", "conditional"),
+            ("^(?!root) <HOST>", "negative look-around"),
+            ("^a(?=b) <HOST>", "look-around"),
+            ("^a++ <HOST>", "possessive"),
+            ("^(?>a) <HOST>", "atomic"),
+            ("^<F-NOFAIL>x</F-NOFAIL> <HOST>", "NOFAIL"),
+            ("^a<SKIPLINES>b <HOST>", "SKIPLINES"),
+            ("^a <DNS>", "host names"),
+        ] {
+            let err = translate(re).expect_err(re);
+            assert!(err.contains(why), "{re}: {err}");
+        }
+    }
+
+    #[test]
+    fn datepatterns() {
+        assert_eq!(datepattern("{^LN-BEG}"), Ok(None));
+        assert_eq!(
+            datepattern("^%%Y-%%m-%%d %%H:%%M:%%S"),
+            Ok(Some("%Y-%m-%d %H:%M:%S".into()))
+        );
+        assert_eq!(
+            datepattern("^%ExY-%Exm-%Exd %ExH:%ExM:%ExS"),
+            Ok(Some("%Y-%m-%d %H:%M:%S".into()))
+        );
+        assert!(datepattern("{^LN-BEG}%ExY%Exm%Exd  ?%H:%M:%S").is_err());
+        assert_eq!(datepattern("{EPOCH}"), Ok(Some("epoch".into())));
+        assert_eq!(datepattern("{NONE}"), Ok(Some("none".into())));
+        assert!(datepattern("%%d/%%b/%%Y:%%H:%%M:%%S %%z").is_err());
+        assert!(datepattern("^\\[%%d %%H\\]").is_err());
+    }
+}
