@@ -456,15 +456,22 @@ fn elements_for(
 }
 
 impl<F: Firewall> BanManager<F> {
-    /// The kernel change for (set, target) after its bans changed in the book.
-    fn settle(&self, set: &str, target: &Target, now: Timestamp) -> Change {
-        match self.desired(set, target, None, now) {
-            Some(el) => Change::Renew(el),
-            None => Change::Unban {
-                set: set.to_string(),
-                target: *target,
-            },
-        }
+    /// The kernel change for each (set, target) of `keys` after its bans changed in
+    /// the book: renewed to what the book wants, or unbanned.
+    fn settle<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k (String, Target)>,
+        now: Timestamp,
+    ) -> Vec<Change> {
+        keys.into_iter()
+            .map(|(set, target)| match self.desired(set, target, None, now) {
+                Some(el) => Change::Renew(el),
+                None => Change::Unban {
+                    set: set.clone(),
+                    target: *target,
+                },
+            })
+            .collect()
     }
 
     pub fn book(&self) -> &BanBook {
@@ -898,10 +905,7 @@ impl<F: Firewall> BanManager<F> {
     /// store refused them; what fails here the reconciler repairs.
     async fn take_back(&mut self, bans: &[Ban], now: Timestamp) {
         let keys = self.set_keys(bans);
-        let undo: Vec<Change> = keys
-            .iter()
-            .map(|(set, target)| self.settle(set, target, now))
-            .collect();
+        let undo = self.settle(&keys, now);
         if let Err(e) = transaction(&self.stats, self.firewall.apply(&undo)).await {
             tracing::warn!(error = %e, "could not take back kernel elements the store refused; the reconciler will");
         }
@@ -987,10 +991,7 @@ impl<F: Firewall> BanManager<F> {
         let keys = self.set_keys(&lifted);
         self.forget(&lifted)?;
         let now = self.clock.now();
-        let kernel: Vec<Change> = keys
-            .iter()
-            .map(|(set, t)| self.settle(set, t, now))
-            .collect();
+        let kernel = self.settle(&keys, now);
         if let Err(e) = transaction(&self.stats, self.firewall.apply(&kernel)).await {
             tracing::error!(error = %e, "kernel did not take the unbans; retrying");
             self.pending_unbans.extend(keys);
@@ -1165,11 +1166,7 @@ impl<F: Firewall> BanManager<F> {
                 }
             }
         }
-        let mut changes: Vec<Change> = self
-            .pending_unbans
-            .iter()
-            .map(|(set, target)| self.settle(set, target, now))
-            .collect();
+        let mut changes = self.settle(&self.pending_unbans, now);
         // The failed transaction may have been a renewal: replace, to be safe.
         let pending: Vec<Ban> = self.pending.values().cloned().collect();
         changes.extend(

@@ -75,7 +75,7 @@ pub async fn run(
     };
     firewall.probe().await?;
     let store = SledStore::open(&config.daemon.state_dir)?;
-    let positions: Arc<dyn PositionStore> = Arc::new(store.positions()?);
+    let positions: Arc<dyn PositionStore> = Arc::new(store.positions());
     // Bound before any task starts (after the store, which refuses a second daemon
     // with a clearer message than a taken port would), served once ready.
     let metrics_listener = match config.metrics {

@@ -182,10 +182,10 @@ impl SledStore {
     }
 
     /// The read positions, in their own tree of the same database.
-    pub fn positions(&self) -> Result<SledPositions, StoreError> {
-        Ok(SledPositions {
+    pub fn positions(&self) -> SledPositions {
+        SledPositions {
             db: self.db.clone(),
-        })
+        }
     }
 
     /// Runs `f` on the raw handles (tests).

@@ -157,10 +157,10 @@ fn positions_are_kept_in_memory_and_in_sled_across_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = SledStore::open(dir.path()).expect("open");
-        positions_contract(&store.positions().expect("positions"));
+        positions_contract(&store.positions());
     }
     let store = reopen(dir.path()).expect("reopen");
-    let p = store.positions().expect("positions");
+    let p = store.positions();
     assert_eq!(
         p.file(std::path::Path::new("/var/log/auth.log"))
             .expect("read")
