@@ -3,6 +3,7 @@
 //! regexes (`regex`) and jail options (`jail`), and writes a gaoler configuration
 //! directory with a report of what converted fully, partly or not at all.
 
+mod filter;
 mod ini;
 mod jail;
 mod regex;
@@ -11,7 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use ini::{Ini, Scope, Section};
+use filter::FilterOut;
+use ini::{Ini, Scope};
 
 /// How much of a jail or filter came over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -101,12 +103,6 @@ pub enum ImportError {
     Write { path: PathBuf, reason: String },
 }
 
-/// One converted filter, ready to write.
-struct FilterOut {
-    text: String,
-    journalmatch: Option<String>,
-}
-
 /// Imports the fail2ban tree in `src` into the new gaoler config directory `out`.
 pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
     if !src.join("jail.conf").is_file() {
@@ -117,23 +113,23 @@ pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
     }
     let mut report = Report::default();
     let jails = Ini::read(&jail_files(src), false);
-    let mut filters: BTreeMap<String, Option<FilterOut>> = BTreeMap::new();
 
-    // Every filter of filter.d with its own defaults.
-    let mut names: Vec<String> = std::fs::read_dir(src.join("filter.d"))
+    // Every filter of filter.d (read once, with includes and .local), with its own
+    // defaults.
+    let inis: BTreeMap<String, Ini> = std::fs::read_dir(src.join("filter.d"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            let p = e.path();
-            (p.extension().is_some_and(|x| x == "conf"))
-                .then(|| p.file_stem()?.to_str().map(str::to_string))
-                .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .filter_map(|p| {
+            let name = p.file_stem()?.to_str()?.to_string();
+            Some((name, Ini::read(&[p], true)))
         })
         .collect();
-    names.sort();
-    for name in &names {
-        let converted = convert_filter(src, name, name, &[], &mut report);
+    let mut filters: BTreeMap<String, Option<FilterOut>> = BTreeMap::new();
+    for (name, ini) in &inis {
+        let converted = filter::convert(ini, name, name, &[], &mut report);
         filters.insert(name.clone(), converted);
     }
 
@@ -145,7 +141,7 @@ pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
     };
     let mut main = main_config(src, &defaults, &mut report);
     let mut jail_files_out: Vec<(String, toml::Table)> = Vec::new();
-    for name in jails.order.iter().filter(|n| !n.starts_with("KNOWN/")) {
+    for name in &jails.order {
         let scope = Scope {
             ini: &jails,
             section: name,
@@ -178,8 +174,17 @@ pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
             report.add("jail", name, Outcome::Skipped, vec!["no filter".into()]);
             continue;
         }
+        let Some(ini) = inis.get(&base) else {
+            report.add(
+                "jail",
+                name,
+                Outcome::Skipped,
+                vec![format!("filter.d/{base}.conf not found")],
+            );
+            continue;
+        };
         // Options that differ from the filter's own make a filter of their own.
-        let own = non_default_options(src, &base, &opts);
+        let own = filter::non_default_options(ini, &opts);
         let filter_name = if own.is_empty() {
             base.clone()
         } else {
@@ -187,7 +192,7 @@ pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
             sanitize(&format!("{base}-{}", suffix.join("-")))
         };
         if !filters.contains_key(&filter_name) {
-            let converted = convert_filter(src, &base, &filter_name, &own, &mut report);
+            let converted = filter::convert(ini, &base, &filter_name, &own, &mut report);
             filters.insert(filter_name.clone(), converted);
         }
         let journalmatch = filters
@@ -276,215 +281,6 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The fail2ban filter `base` read with its includes and .local.
-fn filter_ini(src: &Path, base: &str) -> Option<Ini> {
-    let path = src.join("filter.d").join(format!("{base}.conf"));
-    path.is_file().then(|| Ini::read(&[path], true))
-}
-
-/// The options of `opts` the filter defines with another value.
-fn non_default_options(src: &Path, base: &str, opts: &[(String, String)]) -> Section {
-    let Some(ini) = filter_ini(src, base) else {
-        return Vec::new();
-    };
-    let none = Vec::new();
-    let scope = filter_scope(&ini, &none, &none);
-    opts.iter()
-        // An option the filter does not define changes nothing in it.
-        .filter(|(k, v)| scope.get(k).is_some_and(|own| own.trim() != v.trim()))
-        .cloned()
-        .collect()
-}
-
-/// The syslog (or journal) prefix fail2ban's filters match is already split off by
-/// gaoler's framing, so common.conf's prefix regex becomes empty.
-fn prefix_overrides() -> Section {
-    vec![("__prefix_line".into(), String::new())]
-}
-
-fn filter_scope<'a>(ini: &'a Ini, overrides: &'a Section, opts: &'a Section) -> Scope<'a> {
-    let mut layers = vec![overrides, opts];
-    if let Some(init) = ini.section("Init") {
-        layers.push(init);
-    }
-    Scope {
-        ini,
-        section: "Definition",
-        layers,
-    }
-}
-
-/// Translates the filter `base` (with `opts` for its [Init]) as gaoler filter `name`.
-fn convert_filter(
-    src: &Path,
-    base: &str,
-    name: &str,
-    opts: &[(String, String)],
-    report: &mut Report,
-) -> Option<FilterOut> {
-    let Some(ini) = filter_ini(src, base) else {
-        report.add(
-            "filter",
-            name,
-            Outcome::Skipped,
-            vec![format!("filter.d/{base}.conf not found")],
-        );
-        return None;
-    };
-    let overrides = prefix_overrides();
-    let opts: Section = opts.to_vec();
-    let scope = filter_scope(&ini, &overrides, &opts);
-    let value = |key: &str| scope.get(key).map(|v| scope.expand_tags(&v));
-    let mut notes = Vec::new();
-    let lines = |v: Option<String>| -> Vec<String> {
-        v.unwrap_or_default()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
-    let fail_sources = lines(value("failregex"));
-    if fail_sources.is_empty() {
-        report.add(
-            "filter",
-            name,
-            Outcome::Skipped,
-            vec!["no failregex (a file for other filters to include, or empty)".into()],
-        );
-        return None;
-    }
-    let mut fail = Vec::new();
-    let mut left_out = Vec::new();
-    for source in &fail_sources {
-        let checked = regex::translate(source).and_then(|re| {
-            crate::filter::Filter::new(name, std::slice::from_ref(&re), &[], None)
-                .map(|_| re)
-                .map_err(|errs| {
-                    errs.iter()
-                        .map(|e| e.message.clone())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-        });
-        match checked {
-            Ok(re) => fail.push(re),
-            Err(why) => left_out.push((source.clone(), why)),
-        }
-    }
-    let mut ignore = Vec::new();
-    for source in lines(value("ignoreregex")) {
-        match regex::translate_any(&source).and_then(|re| {
-            crate::filter::Filter::new(
-                name,
-                &["^<HOST>$".to_string()],
-                std::slice::from_ref(&re),
-                None,
-            )
-            .map(|_| re)
-            .map_err(|_| "not a valid regex in Rust's dialect".to_string())
-        }) {
-            Ok(re) => ignore.push(re),
-            Err(why) => {
-                notes.push(format!(
-                    "an ignoreregex was left out ({why}): bans may be wider than in fail2ban"
-                ));
-                left_out.push((source, format!("ignoreregex: {why}")));
-            }
-        }
-    }
-    let mut prefregex = value("prefregex")
-        .filter(|p| !p.trim().is_empty())
-        .and_then(|p| match regex::translate_any(&p) {
-            Ok(re) if re.contains("(?P<content>") => Some(re),
-            Ok(_) => {
-                notes.push("prefregex has no <F-CONTENT>; left out".into());
-                None
-            }
-            Err(why) => {
-                notes.push(format!("prefregex left out: {why}"));
-                None
-            }
-        });
-    if let Some(p) = &prefregex {
-        if crate::filter::Filter::new(name, &fail, &ignore, Some(p)).is_err() {
-            notes.push("prefregex is not valid in Rust's dialect; left out".into());
-            prefregex = None;
-        }
-    }
-    let datepattern = match value("datepattern").map(|d| regex::datepattern(&d)) {
-        Some(Ok(d)) => d,
-        Some(Err(why)) => {
-            notes.push(format!("datepattern: {why}"));
-            None
-        }
-        None => None,
-    };
-    if let Some(n) = value("maxlines")
-        .and_then(|m| m.trim().parse::<u32>().ok())
-        .filter(|&n| n > 1)
-    {
-        notes.push(format!("maxlines = {n}: gaoler matches one line at a time"));
-    }
-    let journalmatch = value("journalmatch").filter(|j| !j.trim().is_empty());
-    let outcome = match (fail.is_empty(), left_out.is_empty()) {
-        (true, _) => Outcome::Skipped,
-        (false, true) => Outcome::Converted,
-        (false, false) => Outcome::Partial,
-    };
-    if fail.is_empty() {
-        let mut reasons: Vec<String> = left_out.iter().map(|(_, why)| why.clone()).collect();
-        reasons.dedup();
-        notes.splice(0..0, reasons);
-    } else if !left_out.is_empty() {
-        notes.insert(
-            0,
-            format!(
-                "{} of {} failregex converted; the rest are commented in filters/{name}.toml with the reason",
-                fail.len(),
-                fail_sources.len()
-            ),
-        );
-    }
-    report.add("filter", name, outcome, notes);
-    if fail.is_empty() {
-        return None;
-    }
-    let mut text = format!(
-        "description = {}\n\n",
-        quote(&format!("fail2ban filter {base} (imported)"))
-    );
-    text.push_str("failregex = [\n");
-    for re in &fail {
-        let _ = writeln!(text, "  {},", quote(re));
-    }
-    text.push_str("]\n");
-    for (source, why) in &left_out {
-        let _ = writeln!(text, "# left out: {why}\n#   {}", source.replace('\n', " "));
-    }
-    text.push_str("\nignoreregex = [\n");
-    for re in &ignore {
-        let _ = writeln!(text, "  {},", quote(re));
-    }
-    text.push_str("]\n");
-    if let Some(p) = &prefregex {
-        let _ = writeln!(text, "prefregex = {}", quote(p));
-    }
-    if let Some(d) = &datepattern {
-        let _ = writeln!(text, "datepattern = {}", quote(d));
-    }
-    Some(FilterOut { text, journalmatch })
-}
-
-/// A TOML string: a literal `'''...'''` when it can be, else an escaped one.
-fn quote(s: &str) -> String {
-    if !s.contains("'''") && !s.contains(['\n', '\r']) && !s.ends_with('\'') {
-        format!("'''{s}'''")
-    } else {
-        toml::Value::from(s).to_string()
-    }
 }
 
 /// One enabled jail as a gaoler jail table.

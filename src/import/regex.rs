@@ -40,18 +40,8 @@ pub fn translate_any(source: &str) -> Result<String, String> {
         return Err("spans several lines (\\n)".into());
     }
     // Address tags: gaoler's <HOST> is one IPv4 or IPv6 address.
-    for tag in ["<ADDR>", "<IP4>", "<IP6>", "<F-HOST>"] {
+    for tag in ["<ADDR>", "<IP4>", "<IP6>"] {
         s = s.replace(tag, "<HOST>");
-    }
-    s = s.replace("</F-HOST>", "");
-    // A self-closing field (`<F-PORT/>`) is a word with its default regex.
-    while let Some(at) = s.find("<F-").filter(|&at| {
-        s[at..]
-            .find('>')
-            .is_some_and(|e| s[at..at + e].ends_with('/'))
-    }) {
-        let end = at + s[at..].find('>').unwrap_or(0);
-        s.replace_range(at..=end, "(?:\\w+)");
     }
     s = field_tags(&s)?;
     python_syntax(&s)
@@ -59,7 +49,7 @@ pub fn translate_any(source: &str) -> Result<String, String> {
 
 /// `<F-USER>x</F-USER>` becomes `(?P<user>x)` (the first one; Rust forbids two groups
 /// of one name), `<F-CONTENT>` the prefregex's `content` group, every other `<F-...>`
-/// a plain group.
+/// a plain group, and a self-closing field (`<F-PORT/>`) a word.
 fn field_tags(s: &str) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -77,6 +67,8 @@ fn field_tags(s: &str) -> Result<String, String> {
         let tag = &tail[..=end];
         if tag.starts_with("</") {
             out.push(')');
+        } else if tag.ends_with("/>") {
+            out.push_str("(?:\\w+)");
         } else {
             let name = &tag[3..tag.len() - 1];
             match name {
@@ -248,14 +240,11 @@ fn matching_paren(s: &str, open: usize) -> Option<usize> {
 /// itself; `Err` says why the pattern was left out (gaoler then detects it too).
 pub fn datepattern(source: &str) -> Result<Option<String>, String> {
     let s = source.trim();
-    if s.is_empty() || s.contains('\n') {
-        return match s.is_empty() {
-            true => Ok(None),
-            false => Err("several date patterns: gaoler detects the format itself".into()),
-        };
+    if s.contains('\n') {
+        return Err("several date patterns: gaoler detects the format itself".into());
     }
     match s {
-        "{^LN-BEG}" | "{DATE}" | "^{DATE}" | "{^LN-BEG}{DATE}" => return Ok(None),
+        "" | "{^LN-BEG}" | "{DATE}" | "^{DATE}" | "{^LN-BEG}{DATE}" => return Ok(None),
         "{NONE}" => return Ok(Some("none".into())),
         "{EPOCH}" | "EPOCH" | "^EPOCH" | "{^LN-BEG}EPOCH" => return Ok(Some("epoch".into())),
         _ => {}

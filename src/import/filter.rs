@@ -1,0 +1,220 @@
+//! One fail2ban filter (its `[Definition]` and `[Init]`, with a jail's options) to a
+//! gaoler filter file: every regex translated and compiled by gaoler's own filter
+//! engine, what cannot be carried over written as a comment with the reason.
+
+use std::fmt::Write as _;
+
+use super::ini::{Ini, Scope, Section};
+use super::{regex, Outcome, Report};
+
+/// One converted filter, ready to write.
+pub struct FilterOut {
+    pub text: String,
+    pub journalmatch: Option<String>,
+}
+
+/// The syslog (or journal) prefix fail2ban's filters match is already split off by
+/// gaoler's framing, so common.conf's prefix regex becomes empty.
+fn prefix_overrides() -> Section {
+    vec![("__prefix_line".into(), String::new())]
+}
+
+/// Lookups for a filter: `overrides`, then a jail's `opts`, then `[Init]`, then
+/// `[Definition]` and `[DEFAULT]`.
+fn scope<'a>(ini: &'a Ini, overrides: &'a Section, opts: &'a Section) -> Scope<'a> {
+    let mut layers = vec![overrides, opts];
+    if let Some(init) = ini.section("Init") {
+        layers.push(init);
+    }
+    Scope {
+        ini,
+        section: "Definition",
+        layers,
+    }
+}
+
+/// The options of `opts` the filter defines with another value (an option it does
+/// not define changes nothing in it).
+pub fn non_default_options(ini: &Ini, opts: &[(String, String)]) -> Section {
+    let none = Vec::new();
+    let scope = scope(ini, &none, &none);
+    opts.iter()
+        .filter(|(k, v)| scope.get(k).is_some_and(|own| own.trim() != v.trim()))
+        .cloned()
+        .collect()
+}
+
+/// Whether gaoler's filter engine takes these regexes; else its messages.
+fn compiles(fail: &[String], ignore: &[String], pref: Option<&str>) -> Result<(), String> {
+    crate::filter::Filter::new("import", fail, ignore, pref)
+        .map(|_| ())
+        .map_err(|errs| {
+            errs.iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+}
+
+/// The non-empty lines of a multi-line value.
+fn lines(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What came over of one filter.
+#[derive(Default)]
+struct Translated {
+    fail: Vec<String>,
+    ignore: Vec<String>,
+    prefregex: Option<String>,
+    datepattern: Option<String>,
+    /// (fail2ban's regex, why it was left out)
+    left_out: Vec<(String, String)>,
+}
+
+impl Translated {
+    fn render(&self, base: &str) -> String {
+        let mut text = format!(
+            "description = {}\n\n",
+            quote(&format!("fail2ban filter {base} (imported)"))
+        );
+        text.push_str("failregex = [\n");
+        for re in &self.fail {
+            let _ = writeln!(text, "  {},", quote(re));
+        }
+        text.push_str("]\n");
+        for (source, why) in &self.left_out {
+            let _ = writeln!(text, "# left out: {why}\n#   {}", source.replace('\n', " "));
+        }
+        text.push_str("\nignoreregex = [\n");
+        for re in &self.ignore {
+            let _ = writeln!(text, "  {},", quote(re));
+        }
+        text.push_str("]\n");
+        if let Some(p) = &self.prefregex {
+            let _ = writeln!(text, "prefregex = {}", quote(p));
+        }
+        if let Some(d) = &self.datepattern {
+            let _ = writeln!(text, "datepattern = {}", quote(d));
+        }
+        text
+    }
+}
+
+/// Translates the filter read as `ini` (fail2ban name `base`, with `opts` for its
+/// [Init]) as gaoler filter `name`, adding its line to `report`; `None` when no
+/// failregex came over.
+pub fn convert(
+    ini: &Ini,
+    base: &str,
+    name: &str,
+    opts: &[(String, String)],
+    report: &mut Report,
+) -> Option<FilterOut> {
+    let overrides = prefix_overrides();
+    let opts: Section = opts.to_vec();
+    let scope = scope(ini, &overrides, &opts);
+    let value = |key: &str| scope.get(key).map(|v| scope.expand_tags(&v));
+    let fail_sources = lines(value("failregex"));
+    if fail_sources.is_empty() {
+        report.add(
+            "filter",
+            name,
+            Outcome::Skipped,
+            vec!["no failregex (a file for other filters to include, or empty)".into()],
+        );
+        return None;
+    }
+    let mut t = Translated::default();
+    let mut notes = Vec::new();
+    for source in &fail_sources {
+        let checked = regex::translate(source)
+            .and_then(|re| compiles(std::slice::from_ref(&re), &[], None).map(|()| re));
+        match checked {
+            Ok(re) => t.fail.push(re),
+            Err(why) => t.left_out.push((source.clone(), why)),
+        }
+    }
+    let probe = ["^<HOST>$".to_string()];
+    for source in lines(value("ignoreregex")) {
+        let checked = regex::translate_any(&source)
+            .and_then(|re| compiles(&probe, std::slice::from_ref(&re), None).map(|()| re));
+        match checked {
+            Ok(re) => t.ignore.push(re),
+            Err(why) => {
+                notes.push(format!(
+                    "an ignoreregex was left out ({why}): bans may be wider than in fail2ban"
+                ));
+                t.left_out.push((source, format!("ignoreregex: {why}")));
+            }
+        }
+    }
+    t.prefregex = value("prefregex")
+        .filter(|p| !p.trim().is_empty())
+        .and_then(|p| {
+            prefregex(&p, &t)
+                .map_err(|why| notes.push(format!("prefregex left out: {why}")))
+                .ok()
+        });
+    t.datepattern = value("datepattern").and_then(|d| {
+        regex::datepattern(&d)
+            .map_err(|why| notes.push(format!("datepattern: {why}")))
+            .ok()
+            .flatten()
+    });
+    if let Some(n) = value("maxlines")
+        .and_then(|m| m.trim().parse::<u32>().ok())
+        .filter(|&n| n > 1)
+    {
+        notes.push(format!("maxlines = {n}: gaoler matches one line at a time"));
+    }
+    let outcome = match (t.fail.is_empty(), t.left_out.is_empty()) {
+        (true, _) => Outcome::Skipped,
+        (false, true) => Outcome::Converted,
+        (false, false) => Outcome::Partial,
+    };
+    if t.fail.is_empty() {
+        let mut reasons: Vec<String> = t.left_out.iter().map(|(_, why)| why.clone()).collect();
+        reasons.dedup();
+        notes.splice(0..0, reasons);
+    } else if !t.left_out.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "{} of {} failregex converted; the rest are commented in filters/{name}.toml with the reason",
+                t.fail.len(),
+                fail_sources.len()
+            ),
+        );
+    }
+    report.add("filter", name, outcome, notes);
+    (!t.fail.is_empty()).then(|| FilterOut {
+        text: t.render(base),
+        journalmatch: value("journalmatch").filter(|j| !j.trim().is_empty()),
+    })
+}
+
+/// fail2ban's prefregex translated; it must keep a content group and compile with
+/// the filter's other regexes.
+fn prefregex(source: &str, t: &Translated) -> Result<String, String> {
+    let re = regex::translate_any(source)?;
+    if !re.contains("(?P<content>") {
+        return Err("it has no <F-CONTENT>".into());
+    }
+    compiles(&t.fail, &t.ignore, Some(&re)).map(|()| re)
+}
+
+/// A TOML string: a literal `'''...'''` when it can be, else an escaped one.
+fn quote(s: &str) -> String {
+    if !s.contains("'''") && !s.contains(['\n', '\r']) && !s.ends_with('\'') {
+        format!("'''{s}'''")
+    } else {
+        toml::Value::from(s).to_string()
+    }
+}
