@@ -31,7 +31,8 @@ pub enum Command {
     Check,
     /// Run a filter over a log file (or - for stdin), like fail2ban-regex.
     TestFilter {
-        /// A filter name from filter_path, or a path to a filter .toml file.
+        /// A filter name from filter_path, or a path to a filter .toml file; with
+        /// `--jail`, a jail name.
         filter: String,
         /// The log to read; `-` or nothing reads standard input.
         log: Option<PathBuf>,
@@ -41,9 +42,14 @@ pub enum Command {
         /// Also print the lines no failregex matched.
         #[arg(long)]
         show_missed: bool,
-        /// Time zone of timestamps without an offset (IANA name, UTC, +01:00, local).
-        #[arg(long, default_value = "local")]
-        logtimezone: String,
+        /// Time zone of timestamps without an offset (IANA name, UTC, +01:00, local);
+        /// default: local, or the jail's with `--jail`.
+        #[arg(long)]
+        logtimezone: Option<String>,
+        /// FILTER names a configured jail (enabled or not): test with its filter,
+        /// filter_vars, trusted_proxies and logtimezone.
+        #[arg(long)]
+        jail: bool,
     },
     /// Query and steer the running daemon.
     Ctl(CtlArgs),

@@ -20,11 +20,13 @@ fn main() -> ExitCode {
             json,
             show_missed,
             logtimezone,
+            jail,
         } => filter_test(
             &cli,
             filter,
+            *jail,
             log.as_deref(),
-            logtimezone,
+            logtimezone.as_deref(),
             *json,
             *show_missed,
         ),
@@ -164,39 +166,64 @@ fn run(cli: &Cli) -> i32 {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn filter_test(
     cli: &Cli,
     name: &str,
+    is_jail: bool,
     log: Option<&std::path::Path>,
-    tz: &str,
+    tz: Option<&str>,
     json: bool,
     show_missed: bool,
 ) -> i32 {
-    let tz = match gaoler::filter::LogTz::parse(tz) {
-        Ok(tz) => tz,
-        Err(e) => {
+    let mut opts = test_filter::Options {
+        all_matches: json,
+        missed: show_missed,
+        ..Default::default()
+    };
+    let (filter, jail_tz) = if is_jail {
+        let cfg = match config::load(&cli.config) {
+            Ok(cfg) => cfg,
+            Err(errors) => {
+                print_errors(&errors);
+                return 2;
+            }
+        };
+        let Some(jail) = cfg.jails.iter().find(|j| j.name == name) else {
+            let names: Vec<&str> = cfg.jails.iter().map(|j| j.name.as_str()).collect();
+            eprintln!(
+                "gaoler test-filter: no jail `{name}` in {} (jails: {})",
+                cli.config.display(),
+                names.join(", ")
+            );
+            return 2;
+        };
+        opts.proxies = jail.trusted_proxies.clone();
+        (jail.filter.clone(), Some(jail.logtimezone))
+    } else {
+        match config::load_filter(&cli.config, name) {
+            Ok(f) => (f, None),
+            Err(errors) => {
+                print_errors(&errors);
+                return 2;
+            }
+        }
+    };
+    let tz = match tz.map(gaoler::filter::LogTz::parse) {
+        Some(Ok(tz)) => tz,
+        Some(Err(e)) => {
             eprintln!("gaoler test-filter: --logtimezone: {e}");
             return 2;
         }
-    };
-    let filter = match config::load_filter(&cli.config, name) {
-        Ok(f) => f,
-        Err(errors) => {
-            print_errors(&errors);
-            return 2;
-        }
-    };
-    let opts = test_filter::Options {
-        all_matches: json,
-        missed: show_missed,
+        None => jail_tz.unwrap_or_default(),
     };
     let result = match log {
-        None => test_filter::run(&filter, tz, std::io::stdin().lock(), opts),
+        None => test_filter::run(&filter, tz, std::io::stdin().lock(), &opts),
         Some(p) if p.as_os_str() == "-" => {
-            test_filter::run(&filter, tz, std::io::stdin().lock(), opts)
+            test_filter::run(&filter, tz, std::io::stdin().lock(), &opts)
         }
         Some(p) => match std::fs::File::open(p) {
-            Ok(f) => test_filter::run(&filter, tz, f, opts),
+            Ok(f) => test_filter::run(&filter, tz, f, &opts),
             Err(e) => {
                 eprintln!(
                     "gaoler test-filter: cannot open {}: {}",

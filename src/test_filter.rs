@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::DEFAULT_MAX_LINE;
-use crate::filter::{Filter, Framer, LogTz, Verdict};
+use crate::filter::{Filter, Framer, LogTz, TrustedProxies, Verdict};
 
 /// Matches shown in the human summary.
 const SAMPLE: usize = 10;
@@ -21,6 +21,10 @@ pub struct Match {
     pub time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The trusted proxy the line was logged for, when `host` came from its
+    /// X-Forwarded-For.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// Everything `test-filter` found; the JSON shape is stable (see the README).
@@ -30,6 +34,8 @@ pub struct Report {
     pub matched: usize,
     pub ignored: usize,
     pub missed: usize,
+    /// Failures logged for a trusted proxy that named no client (never counted).
+    pub no_client: usize,
     /// Every match with `all_matches`, else the first few.
     pub matches: Vec<Match>,
     pub regex_hits: Vec<usize>,
@@ -38,13 +44,15 @@ pub struct Report {
     pub missed_lines: Vec<(usize, String)>,
 }
 
-/// What to collect besides the counts.
-#[derive(Clone, Copy, Debug, Default)]
+/// What to collect besides the counts, and the jail's trusted proxies.
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Record every match (for `--json`); otherwise only the first few.
     pub all_matches: bool,
     /// Record the lines no failregex matched (`--show-missed`).
     pub missed: bool,
+    /// Peers whose failures belong to the client in X-Forwarded-For.
+    pub proxies: TrustedProxies,
 }
 
 /// Runs `filter` over every line of `input`, reading offset-less timestamps in `tz`.
@@ -53,7 +61,7 @@ pub fn run(
     filter: &Filter,
     tz: LogTz,
     mut input: impl Read,
-    opts: Options,
+    opts: &Options,
 ) -> std::io::Result<Report> {
     let framer = Framer {
         tz,
@@ -107,17 +115,17 @@ fn examine(
     framer: &Framer,
     line: &[u8],
     now: chrono::DateTime<Utc>,
-    opts: Options,
+    opts: &Options,
     report: &mut Report,
 ) {
     report.lines += 1;
     let framed = framer.split(line, now);
-    match filter.examine(framed.message) {
+    match filter.examine_behind(framed.message, &opts.proxies, false) {
         Verdict::Failure(found) => {
             report.matched += 1;
             report.regex_hits[found.regex] += 1;
             if opts.all_matches || report.matches.len() < SAMPLE {
-                let user = match filter.examine_detailed(framed.message) {
+                let user = match filter.examine_behind(framed.message, &opts.proxies, true) {
                     Verdict::Failure(f) => f.user,
                     _ => None,
                 };
@@ -128,10 +136,12 @@ fn examine(
                         .time
                         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
                     user,
+                    via: found.via.map(|ip| ip.to_string()),
                 });
             }
         }
         Verdict::Ignored(_) => report.ignored += 1,
+        Verdict::NoClient(_) => report.no_client += 1,
         Verdict::Miss => {
             report.missed += 1;
             if opts.missed {
@@ -152,6 +162,12 @@ pub fn render(report: &Report, filter: &Filter) -> String {
         report.ignored,
         report.missed
     );
+    if report.no_client > 0 {
+        out.push_str(&format!(
+            "  {} matched lines logged for a trusted proxy named no client in X-Forwarded-For (not counted)\n",
+            report.no_client
+        ));
+    }
     out.push_str("Failregex hits:\n");
     for (i, hits) in report.regex_hits.iter().enumerate() {
         out.push_str(&format!("  #{i}: {hits}\n"));
@@ -165,7 +181,15 @@ pub fn render(report: &Report, filter: &Filter) -> String {
                 .map(|u| format!(" user={u}"))
                 .unwrap_or_default();
             let time = m.time.as_deref().unwrap_or("no time");
-            out.push_str(&format!("  line {}: {} at {time}{user}\n", m.line, m.host));
+            let via = m
+                .via
+                .as_deref()
+                .map(|p| format!(" (via proxy {p})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  line {}: {} at {time}{user}{via}\n",
+                m.line, m.host
+            ));
         }
     }
     let rate = if report.seconds > 0.0 {
@@ -208,8 +232,9 @@ mod tests {
         let opts = Options {
             all_matches: true,
             missed: true,
+            ..Options::default()
         };
-        let r = run(&sshd_like(), LogTz::Local, &input[..], opts).expect("run");
+        let r = run(&sshd_like(), LogTz::Local, &input[..], &opts).expect("run");
         assert_eq!((r.lines, r.matched, r.missed), (4, 2, 2));
         assert_eq!(r.matches[0].user.as_deref(), Some("root"));
         assert_eq!(r.matches[1].host, "2001:db8::1");
@@ -225,7 +250,7 @@ mod tests {
             &sshd_like(),
             LogTz::Local,
             input.as_bytes(),
-            Options::default(),
+            &Options::default(),
         )
         .expect("run");
         assert_eq!(r.matched, 50);

@@ -6,7 +6,7 @@ mod diag;
 mod raw;
 mod value;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub use diag::{line_col, ConfigErrors, Diagnostic};
 pub use raw::{Action, Backend, FileWatch, LogFormat, OnStop, Protocol};
 pub use value::{format_duration, parse_bantime, parse_duration, parse_net, parse_port, PortRange};
 
-use crate::filter::{DatePattern, Filter, LogTz, RegexRole};
+use crate::filter::{DatePattern, Decode, Filter, LogTz, RegexRole, TrustedProxies};
 use crate::source::journal::Matches;
 use crate::types::{BanTime, IgnoreList, Increment};
 use raw::{RawFilter, RawJail, RawMain};
@@ -128,6 +128,8 @@ pub struct JailConfig {
     pub ignoreself: bool,
     /// The kernel sets its bans go to: its own name, or one shared with other jails.
     pub set: String,
+    /// Peers whose lines name the client in X-Forwarded-For.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A position in a config file, kept with a value whose check needs other files.
@@ -177,6 +179,9 @@ struct JailOptions {
     ipv6_prefix: Option<u8>,
     logtimezone: Option<LogTz>,
     set: Option<String>,
+    trusted_proxies: Option<Vec<IpNet>>,
+    /// Values for the filter's variables, each with where it was written.
+    filter_vars: Option<Vec<(String, String, Pos)>>,
     /// Set: `Some(None)` when the section disables escalation.
     increment: Option<Option<Increment>>,
 }
@@ -201,6 +206,8 @@ impl JailOptions {
             ignoreip,
             ignoreself: self.ignoreself.or(d.ignoreself),
             set: self.set.or(d.set),
+            trusted_proxies: self.trusted_proxies.or(d.trusted_proxies),
+            filter_vars: self.filter_vars.or(d.filter_vars),
             ipv4_prefix: self.ipv4_prefix.or(d.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(d.ipv6_prefix),
             logtimezone: self.logtimezone.or(d.logtimezone),
@@ -209,14 +216,18 @@ impl JailOptions {
     }
 }
 
+/// A filter file and the variable values it was compiled with.
+type FilterKey = (PathBuf, Vec<(String, String)>);
+
 /// Collects errors and warnings while one configuration is read.
 struct Loader {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     filter_path: Vec<PathBuf>,
     dir: PathBuf,
-    /// Filters by resolved file, compiled once however many jails use them.
-    filters: HashMap<PathBuf, Option<Arc<Filter>>>,
+    /// Filters by resolved file and variable values, compiled once however many
+    /// jails use them.
+    filters: HashMap<FilterKey, Option<Arc<Filter>>>,
 }
 
 /// Reads and validates the configuration in `dir`.
@@ -463,10 +474,6 @@ impl Loader {
         }
     }
 
-    fn warn(&mut self, file: &Path, text: &str, span: std::ops::Range<usize>, msg: &str) {
-        self.warnings.push(Diagnostic::at(file, text, span, msg));
-    }
-
     /// `[metrics] listen`: empty or absent is off; otherwise an IP address and a port.
     fn metrics(&mut self, raw: raw::RawMetrics, file: &Path, text: &str) -> Option<SocketAddr> {
         let listen = raw.listen?;
@@ -511,14 +518,14 @@ impl Loader {
                 None
             }
         });
-        if raw.trusted_proxies.is_some() {
-            self.warn(
-                file,
-                text,
-                0..0,
-                "`trusted_proxies` is not implemented in this version and has no effect",
-            );
-        }
+        let filter_vars = raw.filter_vars.as_ref().map(|vars| {
+            vars.iter()
+                .map(|(k, v)| {
+                    let pos = Pos::new(file, text, v.span().start);
+                    (k.clone(), v.get_ref().clone(), pos)
+                })
+                .collect()
+        });
         let increment = raw
             .bantime_increment
             .clone()
@@ -583,6 +590,10 @@ impl Loader {
             },
             ignoreself: raw.ignoreself,
             set,
+            trusted_proxies: raw
+                .trusted_proxies
+                .map(|list| list.0.into_iter().map(|n| n.0).collect()),
+            filter_vars,
             ipv4_prefix,
             ipv6_prefix,
         }
@@ -698,7 +709,8 @@ impl Loader {
             )));
             return None;
         };
-        let filter = self.filter(&filter_name, &filter_pos);
+        let vars = opts.filter_vars.clone().unwrap_or_default();
+        let filter = self.filter(&filter_name, &filter_pos, &vars);
         let logpath: Vec<PathBuf> = opts
             .logpath
             .unwrap_or_default()
@@ -751,11 +763,18 @@ impl Loader {
             logtimezone: opts.logtimezone.unwrap_or_default(),
             increment: opts.increment.flatten(),
             ignoreself: opts.ignoreself.unwrap_or(true),
+            trusted_proxies: TrustedProxies::new(opts.trusted_proxies.unwrap_or_default()),
         })
     }
 
-    /// Finds a filter by name along `filter_path` (or by path) and compiles it once.
-    fn filter(&mut self, name: &str, pos: &Pos) -> Option<Arc<Filter>> {
+    /// Finds a filter by name along `filter_path` (or by path) and compiles it once
+    /// per set of variable values.
+    fn filter(
+        &mut self,
+        name: &str,
+        pos: &Pos,
+        vars: &[(String, String, Pos)],
+    ) -> Option<Arc<Filter>> {
         let candidates: Vec<PathBuf> = if name.contains('/') || name.ends_with(".toml") {
             vec![self.path(name)]
         } else if valid_name(name) {
@@ -777,15 +796,26 @@ impl Loader {
             )));
             return None;
         };
-        if let Some(done) = self.filters.get(&path) {
+        let key = (
+            path.clone(),
+            vars.iter()
+                .map(|(k, v, _)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>(),
+        );
+        if let Some(done) = self.filters.get(&key) {
             return done.clone();
         }
-        let compiled = self.compile_filter(name, &path);
-        self.filters.insert(path, compiled.clone());
+        let compiled = self.compile_filter(name, &path, vars);
+        self.filters.insert(key, compiled.clone());
         compiled
     }
 
-    fn compile_filter(&mut self, name: &str, path: &Path) -> Option<Arc<Filter>> {
+    fn compile_filter(
+        &mut self,
+        name: &str,
+        path: &Path,
+        jail_vars: &[(String, String, Pos)],
+    ) -> Option<Arc<Filter>> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -811,6 +841,68 @@ impl Loader {
             },
             None => None,
         };
+        let decode = match &raw.decode {
+            None => Decode::None,
+            Some(d) if d.get_ref() == "url" => Decode::Url,
+            Some(d) => {
+                let msg = format!("unknown decode `{}`: the only one is \"url\"", d.get_ref());
+                self.errors.push(Diagnostic::at(path, &text, d.span(), msg));
+                return None;
+            }
+        };
+        let mut vars: BTreeMap<&str, &str> = raw
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.get_ref().as_str()))
+            .collect();
+        let mut unknown = false;
+        for (key, value, pos) in jail_vars {
+            match vars.get_mut(key.as_str()) {
+                Some(slot) => *slot = value,
+                None => {
+                    let known: Vec<&str> = raw.vars.keys().map(String::as_str).collect();
+                    let has = if known.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        format!("it has {}", known.join(", "))
+                    };
+                    self.errors.push(
+                        pos.error(format!("filter `{name}` has no variable `{key}` ({has})")),
+                    );
+                    unknown = true;
+                }
+            }
+        }
+        if unknown {
+            return None;
+        }
+        // Every regex with the variables put in; a `${x}` the filter lacks is an error.
+        let mut bad_var = false;
+        let mut fill = |source: &Spanned<String>, errors: &mut Vec<Diagnostic>| {
+            match crate::filter::substitute_vars(source.get_ref(), &vars) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(Diagnostic::at(path, &text, source.span(), e));
+                    bad_var = true;
+                    String::new()
+                }
+            }
+        };
+        let fail: Vec<String> = raw
+            .failregex
+            .get_ref()
+            .iter()
+            .map(|r| fill(r, &mut self.errors))
+            .collect();
+        let ignore: Vec<String> = raw
+            .ignoreregex
+            .iter()
+            .map(|r| fill(r, &mut self.errors))
+            .collect();
+        let pref = raw.prefregex.as_ref().map(|p| fill(p, &mut self.errors));
+        if bad_var {
+            return None;
+        }
         if raw.failregex.get_ref().is_empty() {
             self.errors.push(Diagnostic::at(
                 path,
@@ -820,20 +912,10 @@ impl Loader {
             ));
             return None;
         }
-        let fail: Vec<String> = raw
-            .failregex
-            .get_ref()
-            .iter()
-            .map(|r| r.get_ref().clone())
-            .collect();
-        let ignore: Vec<String> = raw
-            .ignoreregex
-            .iter()
-            .map(|r| r.get_ref().clone())
-            .collect();
-        let pref = raw.prefregex.as_ref().map(|p| p.get_ref().as_str());
-        match Filter::new(name, &fail, &ignore, pref) {
-            Ok(f) => Some(Arc::new(f.with_datepattern(datepattern))),
+        match Filter::new(name, &fail, &ignore, pref.as_deref()) {
+            Ok(f) => Some(Arc::new(
+                f.with_datepattern(datepattern).with_decode(decode),
+            )),
             Err(errors) => {
                 for e in errors {
                     let span = match e.role {
@@ -900,7 +982,7 @@ pub fn load_filter(dir: &Path, name: &str) -> Result<Arc<Filter>, ConfigErrors> 
         line: 1,
         col: 1,
     };
-    match loader.filter(name, &pos) {
+    match loader.filter(name, &pos, &[]) {
         Some(f) if loader.errors.is_empty() => Ok(f),
         _ => Err(ConfigErrors(loader.errors)),
     }

@@ -2,6 +2,8 @@
 //! `deny_unknown_fields`, so a typo in a key is an error at its position.
 //! No defaults and no cross-checks here; `config::load` does those.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -135,6 +137,8 @@ pub struct RawJail {
     pub set: Option<Spanned<String>>,
     pub logtimezone: Option<Spanned<String>>,
     pub trusted_proxies: Option<OneOrMany<NetValue>>,
+    /// Values for the filter's `[vars]`, by name.
+    pub filter_vars: Option<BTreeMap<String, Spanned<String>>>,
     pub bantime_increment: Option<RawIncrement>,
 }
 
@@ -159,4 +163,9 @@ pub struct RawFilter {
     pub ignoreregex: Vec<Spanned<String>>,
     pub prefregex: Option<Spanned<String>>,
     pub datepattern: Option<Spanned<String>>,
+    /// `"url"`: decode `%XX` escapes before matching.
+    pub decode: Option<Spanned<String>>,
+    /// Variables (`${name}` in the regexes) with their defaults; jails may set them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Spanned<String>>,
 }

@@ -200,15 +200,105 @@ fn a_missing_main_file_says_which_directory() {
 }
 
 #[test]
-fn settings_not_yet_implemented_are_warnings_not_silence() {
-    let d = Dir::new(MAIN);
+fn trusted_proxies_are_read_from_the_jail_or_the_defaults() {
+    let d = Dir::new(&format!("{MAIN}trusted_proxies = [\"10.0.0.0/8\"]\n"));
     d.write(
         "jails/sshd.toml",
-        "filter = \"sshd\"\nlogpath = \"a.log\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\ntrusted_proxies = [\"127.0.0.1/32\", \"::1\"]\n",
+    );
+    d.write(
+        "jails/other.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\n",
     );
     let cfg = d.load().expect("valid");
-    assert_eq!(cfg.warnings.len(), 1);
-    assert!(cfg.warnings[0].to_string().contains("trusted_proxies"));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let jail = |n: &str| cfg.jails.iter().find(|j| j.name == n).expect("jail");
+    let nets: Vec<String> = jail("sshd")
+        .trusted_proxies
+        .nets()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.0.0.1/32", "::1/128"]);
+    assert!(jail("other")
+        .trusted_proxies
+        .trusts("10.9.8.7".parse().expect("ip")));
+
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\ntrusted_proxies = [\"localhost\"]\n",
+    );
+    let errors = d.load().expect_err("invalid").to_string();
+    assert!(errors.contains("sshd.toml:3:"), "{errors}");
+    assert!(
+        errors.contains("`localhost` is not an IP address"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn filter_vars_fill_the_regexes_and_mistakes_are_placed() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "filters/app.toml",
+        "failregex = ['^denied <HOST> on ${paths}$']\n[vars]\npaths = '/login'\n",
+    );
+    d.write(
+        "jails/plain.toml",
+        "filter = \"app\"\nlogpath = \"a.log\"\n",
+    );
+    d.write(
+        "jails/custom.toml",
+        "filter = \"app\"\nlogpath = \"a.log\"\nfilter_vars = { paths = '/(?:signin|token)' }\n",
+    );
+    let cfg = d.load().expect("valid");
+    let hit = |jail: &str, line: &str| {
+        let j = cfg.jails.iter().find(|j| j.name == jail).expect("jail");
+        matches!(
+            j.filter.examine(line.as_bytes()),
+            crate::filter::Verdict::Failure(_)
+        )
+    };
+    assert!(hit("plain", "denied 192.0.2.1 on /login"));
+    assert!(!hit("plain", "denied 192.0.2.1 on /token"));
+    assert!(hit("custom", "denied 192.0.2.1 on /token"));
+    assert!(!hit("custom", "denied 192.0.2.1 on /login"));
+
+    // A variable the filter does not have, where the jail sets it.
+    d.write(
+        "jails/custom.toml",
+        "filter = \"app\"\nlogpath = \"a.log\"\n[filter_vars]\npath = \"/x\"\n",
+    );
+    let errors = d.load().expect_err("invalid").to_string();
+    assert!(
+        errors.contains("custom.toml:4:8: filter `app` has no variable `path` (it has paths)"),
+        "{errors}"
+    );
+    // A `${x}` in a regex that the filter's [vars] lack.
+    d.write(
+        "jails/custom.toml",
+        "filter = \"app\"\nlogpath = \"a.log\"\n",
+    );
+    d.write(
+        "filters/app.toml",
+        "failregex = ['^denied <HOST> on ${path}$']\n[vars]\npaths = '/login'\n",
+    );
+    let errors = d.load().expect_err("invalid").to_string();
+    assert!(
+        errors
+            .contains("app.toml:1:14: unknown variable `${path}` (the filter's [vars] are paths)"),
+        "{errors}"
+    );
+    // An unknown decode.
+    d.write(
+        "filters/app.toml",
+        "decode = \"base64\"\nfailregex = ['^denied <HOST>$']\n",
+    );
+    let errors = d.load().expect_err("invalid").to_string();
+    assert!(
+        errors.contains("app.toml:1:10: unknown decode `base64`"),
+        "{errors}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::ban::{Decided, Decision};
-use crate::filter::{Filter, Framer, Verdict};
+use crate::filter::{Filter, Framer, TrustedProxies, Verdict};
 use crate::jail::{Failure, Jails, Outcome};
 use crate::source::journal::{parse_entry, Follower, Matches, StartAt};
 use crate::source::{FileTail, Lines, Start};
@@ -28,6 +28,7 @@ pub struct Subscriber {
     pub jail: usize,
     pub filter: Arc<Filter>,
     pub framer: Framer,
+    pub proxies: TrustedProxies,
 }
 
 /// A jail reading the journal, with its filter and matches.
@@ -35,6 +36,7 @@ pub struct JournalSubscriber {
     pub jail: usize,
     pub filter: Arc<Filter>,
     pub matches: Matches,
+    pub proxies: TrustedProxies,
 }
 
 /// What readers send the jail task, in the order they read it.
@@ -312,7 +314,10 @@ async fn read_journal(
             cx.stats.lines_read.fetch_add(1, Relaxed);
             read_here.fetch_add(1, Relaxed);
             for sub in subscribers.iter().filter(|s| s.matches.accepts(&entry)) {
-                if let Verdict::Failure(found) = sub.filter.examine(&entry.message) {
+                if let Verdict::Failure(found) =
+                    sub.filter
+                        .examine_behind(&entry.message, &sub.proxies, false)
+                {
                     let failure = Failure {
                         jail: sub.jail,
                         host: found.host,
@@ -391,7 +396,10 @@ async fn examine(
                     &own
                 }
             };
-            match sub.filter.examine(framed.message) {
+            match sub
+                .filter
+                .examine_behind(framed.message, &sub.proxies, false)
+            {
                 Verdict::Failure(found) => {
                     let failure = Failure {
                         jail: sub.jail,
@@ -404,6 +412,9 @@ async fn examine(
                 }
                 Verdict::Ignored(found) => {
                     tracing::debug!(filter = sub.filter.name(), host = %found.host, "ignoreregex matched")
+                }
+                Verdict::NoClient(found) => {
+                    tracing::debug!(filter = sub.filter.name(), proxy = %found.host, "failure logged for a trusted proxy without a client in X-Forwarded-For; not counted")
                 }
                 Verdict::Miss => {}
             }

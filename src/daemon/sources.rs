@@ -59,6 +59,7 @@ impl FileSources {
                             tz: jail.logtimezone,
                             pattern: jail.filter.datepattern().cloned(),
                         },
+                        proxies: jail.trusted_proxies.clone(),
                     },
                 });
             }
@@ -180,6 +181,7 @@ pub fn journal_subscribers(jails: &[JailConfig]) -> Vec<JournalSubscriber> {
                 jail: index,
                 filter: j.filter.clone(),
                 matches,
+                proxies: j.trusted_proxies.clone(),
             })
         })
         .collect()

@@ -7,13 +7,16 @@ use std::net::IpAddr;
 pub const HOST_GROUP: &str = "host";
 /// Capture group holding a user name, when the filter has `<USER>`.
 pub const USER_GROUP: &str = "user";
+/// Capture group holding an X-Forwarded-For value, when the filter has `<XFF>`.
+pub const XFF_GROUP: &str = "xff";
 
 /// The shapes of an address. Deliberately loose (small automata, fast captures):
 /// what `<HOST>` captures is then parsed, and a capture that is not an address is a miss.
 const IPV4: &str = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}";
 const IPV6: &str = r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*";
 
-/// Replaces `<HOST>`/`<ADDR>` with an address pattern and `<USER>` with a user capture.
+/// Replaces `<HOST>`/`<ADDR>` with an address pattern, `<USER>` with a user capture
+/// and `<XFF>` with the capture of a quoted X-Forwarded-For field's content.
 pub fn expand_placeholders(source: &str) -> String {
     let host = format!(r"\[?(?P<{HOST_GROUP}>{IPV4}|{IPV6})\]?");
     source
@@ -23,6 +26,49 @@ pub fn expand_placeholders(source: &str) -> String {
         .replace("<ADDR>", &format!(r"(?:{IPV4}|{IPV6})"))
         .replacen("<USER>", &format!(r"(?P<{USER_GROUP}>.*)"), 1)
         .replace("<USER>", ".*")
+        .replacen("<XFF>", &format!(r#"(?P<{XFF_GROUP}>[^"]*)"#), 1)
+}
+
+/// Puts filter variables into a regex: `${name}` becomes the variable's value. A
+/// `${name}` that is not among `vars` is an error naming the ones there are.
+pub fn substitute_vars(
+    source: &str,
+    vars: &std::collections::BTreeMap<&str, &str>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find("${") {
+        let (head, tail) = rest.split_at(at);
+        out.push_str(head);
+        let Some(end) = tail.find('}') else {
+            out.push_str(tail);
+            return Ok(out);
+        };
+        let name = &tail[2..end];
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
+            // Not a variable reference (`${` cannot start anything in a regex anyway).
+            out.push_str("${");
+            rest = &tail[2..];
+            continue;
+        }
+        match vars.get(name) {
+            Some(value) => out.push_str(value),
+            None => {
+                let known: Vec<&str> = vars.keys().copied().collect();
+                return Err(if known.is_empty() {
+                    format!("unknown variable `${{{name}}}`: the filter has no [vars]")
+                } else {
+                    format!(
+                        "unknown variable `${{{name}}}` (the filter's [vars] are {})",
+                        known.join(", ")
+                    )
+                });
+            }
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// The address a `<HOST>` capture names, IPv4-mapped IPv6 turned into IPv4. A

@@ -2,15 +2,18 @@
 //! Pure: no I/O, no clock, no tokio. Regexes run on bytes, so invalid UTF-8 in a log
 //! line is matched around rather than rejected.
 
+mod decode;
 mod framing;
 mod host;
+mod proxy;
 
 use std::net::IpAddr;
 
 use regex::bytes::{Regex, RegexSet};
 
 pub use framing::{split_line, DatePattern, Framed, Framer, LogTz};
-pub use host::{expand_placeholders, HOST_GROUP, USER_GROUP};
+pub use host::{expand_placeholders, substitute_vars, HOST_GROUP, USER_GROUP, XFF_GROUP};
+pub use proxy::TrustedProxies;
 
 /// Which regex of a filter an error or a match refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,10 +33,14 @@ pub struct FilterError {
 /// A failure found in one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
+    /// The offender: the logged peer, or the client a trusted proxy named.
     pub host: IpAddr,
     pub user: Option<String>,
     /// Index of the failregex that matched.
     pub regex: usize,
+    /// The trusted proxy the line was logged for, when the client came from its
+    /// X-Forwarded-For.
+    pub via: Option<IpAddr>,
 }
 
 /// What a filter made of one message.
@@ -45,6 +52,9 @@ pub enum Verdict {
     Ignored(Found),
     /// A failure to count.
     Failure(Found),
+    /// A failregex matched, but the peer is a trusted proxy and no client could be
+    /// taken from X-Forwarded-For: never counted (the proxy is not the offender).
+    NoClient(Found),
 }
 
 /// One failregex: the full regex, and where `<HOST>` is a direct part of its top-level
@@ -88,6 +98,24 @@ impl FailRegex {
             .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
         Some((host, user))
     }
+
+    /// The X-Forwarded-For value the regex's `xff` group captured, if it has one.
+    fn forwarded<'a>(&self, content: &'a [u8]) -> Option<&'a [u8]> {
+        self.full
+            .captures(content)?
+            .name(XFF_GROUP)
+            .map(|m| &content[m.start()..m.end()])
+    }
+}
+
+/// How a message is transformed before the regexes see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Decode {
+    /// As logged.
+    #[default]
+    None,
+    /// `%XX` escapes decoded, twice (see `decode.rs`).
+    Url,
 }
 
 /// A filter ready to run: its failregexes, ignoreregexes and optional prefregex.
@@ -100,6 +128,7 @@ pub struct Filter {
     ignore: Option<RegexSet>,
     pref: Option<Regex>,
     datepattern: Option<DatePattern>,
+    decode: Decode,
 }
 
 impl Filter {
@@ -185,12 +214,19 @@ impl Filter {
             ignore,
             pref,
             datepattern: None,
+            decode: Decode::None,
         })
     }
 
     /// Sets the filter's `datepattern` (timestamp format replacing detection).
     pub fn with_datepattern(mut self, pattern: Option<DatePattern>) -> Self {
         self.datepattern = pattern;
+        self
+    }
+
+    /// Sets how messages are decoded before matching (`decode` in the filter file).
+    pub fn with_decode(mut self, decode: Decode) -> Self {
+        self.decode = decode;
         self
     }
 
@@ -209,15 +245,35 @@ impl Filter {
     /// Looks for a failure in one message (the line without its timestamp and syslog
     /// header; see [`Framer`]). Fast: the user is not extracted.
     pub fn examine(&self, message: &[u8]) -> Verdict {
-        self.run(message, false)
+        self.run(message, false, &TrustedProxies::default())
     }
 
     /// Like [`Filter::examine`], and also captures `<USER>`; for `test-filter`.
     pub fn examine_detailed(&self, message: &[u8]) -> Verdict {
-        self.run(message, true)
+        self.run(message, true, &TrustedProxies::default())
     }
 
-    fn run(&self, message: &[u8], detailed: bool) -> Verdict {
+    /// Like [`Filter::examine`] (or `examine_detailed`), for a jail with trusted
+    /// proxies: a failure logged for one of them is the client's that its
+    /// X-Forwarded-For names (the regex's `<XFF>`), or [`Verdict::NoClient`].
+    pub fn examine_behind(
+        &self,
+        message: &[u8],
+        proxies: &TrustedProxies,
+        detailed: bool,
+    ) -> Verdict {
+        self.run(message, detailed, proxies)
+    }
+
+    fn run(&self, message: &[u8], detailed: bool, proxies: &TrustedProxies) -> Verdict {
+        let decoded;
+        let message = match self.decode {
+            Decode::None => message,
+            Decode::Url => {
+                decoded = decode::url(message);
+                &decoded[..]
+            }
+        };
         let content = match &self.pref {
             // A DFA answers "no" cheaply; only accepted lines pay for the capture.
             Some(pref) if !pref.is_match(message) => return Verdict::Miss,
@@ -248,11 +304,21 @@ impl Filter {
             let Some((host, user)) = found else {
                 continue;
             };
-            let found = Found {
+            let mut found = Found {
                 host,
                 user,
                 regex: i,
+                via: None,
             };
+            if proxies.trusts(host) {
+                match re.forwarded(content).and_then(|xff| proxies.client(xff)) {
+                    Some(client) => {
+                        found.via = Some(host);
+                        found.host = client;
+                    }
+                    None => return Verdict::NoClient(found),
+                }
+            }
             if self
                 .ignore
                 .as_ref()

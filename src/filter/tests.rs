@@ -149,3 +149,83 @@ fn every_compile_problem_is_reported_with_its_regex() {
     assert!(errors[0].message.contains("<HOST>"));
     assert!(errors[1].message.contains("invalid regex"));
 }
+
+fn proxies() -> TrustedProxies {
+    TrustedProxies::new(vec![
+        "127.0.0.1/32".parse().expect("net"),
+        "::1/128".parse().expect("net"),
+    ])
+}
+
+#[test]
+fn a_trusted_proxys_failure_belongs_to_the_client_it_names() {
+    let f = filter(&[r#"^<HOST> denied "<XFF>"$"#], &[], None);
+    let p = proxies();
+    for detailed in [false, true] {
+        match f.examine_behind(b"127.0.0.1 denied \"6.6.6.6, 203.0.113.9\"", &p, detailed) {
+            Verdict::Failure(found) => {
+                assert_eq!(found.host.to_string(), "203.0.113.9");
+                assert_eq!(
+                    found.via.map(|v| v.to_string()).as_deref(),
+                    Some("127.0.0.1")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // An untrusted peer is the offender, whatever its X-Forwarded-For says.
+    assert_eq!(
+        host(&f.examine_behind(b"192.0.2.5 denied \"6.6.6.6\"", &p, false)).as_deref(),
+        Some("192.0.2.5")
+    );
+    // The proxy itself is never the offender.
+    for line in [
+        &b"127.0.0.1 denied \"-\""[..],
+        b"127.0.0.1 denied \"\"",
+        b"::1 denied \"127.0.0.1\"",
+    ] {
+        assert!(
+            matches!(f.examine_behind(line, &p, false), Verdict::NoClient(_)),
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // Without trusted proxies the filter works as before.
+    assert_eq!(
+        host(&f.examine(b"127.0.0.1 denied \"6.6.6.6\"")).as_deref(),
+        Some("127.0.0.1")
+    );
+}
+
+#[test]
+fn a_proxy_line_from_a_filter_without_xff_names_no_client() {
+    let f = filter(&[r"^<HOST> denied$"], &[], None);
+    assert!(matches!(
+        f.examine_behind(b"127.0.0.1 denied", &proxies(), false),
+        Verdict::NoClient(_)
+    ));
+}
+
+#[test]
+fn url_decoding_lets_encoded_probes_match_but_not_move_fields() {
+    let f = filter(&[r#"^<HOST> "GET [^"]*\.\./[^"]*"$"#], &[], None).with_decode(Decode::Url);
+    assert_eq!(
+        host(&f.examine(b"192.0.2.1 \"GET /%2e%2E%2Fetc\"")).as_deref(),
+        Some("192.0.2.1")
+    );
+    assert_eq!(
+        host(&f.examine(b"192.0.2.1 \"GET /%252e%252e%252fetc\"")).as_deref(),
+        Some("192.0.2.1")
+    );
+    // %22 does not become a quote that would end the field early.
+    let g = filter(&[r#"^<HOST> "GET [^"]*\.\./[^"]*" 404$"#], &[], None).with_decode(Decode::Url);
+    assert_eq!(
+        host(&g.examine(b"192.0.2.1 \"GET /..%2f%22\" 404")).as_deref(),
+        Some("192.0.2.1")
+    );
+    let plain = filter(&[r#"^<HOST> "GET [^"]*\.\./[^"]*"$"#], &[], None);
+    assert_eq!(
+        plain.examine(b"192.0.2.1 \"GET /%2e%2e%2fetc\""),
+        Verdict::Miss
+    );
+}
