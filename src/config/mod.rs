@@ -180,6 +180,7 @@ struct JailOptions {
     logtimezone: Option<LogTz>,
     set: Option<String>,
     trusted_proxies: Option<Vec<IpNet>>,
+    trusted_proxies_only: Option<bool>,
     /// Values for the filter's variables, each with where it was written.
     filter_vars: Option<Vec<(String, String, Pos)>>,
     /// Set: `Some(None)` when the section disables escalation.
@@ -207,6 +208,7 @@ impl JailOptions {
             ignoreself: self.ignoreself.or(d.ignoreself),
             set: self.set.or(d.set),
             trusted_proxies: self.trusted_proxies.or(d.trusted_proxies),
+            trusted_proxies_only: self.trusted_proxies_only.or(d.trusted_proxies_only),
             filter_vars: self.filter_vars.or(d.filter_vars),
             ipv4_prefix: self.ipv4_prefix.or(d.ipv4_prefix),
             ipv6_prefix: self.ipv6_prefix.or(d.ipv6_prefix),
@@ -593,6 +595,7 @@ impl Loader {
             trusted_proxies: raw
                 .trusted_proxies
                 .map(|list| list.0.into_iter().map(|n| n.0).collect()),
+            trusted_proxies_only: raw.trusted_proxies_only,
             filter_vars,
             ipv4_prefix,
             ipv6_prefix,
@@ -739,6 +742,13 @@ impl Loader {
                 }
             }
         }
+        if opts.trusted_proxies_only == Some(true)
+            && opts.trusted_proxies.as_ref().is_none_or(|t| t.is_empty())
+        {
+            self.errors.push(whole.error(format!(
+                "jail `{name}` sets trusted_proxies_only but no trusted_proxies: list the proxies its lines come through"
+            )));
+        }
         let filter = filter?;
         let set = opts.set.clone().unwrap_or_else(|| name.clone());
         Some(JailConfig {
@@ -763,7 +773,8 @@ impl Loader {
             logtimezone: opts.logtimezone.unwrap_or_default(),
             increment: opts.increment.flatten(),
             ignoreself: opts.ignoreself.unwrap_or(true),
-            trusted_proxies: TrustedProxies::new(opts.trusted_proxies.unwrap_or_default()),
+            trusted_proxies: TrustedProxies::new(opts.trusted_proxies.unwrap_or_default())
+                .only(opts.trusted_proxies_only.unwrap_or(false)),
         })
     }
 

@@ -137,6 +137,7 @@ pub struct RawJail {
     pub set: Option<Spanned<String>>,
     pub logtimezone: Option<Spanned<String>>,
     pub trusted_proxies: Option<OneOrMany<NetValue>>,
+    pub trusted_proxies_only: Option<bool>,
     /// Values for the filter's `[vars]`, by name.
     pub filter_vars: Option<BTreeMap<String, Spanned<String>>>,
     pub bantime_increment: Option<RawIncrement>,

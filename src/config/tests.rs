@@ -199,6 +199,10 @@ fn a_missing_main_file_says_which_directory() {
     assert!(errors.to_string().contains("--config"));
 }
 
+fn jail_of<'a>(cfg: &'a Config, name: &str) -> &'a JailConfig {
+    cfg.jails.iter().find(|j| j.name == name).expect("jail")
+}
+
 #[test]
 fn trusted_proxies_are_read_from_the_jail_or_the_defaults() {
     let d = Dir::new(&format!("{MAIN}trusted_proxies = [\"10.0.0.0/8\"]\n"));
@@ -224,6 +228,21 @@ fn trusted_proxies_are_read_from_the_jail_or_the_defaults() {
         .trusted_proxies
         .trusts("10.9.8.7".parse().expect("ip")));
 
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\ntrusted_proxies = [\"::1\"]\ntrusted_proxies_only = true\n",
+    );
+    let cfg = d.load().expect("valid");
+    assert!(jail_of(&cfg, "sshd").trusted_proxies.is_only());
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"a.log\"\ntrusted_proxies = []\ntrusted_proxies_only = true\n",
+    );
+    let errors = d.load().expect_err("invalid").to_string();
+    assert!(
+        errors.contains("sets trusted_proxies_only but no trusted_proxies"),
+        "{errors}"
+    );
     d.write(
         "jails/sshd.toml",
         "filter = \"sshd\"\nlogpath = \"a.log\"\ntrusted_proxies = [\"localhost\"]\n",

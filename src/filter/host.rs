@@ -16,7 +16,8 @@ const IPV4: &str = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}";
 const IPV6: &str = r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*";
 
 /// Replaces `<HOST>`/`<ADDR>` with an address pattern, `<USER>` with a user capture
-/// and `<XFF>` with the capture of a quoted X-Forwarded-For field's content.
+/// and `<XFF>` with the capture of a quoted X-Forwarded-For field's content (a `\"`
+/// inside, as Gunicorn writes a client's quote, does not end it).
 pub fn expand_placeholders(source: &str) -> String {
     let host = format!(r"\[?(?P<{HOST_GROUP}>{IPV4}|{IPV6})\]?");
     source
@@ -26,7 +27,7 @@ pub fn expand_placeholders(source: &str) -> String {
         .replace("<ADDR>", &format!(r"(?:{IPV4}|{IPV6})"))
         .replacen("<USER>", &format!(r"(?P<{USER_GROUP}>.*)"), 1)
         .replace("<USER>", ".*")
-        .replacen("<XFF>", &format!(r#"(?P<{XFF_GROUP}>[^"]*)"#), 1)
+        .replacen("<XFF>", &format!(r#"(?P<{XFF_GROUP}>(?:[^"\\]|\\.)*)"#), 1)
 }
 
 /// Puts filter variables into a regex: `${name}` becomes the variable's value. A

@@ -52,8 +52,9 @@ pub enum Verdict {
     Ignored(Found),
     /// A failure to count.
     Failure(Found),
-    /// A failregex matched, but the peer is a trusted proxy and no client could be
-    /// taken from X-Forwarded-For: never counted (the proxy is not the offender).
+    /// A failregex matched, but no client can be vouched for: the peer is a trusted
+    /// proxy and X-Forwarded-For names none (the proxy is not the offender), or the
+    /// jail takes lines only from trusted proxies and this peer is not one.
     NoClient(Found),
 }
 
@@ -318,6 +319,8 @@ impl Filter {
                     }
                     None => return Verdict::NoClient(found),
                 }
+            } else if proxies.is_only() {
+                return Verdict::NoClient(found);
             }
             if self
                 .ignore

@@ -12,6 +12,10 @@ use ipnet::IpNet;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    /// Every real line comes through a trusted proxy (an application bound to
+    /// loopback): a line naming another peer is forged, e.g. by a newline in a
+    /// logged user name, and is never counted.
+    only: bool,
 }
 
 impl TrustedProxies {
@@ -27,7 +31,18 @@ impl TrustedProxies {
             })
             .map(|n| n.trunc())
             .collect();
-        TrustedProxies { nets }
+        TrustedProxies { nets, only: false }
+    }
+
+    /// See the `only` field (`trusted_proxies_only` in a jail).
+    pub fn only(mut self, only: bool) -> Self {
+        self.only = only;
+        self
+    }
+
+    /// Whether lines from other peers are refused.
+    pub fn is_only(&self) -> bool {
+        self.only
     }
 
     pub fn is_empty(&self) -> bool {

@@ -198,6 +198,21 @@ fn a_trusted_proxys_failure_belongs_to_the_client_it_names() {
 }
 
 #[test]
+fn with_trusted_proxies_only_another_peer_is_never_counted() {
+    let f = filter(&[r#"^<HOST> denied "<XFF>"$"#], &[], None);
+    let p = proxies().only(true);
+    // A line forged with a newline in a logged user name starts with any address.
+    assert!(matches!(
+        f.examine_behind(b"6.6.6.6 denied \"198.51.100.9\"", &p, false),
+        Verdict::NoClient(_)
+    ));
+    assert_eq!(
+        host(&f.examine_behind(b"127.0.0.1 denied \"198.51.100.9\"", &p, true)).as_deref(),
+        Some("198.51.100.9")
+    );
+}
+
+#[test]
 fn a_proxy_line_from_a_filter_without_xff_names_no_client() {
     let f = filter(&[r"^<HOST> denied$"], &[], None);
     assert!(matches!(

@@ -4,11 +4,16 @@
 //!   `#> host=ADDR [user=NAME]`  the line must match with this address (and user)
 //!   `#> inject host=ADDR`       as above; the line also holds a forged address
 //!   `#> none`                   the line must not match
+//!   `#> noclient`               a failure logged for a trusted proxy that names no
+//!                               client: never counted
+//! `#! trusted_proxies NET...` sets the trusted proxies for the lines after it (as a
+//! jail's `trusted_proxies`); a `host=` is then the client the line is counted for.
+//! `#! trusted_proxies_only` then also refuses lines from other peers.
 //! Lines starting with `# ` are comments.
 
 use std::path::{Path, PathBuf};
 
-use gaoler::filter::{split_line, Filter, Verdict};
+use gaoler::filter::{split_line, Filter, TrustedProxies, Verdict};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,12 +45,16 @@ enum Expect {
         inject: bool,
     },
     None,
+    NoClient,
 }
 
 fn parse_annotation(text: &str) -> Expect {
     let text = text.trim();
     if text == "none" {
         return Expect::None;
+    }
+    if text == "noclient" {
+        return Expect::NoClient;
     }
     let inject = text.starts_with("inject ");
     let text = text.trim_start_matches("inject ").trim();
@@ -89,8 +98,21 @@ fn every_shipped_filter_passes_its_fixture() {
         let (mut positives, mut negatives, mut injections) = (0, 0, 0);
         let mut hits = vec![0usize; filter.failregex_count()];
         let mut pending: Option<Expect> = None;
+        let mut proxies = TrustedProxies::default();
         for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let line_no = n + 1;
+            if raw == b"#! trusted_proxies_only" {
+                proxies = proxies.clone().only(true);
+                continue;
+            }
+            if let Some(rest) = raw.strip_prefix(b"#! trusted_proxies") {
+                let nets = String::from_utf8_lossy(rest)
+                    .split_whitespace()
+                    .map(|n| n.parse().expect("a network after #! trusted_proxies"))
+                    .collect();
+                proxies = TrustedProxies::new(nets);
+                continue;
+            }
             if let Some(note) = raw.strip_prefix(b"#>") {
                 pending = Some(parse_annotation(&String::from_utf8_lossy(note)));
                 continue;
@@ -103,12 +125,13 @@ fn every_shipped_filter_passes_its_fixture() {
                 continue;
             };
             let message = split_line(raw, now).message;
-            let verdict = filter.examine_detailed(message);
+            let verdict = filter.examine_behind(message, &proxies, true);
             // The fast path (no capture engine) must find exactly what captures find.
-            let fast = filter.examine(message);
+            let fast = filter.examine_behind(message, &proxies, false);
             let same = match (&fast, &verdict) {
                 (Verdict::Failure(a), Verdict::Failure(b))
-                | (Verdict::Ignored(a), Verdict::Ignored(b)) => {
+                | (Verdict::Ignored(a), Verdict::Ignored(b))
+                | (Verdict::NoClient(a), Verdict::NoClient(b)) => {
                     a.host == b.host && a.regex == b.regex
                 }
                 (Verdict::Miss, Verdict::Miss) => true,
@@ -121,6 +144,7 @@ fn every_shipped_filter_passes_its_fixture() {
             }
             match (&expect, &verdict) {
                 (Expect::None, Verdict::Miss | Verdict::Ignored(_)) => negatives += 1,
+                (Expect::NoClient, Verdict::NoClient(_)) => negatives += 1,
                 (Expect::Host { host, user, inject }, Verdict::Failure(found)) => {
                     hits[found.regex] += 1;
                     positives += 1;
