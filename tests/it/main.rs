@@ -16,3 +16,4 @@ mod store_faults;
 mod support;
 mod tail_model;
 mod torture;
+mod webapp;
