@@ -34,8 +34,8 @@ pub struct Report {
     pub matched: usize,
     pub ignored: usize,
     pub missed: usize,
-    /// Failures that name no client (a trusted proxy's without one in
-    /// X-Forwarded-For, or another peer's with `trusted_proxies_only`): never counted.
+    /// Failures that name no client (logged for a trusted proxy, or with
+    /// `trusted_proxies_only`, without one in X-Forwarded-For): never counted.
     pub no_client: usize,
     /// Every match with `all_matches`, else the first few.
     pub matches: Vec<Match>,
@@ -165,7 +165,7 @@ pub fn render(report: &Report, filter: &Filter) -> String {
     );
     if report.no_client > 0 {
         out.push_str(&format!(
-            "  {} matched lines name no client (a trusted proxy's without X-Forwarded-For, or another peer's with trusted_proxies_only): not counted\n",
+            "  {} matched lines name no client (logged for a trusted proxy, or with trusted_proxies_only, without a client in X-Forwarded-For): not counted\n",
             report.no_client
         ));
     }

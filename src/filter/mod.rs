@@ -53,8 +53,8 @@ pub enum Verdict {
     /// A failure to count.
     Failure(Found),
     /// A failregex matched, but no client can be vouched for: the peer is a trusted
-    /// proxy and X-Forwarded-For names none (the proxy is not the offender), or the
-    /// jail takes lines only from trusted proxies and this peer is not one.
+    /// proxy (or the jail has `trusted_proxies_only`) and X-Forwarded-For names none.
+    /// The proxy is not the offender.
     NoClient(Found),
 }
 
@@ -311,16 +311,16 @@ impl Filter {
                 regex: i,
                 via: None,
             };
-            if proxies.trusts(host) {
+            // With `trusted_proxies_only` the peer field is not trusted at all (a
+            // forged line can change it), so X-Forwarded-For decides for every line.
+            if proxies.trusts(host) || proxies.is_only() {
                 match re.forwarded(content).and_then(|xff| proxies.client(xff)) {
                     Some(client) => {
-                        found.via = Some(host);
+                        found.via = proxies.trusts(host).then_some(host);
                         found.host = client;
                     }
                     None => return Verdict::NoClient(found),
                 }
-            } else if proxies.is_only() {
-                return Verdict::NoClient(found);
             }
             if self
                 .ignore

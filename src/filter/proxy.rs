@@ -13,8 +13,9 @@ use ipnet::IpNet;
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
     /// Every real line comes through a trusted proxy (an application bound to
-    /// loopback): a line naming another peer is forged, e.g. by a newline in a
-    /// logged user name, and is never counted.
+    /// loopback), so a line naming another peer was forged, e.g. with a newline in a
+    /// logged user name: the peer field is then ignored and X-Forwarded-For, which
+    /// ends the line and so is never the forger's text, names the client.
     only: bool,
 }
 
@@ -40,7 +41,7 @@ impl TrustedProxies {
         self
     }
 
-    /// Whether lines from other peers are refused.
+    /// Whether the peer field is ignored (see the `only` field).
     pub fn is_only(&self) -> bool {
         self.only
     }

@@ -198,12 +198,20 @@ fn a_trusted_proxys_failure_belongs_to_the_client_it_names() {
 }
 
 #[test]
-fn with_trusted_proxies_only_another_peer_is_never_counted() {
+fn with_trusted_proxies_only_the_peer_field_is_ignored() {
     let f = filter(&[r#"^<HOST> denied "<XFF>"$"#], &[], None);
     let p = proxies().only(true);
-    // A line forged with a newline in a logged user name starts with any address.
+    // A line forged with a newline in a logged user name starts with any address;
+    // the X-Forwarded-For at its end is still the proxy's.
+    match f.examine_behind(b"6.6.6.6 denied \"198.51.100.9\"", &p, false) {
+        Verdict::Failure(found) => {
+            assert_eq!(found.host.to_string(), "198.51.100.9");
+            assert_eq!(found.via, None);
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
-        f.examine_behind(b"6.6.6.6 denied \"198.51.100.9\"", &p, false),
+        f.examine_behind(b"6.6.6.6 denied \"-\"", &p, false),
         Verdict::NoClient(_)
     ));
     assert_eq!(

@@ -494,6 +494,13 @@ http {{
             .attacker_connects_from(from, SERVER_V4, HTTP_PORT, DROPPED)
     }
 
+    /// Whether a TCP connect from attacker address `from` (IPv6) to the server's IPv6
+    /// address on port 80 succeeds within the drop timeout.
+    pub fn lab_attacker_connects_v6(&self, from: &str) -> bool {
+        self.lab
+            .attacker_connects_from(from, SERVER_V6, HTTP_PORT, DROPPED)
+    }
+
     /// Whether a TCP connect from attacker address `from` to 198.51.100.1:80 succeeds.
     pub fn connects(&self, from: &str) -> bool {
         self.lab
@@ -708,7 +715,9 @@ fn webapp_lab_answers_each_scenario_and_logs_it() {
 /// The jails of the Gunicorn + nginx guide: (name, jail file).
 fn webapp_jails(web: &WebLab) -> Vec<(&'static str, String)> {
     let common = "bantime = \"10m\"\nports = [\"80\", \"443\"]\n";
-    let proxies = "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n";
+    // As the shipped jails: gunicorn listens on loopback, so every real line is nginx's.
+    let proxies =
+        "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\ntrusted_proxies_only = true\n";
     let error_log = web.nginx_error_log().display().to_string();
     let access_log = web.nginx_access_log().display().to_string();
     let app_log = web.gunicorn_access_log().display().to_string();
@@ -800,6 +809,43 @@ fn expect_ban(web: &WebLab, cfg: &ConfigDir, ip: &str, jail: &str) {
     );
 }
 
+/// `expect_ban` for an IPv6 attacker address (its connection to the server's IPv6).
+fn expect_ban_v6(web: &WebLab, cfg: &ConfigDir, ip: &str, jail: &str) {
+    let start = Instant::now();
+    while !bans(cfg.path()).iter().any(|(i, j)| i == ip && j == jail) {
+        assert!(
+            start.elapsed() < BAN_WAIT,
+            "{ip} not banned in {jail} after {BAN_WAIT:?}; banned: {:?}",
+            bans(cfg.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !web.lab_attacker_connects_v6(ip),
+        "{ip} is banned in {jail} but still connects to [{SERVER_V6}]:{HTTP_PORT}"
+    );
+}
+
+/// Standard base64 (with padding), for a Basic-auth header.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn gunicorn_behind_nginx_attackers_are_banned_and_a_good_client_is_not() {
     let web = WebLab::new();
@@ -881,9 +927,43 @@ fn gunicorn_behind_nginx_attackers_are_banned_and_a_good_client_is_not() {
     );
     expect_ban(&web, &cfg, limited, "nginx-limit-req");
 
+    // (f) A forger: a Basic-auth user name with a newline makes gunicorn start a line
+    // with the good client's address. Its failed logins count for the forger itself
+    // (the X-Forwarded-For at the end of the line is nginx's), never for the client.
+    let forged_user = format!("x\n{CLIENT_V4} - a:pw");
+    let auth = format!("Authorization: Basic {}", base64(forged_user.as_bytes()));
+    for n in 0..6 {
+        let password = format!("password=forged-{n}");
+        let got = web.attacker_curl(
+            ATTACKER_V6,
+            &[
+                "-H",
+                &auth,
+                "-d",
+                "user=alice",
+                "-d",
+                &password,
+                "http://[2001:db8:5::1]/login",
+            ],
+        );
+        assert!(
+            got.code() == 401 || (n == 5 && got.code() == 0),
+            "forged attempt {n}: {got:?}"
+        );
+    }
+    let app_log = std::fs::read_to_string(web.gunicorn_access_log()).expect("gunicorn log");
+    assert!(
+        app_log
+            .lines()
+            .any(|l| l.starts_with(&format!("{CLIENT_V4} - a ["))),
+        "gunicorn wrote no forged line: {app_log}"
+    );
+    expect_ban_v6(&web, &cfg, ATTACKER_V6, "webapp-auth");
+
     // Each attacker is banned in its own jail only.
     let all = bans(cfg.path());
     for (ip, jail) in [
+        (ATTACKER_V6, "webapp-auth"),
         (ATTACKER_V4, "nginx-http-auth"),
         (login_brute, "webapp-auth"),
         (prober, "web-exploit-probe"),
@@ -932,4 +1012,15 @@ fn gunicorn_behind_nginx_attackers_are_banned_and_a_good_client_is_not() {
     assert_eq!(web.attacker_curl(prober, &[root]).code(), 200);
     assert!(web.dropped(flooder), "the other bans stay in force");
     drop(daemon);
+}
+
+#[test]
+fn base64_matches_the_standard_encoding() {
+    assert_eq!(
+        base64(b"x\n203.0.113.2 - a:pw"),
+        "eAoyMDMuMC4xMTMuMiAtIGE6cHc="
+    );
+    assert_eq!(base64(b"ab"), "YWI=");
+    assert_eq!(base64(b"a"), "YQ==");
+    assert_eq!(base64(b""), "");
 }
