@@ -861,32 +861,7 @@ impl Loader {
                 return None;
             }
         };
-        let mut vars: BTreeMap<&str, &str> = raw
-            .vars
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.get_ref().as_str()))
-            .collect();
-        let mut unknown = false;
-        for (key, value, pos) in jail_vars {
-            match vars.get_mut(key.as_str()) {
-                Some(slot) => *slot = value,
-                None => {
-                    let known: Vec<&str> = raw.vars.keys().map(String::as_str).collect();
-                    let has = if known.is_empty() {
-                        "it has none".to_string()
-                    } else {
-                        format!("it has {}", known.join(", "))
-                    };
-                    self.errors.push(
-                        pos.error(format!("filter `{name}` has no variable `{key}` ({has})")),
-                    );
-                    unknown = true;
-                }
-            }
-        }
-        if unknown {
-            return None;
-        }
+        let vars = self.filter_vars(name, &raw, jail_vars)?;
         // Every regex with the variables put in; a `${x}` the filter lacks is an error.
         let mut bad_var = false;
         let mut fill = |source: &Spanned<String>, errors: &mut Vec<Diagnostic>| {
@@ -940,6 +915,40 @@ impl Loader {
                 None
             }
         }
+    }
+
+    /// The filter's `[vars]` with the jail's `filter_vars` put in; a variable the
+    /// filter does not have is an error where the jail sets it.
+    fn filter_vars<'a>(
+        &mut self,
+        name: &str,
+        raw: &'a RawFilter,
+        jail_vars: &'a [(String, String, Pos)],
+    ) -> Option<BTreeMap<&'a str, &'a str>> {
+        let mut vars: BTreeMap<&str, &str> = raw
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.get_ref().as_str()))
+            .collect();
+        let known: Vec<&str> = raw.vars.keys().map(String::as_str).collect();
+        let mut unknown = false;
+        for (key, value, pos) in jail_vars {
+            match vars.get_mut(key.as_str()) {
+                Some(slot) => *slot = value,
+                None => {
+                    let has = if known.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        format!("it has {}", known.join(", "))
+                    };
+                    self.errors.push(
+                        pos.error(format!("filter `{name}` has no variable `{key}` ({has})")),
+                    );
+                    unknown = true;
+                }
+            }
+        }
+        (!unknown).then_some(vars)
     }
 }
 

@@ -414,7 +414,7 @@ async fn examine(
                     tracing::debug!(filter = sub.filter.name(), host = %found.host, "ignoreregex matched")
                 }
                 Verdict::NoClient(found) => {
-                    tracing::debug!(filter = sub.filter.name(), proxy = %found.host, "failure logged for a trusted proxy without a client in X-Forwarded-For; not counted")
+                    tracing::debug!(filter = sub.filter.name(), peer = %found.host, "failure names no client in X-Forwarded-For (trusted proxy or trusted_proxies_only); not counted")
                 }
                 Verdict::Miss => {}
             }
