@@ -244,6 +244,58 @@ fn test_filter_reports_in_the_stable_json_shape() {
     assert!(first.get("time").is_some());
 }
 
+#[test]
+fn test_filter_with_a_jail_uses_its_variables_and_trusted_proxies() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    cfg.write(
+        "jails/app.toml",
+        "enabled = false\nfilter = \"webapp-auth\"\nlogpath = \"app.log\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nfilter_vars = { paths = '/signin' }\n",
+    );
+    let log = cfg.path().join("app.log");
+    std::fs::write(
+        &log,
+        concat!(
+            "127.0.0.1 - - [21/Nov/2026:08:13:52 +0000] \"POST /signin HTTP/1.0\" 401 22 \"-\" \"curl\" 28 \"6.6.6.6, 198.51.100.3\"\n",
+            "127.0.0.1 - - [21/Nov/2026:08:13:53 +0000] \"POST /login HTTP/1.0\" 401 22 \"-\" \"curl\" 28 \"198.51.100.3\"\n",
+            "127.0.0.1 - - [21/Nov/2026:08:13:54 +0000] \"POST /signin HTTP/1.0\" 401 22 \"-\" \"curl\" 28 \"-\"\n",
+            "203.0.113.9 - - [21/Nov/2026:08:13:55 +0000] \"POST /signin HTTP/1.1\" 401 22 \"-\" \"curl\" 28 \"6.6.6.6\"\n",
+        ),
+    )
+    .expect("log");
+    let log = log.to_str().expect("path");
+    let out = gaoler(cfg.path(), &["test-filter", "--jail", "app", log, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    // /login is not among this jail's paths; the third line names no client.
+    assert_eq!(v["matched"], 2, "{v}");
+    assert_eq!(v["no_client"], 1, "{v}");
+    assert_eq!(v["matches"][0]["host"], "198.51.100.3");
+    assert_eq!(v["matches"][0]["via"], "127.0.0.1");
+    assert_eq!(v["matches"][1]["host"], "203.0.113.9");
+    assert!(v["matches"][1].get("via").is_none());
+    let human = text(&gaoler(cfg.path(), &["test-filter", "--jail", "app", log]).stdout);
+    assert!(
+        human.contains("198.51.100.3 at 2026-11-21T08:13:52Z (via proxy 127.0.0.1)"),
+        "{human}"
+    );
+    assert!(human.contains("1 matched lines name no client"), "{human}");
+    // Without --jail: the filter's own defaults (/login too), no proxies.
+    let plain: serde_json::Value = serde_json::from_slice(
+        &gaoler(cfg.path(), &["test-filter", "webapp-auth", log, "--json"]).stdout,
+    )
+    .expect("json");
+    assert_eq!(plain["matched"], 4, "{plain}");
+    assert_eq!(plain["matches"][0]["host"], "127.0.0.1");
+    // An unknown jail is a usage error naming the jails there are.
+    let out = gaoler(cfg.path(), &["test-filter", "--jail", "nope", log]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no jail `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// Runs `gaoler --config CFG ARGS` as user `uid` with only group `gid`, from a copy
 /// of the binary that any user may run (the build directory may not be reachable).
 fn gaoler_as(cfg: &ConfigDir, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
