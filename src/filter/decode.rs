@@ -84,6 +84,25 @@ mod tests {
         assert_eq!(d("a%2522b"), "a%22b");
     }
 
+    proptest::proptest! {
+        /// Whatever the input, decoding never adds a quote, a backslash or a
+        /// control byte, and never makes a line longer.
+        #[test]
+        fn decoding_never_creates_structure(input in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::sample::select(b"%2522aAfF09\\\"x ".to_vec()),
+                proptest::num::u8::ANY,
+            ],
+            0..64,
+        )) {
+            let out = url(&input);
+            let count = |bytes: &[u8], pred: fn(u8) -> bool| bytes.iter().filter(|&&b| pred(b)).count();
+            let structural = |b: u8| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f;
+            proptest::prop_assert_eq!(count(&out, structural), count(&input, structural));
+            proptest::prop_assert!(out.len() <= input.len());
+        }
+    }
+
     #[test]
     fn broken_escapes_are_left_alone() {
         assert_eq!(d("100%"), "100%");

@@ -149,6 +149,35 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The client named is never a trusted proxy, and is always the address of
+        /// the rightmost entry that is not one.
+        #[test]
+        fn the_client_is_never_a_proxy(entries in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::sample::select(vec![
+                    "127.0.0.1", "::1", "10.1.2.3", "203.0.113.9", "[2001:db8::9]:80",
+                    "198.51.100.7:4711", "unknown", "", " 192.0.2.1 ",
+                ]),
+            ],
+            0..6,
+        )) {
+            let p = proxies();
+            let xff = entries.join(",");
+            let got = p.client(xff.as_bytes());
+            if let Some(ip) = got {
+                proptest::prop_assert!(!p.trusts(ip));
+            }
+            let expected = entries
+                .iter()
+                .rev()
+                .map(|e| entry_address(e.as_bytes()))
+                .find(|ip| ip.is_none_or(|ip| !p.trusts(ip)))
+                .flatten();
+            proptest::prop_assert_eq!(got, expected, "{}", xff);
+        }
+    }
+
     #[test]
     fn mapped_networks_are_stored_as_ipv4() {
         let p = TrustedProxies::new(vec!["::ffff:192.0.2.0/120".parse().expect("net")]);
