@@ -12,27 +12,16 @@ use std::process::Command;
 use std::time::Instant;
 
 use gaoler::filter::{Filter, Framer, Verdict};
+use measure::{best, one_core, Rng, RUNS};
+
+mod measure;
 
 const LINES: usize = 1_000_000;
-const RUNS: usize = 3;
 
-/// A small deterministic generator (no external crates).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-    fn ip(&mut self) -> String {
-        let n = self.next();
-        format!("203.0.{}.{}", (n >> 8) % 256, n % 254 + 1)
-    }
+/// A documentation-range address from the generator.
+fn ip(rng: &mut Rng) -> String {
+    let n = rng.next();
+    format!("203.0.{}.{}", (n >> 8) % 256, n % 254 + 1)
 }
 
 fn corpus(path: &Path) {
@@ -49,7 +38,7 @@ fn corpus(path: &Path) {
         let stamp = format!("Nov 21 {h:02}:{m:02}:{s:02} web1");
         let pid = 1000 + rng.next() % 30000;
         let roll = rng.next() % 100;
-        let ip = rng.ip();
+        let ip = ip(&mut rng);
         let user = rng.pick(&users);
         let port = 1024 + rng.next() % 60000;
         let line = match roll {
@@ -67,29 +56,6 @@ fn corpus(path: &Path) {
         writeln!(out, "{line}").expect("write corpus");
     }
     out.flush().expect("flush corpus");
-}
-
-fn best<T>(mut f: impl FnMut() -> T) -> (f64, T) {
-    let mut best = f64::MAX;
-    let mut last = None;
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        let r = f();
-        best = best.min(start.elapsed().as_secs_f64());
-        last = Some(r);
-    }
-    (best, last.expect("at least one run"))
-}
-
-fn one_core(cmd: &str) -> Command {
-    // Pin to one core when taskset exists, so the figure is single-core throughput.
-    if Command::new("taskset").arg("--version").output().is_ok() {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", cmd]);
-        c
-    } else {
-        Command::new(cmd)
-    }
 }
 
 /// `fail2ban-regex` on the first `F2B_LINES` lines with fail2ban's sshd filter, when

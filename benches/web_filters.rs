@@ -8,26 +8,13 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use gaoler::filter::{Filter, TrustedProxies, Verdict};
+use measure::{best, one_core, Rng, RUNS};
+
+mod measure;
 
 const LINES: usize = 1_000_000;
-const RUNS: usize = 3;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
 
 fn corpus(path: &Path) {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("corpus file"));
@@ -73,18 +60,6 @@ fn corpus(path: &Path) {
         writeln!(out, "{line}").expect("write corpus");
     }
     out.flush().expect("flush corpus");
-}
-
-fn best<T>(mut f: impl FnMut() -> T) -> (f64, T) {
-    let mut best = f64::MAX;
-    let mut last = None;
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        let r = f();
-        best = best.min(start.elapsed().as_secs_f64());
-        last = Some(r);
-    }
-    (best, last.expect("at least one run"))
 }
 
 fn main() {
@@ -181,14 +156,8 @@ fn main() {
     .expect("jail");
     let bin = env!("CARGO_BIN_EXE_gaoler");
     let (secs, out) = best(|| {
-        let mut c = if Command::new("taskset").arg("--version").output().is_ok() {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "0", bin]);
-            c
-        } else {
-            Command::new(bin)
-        };
-        c.arg("--config")
+        one_core(bin)
+            .arg("--config")
             .arg(&cfg)
             .args(["test-filter", "--jail", "http-flood"])
             .arg(&log)

@@ -246,12 +246,12 @@ impl Filter {
     /// Looks for a failure in one message (the line without its timestamp and syslog
     /// header; see [`Framer`]). Fast: the user is not extracted.
     pub fn examine(&self, message: &[u8]) -> Verdict {
-        self.run(message, false, &TrustedProxies::default())
+        self.run(message, false, &TrustedProxies::NONE)
     }
 
     /// Like [`Filter::examine`], and also captures `<USER>`; for `test-filter`.
     pub fn examine_detailed(&self, message: &[u8]) -> Verdict {
-        self.run(message, true, &TrustedProxies::default())
+        self.run(message, true, &TrustedProxies::NONE)
     }
 
     /// Like [`Filter::examine`] (or `examine_detailed`), for a jail with trusted

@@ -20,6 +20,12 @@ pub struct TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// No trusted proxies: every peer is the client.
+    pub const NONE: TrustedProxies = TrustedProxies {
+        nets: Vec::new(),
+        only: false,
+    };
+
     pub fn new(nets: Vec<IpNet>) -> Self {
         let nets = nets
             .into_iter()

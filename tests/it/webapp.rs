@@ -809,6 +809,21 @@ fn expect_ban(web: &WebLab, cfg: &ConfigDir, ip: &str, jail: &str) {
     );
 }
 
+/// Six wrong-password POSTs to the app's login from attacker address `from`, with
+/// `extra` curl arguments; each is answered 401 (the last may meet the ban).
+fn fail_logins(web: &WebLab, from: &str, url: &str, extra: &[&str]) {
+    for n in 0..6 {
+        let password = format!("password=guess-{n}");
+        let mut args = extra.to_vec();
+        args.extend(["-d", "user=alice", "-d", &password, url]);
+        let got = web.attacker_curl(from, &args);
+        assert!(
+            got.code() == 401 || (n == 5 && got.code() == 0),
+            "{from} login attempt {n}: {got:?}"
+        );
+    }
+}
+
 /// `expect_ban` for an IPv6 attacker address (its connection to the server's IPv6).
 fn expect_ban_v6(web: &WebLab, cfg: &ConfigDir, ip: &str, jail: &str) {
     let start = Instant::now();
@@ -874,23 +889,7 @@ fn gunicorn_behind_nginx_attackers_are_banned_and_a_good_client_is_not() {
 
     // (b) The app's own login, wrong 6 times: webapp-auth (maxretry 5). gunicorn sees
     // only nginx (127.0.0.1); the client is in X-Forwarded-For.
-    for n in 0..6 {
-        let password = format!("password=guess-{n}");
-        let got = web.attacker_curl(
-            login_brute,
-            &[
-                "-d",
-                "user=alice",
-                "-d",
-                &password,
-                "http://198.51.100.1/login",
-            ],
-        );
-        assert!(
-            got.code() == 401 || (n == 5 && got.code() == 0),
-            "attempt {n}: {got:?}"
-        );
-    }
+    fail_logins(&web, login_brute, "http://198.51.100.1/login", &[]);
     expect_ban(&web, &cfg, login_brute, "webapp-auth");
 
     // (c) One path traversal probe: web-exploit-probe (maxretry 1).
@@ -932,25 +931,12 @@ fn gunicorn_behind_nginx_attackers_are_banned_and_a_good_client_is_not() {
     // (the X-Forwarded-For at the end of the line is nginx's), never for the client.
     let forged_user = format!("x\n{CLIENT_V4} - a:pw");
     let auth = format!("Authorization: Basic {}", base64(forged_user.as_bytes()));
-    for n in 0..6 {
-        let password = format!("password=forged-{n}");
-        let got = web.attacker_curl(
-            ATTACKER_V6,
-            &[
-                "-H",
-                &auth,
-                "-d",
-                "user=alice",
-                "-d",
-                &password,
-                "http://[2001:db8:5::1]/login",
-            ],
-        );
-        assert!(
-            got.code() == 401 || (n == 5 && got.code() == 0),
-            "forged attempt {n}: {got:?}"
-        );
-    }
+    fail_logins(
+        &web,
+        ATTACKER_V6,
+        "http://[2001:db8:5::1]/login",
+        &["-H", &auth],
+    );
     let app_log = std::fs::read_to_string(web.gunicorn_access_log()).expect("gunicorn log");
     assert!(
         app_log
