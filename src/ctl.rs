@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::config::format_duration;
 use crate::ipc::client::request;
 use crate::ipc::{BanView, Request, Response};
 use crate::types::Timestamp;
+use crate::units::format_duration;
 
 /// Sends `req` to the daemon at `socket`, prints the answer, returns the exit code.
 /// `group` is the configured `socket_group`, named if the socket refuses this user.

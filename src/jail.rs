@@ -22,7 +22,7 @@ pub struct Failure {
 
 /// The counting rules of one jail.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JailRules {
+pub struct Counting {
     pub maxretry: u32,
     pub findtime: Duration,
     pub ignore: IgnoreList,
@@ -30,9 +30,9 @@ pub struct JailRules {
     pub ipv6_prefix: u8,
 }
 
-impl From<&JailConfig> for JailRules {
+impl From<&JailConfig> for Counting {
     fn from(c: &JailConfig) -> Self {
-        JailRules {
+        Counting {
             maxretry: c.maxretry,
             findtime: c.findtime,
             ignore: c.ignore.clone(),
@@ -146,7 +146,7 @@ struct Tracked {
 /// The failure windows of one jail.
 #[derive(Debug)]
 pub struct Jail {
-    rules: JailRules,
+    rules: Counting,
     window: HashMap<Target, Tracked>,
 }
 
@@ -155,7 +155,7 @@ fn secs(t: Timestamp) -> u32 {
 }
 
 impl Jail {
-    pub fn new(rules: JailRules) -> Self {
+    pub fn new(rules: Counting) -> Self {
         Jail {
             rules,
             window: HashMap::new(),
@@ -313,7 +313,7 @@ impl Jails {
     /// count carry over.
     pub fn reshape(
         self,
-        rules: Vec<JailRules>,
+        rules: Vec<Counting>,
         keep: &[Option<usize>],
         max_tracked: usize,
     ) -> Jails {
@@ -385,7 +385,7 @@ mod tests {
     }
 
     fn jail(maxretry: u32, findtime: u64) -> Jail {
-        Jail::new(JailRules {
+        Jail::new(Counting {
             maxretry,
             findtime: Duration::from_secs(findtime),
             ignore: IgnoreList::new(vec!["192.0.2.0/24".parse().expect("net")]),
@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn with_ipv6_prefix_64_the_whole_prefix_counts_and_is_banned() {
-        let mut j = Jail::new(JailRules {
+        let mut j = Jail::new(Counting {
             ipv6_prefix: 64,
             ..jail(3, 600).rules
         });

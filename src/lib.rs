@@ -37,4 +37,5 @@ pub mod stats;
 pub mod store;
 pub mod test_filter;
 pub mod types;
+pub mod units;
 pub mod util;

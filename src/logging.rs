@@ -17,29 +17,48 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{DaemonConfig, LogFormat};
 
-/// The levels `log_level` and `ctl log-level` take.
-pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+/// Why the log could not be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{0}")]
+    Level(String),
+    #[error("cannot change the log level: {0}")]
+    Reload(String),
+    #[error("cannot open log_file {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("cannot set up logging: {0}")]
+    Init(String),
+}
 
 /// Changes the running log: its level, and the file it writes to.
 pub struct LogControl {
-    filter: reload::Handle<EnvFilter, Registry>,
+    /// `None` when this process's log is not gaoler's to change (a daemon run
+    /// in-process by tests): levels are still checked, nothing else happens.
+    filter: Option<reload::Handle<EnvFilter, Registry>>,
     file: Option<Arc<LogFile>>,
     /// Set when GAOLER_LOG chose the filter: a reload then leaves the level alone.
     from_env: bool,
 }
 
 impl LogControl {
-    /// Logs gaoler's events at `level` and above from now on.
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
-        let level = level.to_ascii_lowercase();
-        if !LEVELS.contains(&level.as_str()) {
-            return Err(format!(
-                "unknown log level `{level}`: use error, warn, info, debug or trace"
-            ));
+    /// A control that changes nothing: for a daemon run inside another program.
+    pub fn detached() -> LogControl {
+        LogControl {
+            filter: None,
+            file: None,
+            from_env: false,
         }
-        self.filter
-            .reload(EnvFilter::new(format!("gaoler={level}")))
-            .map_err(|e| format!("cannot change the log level: {e}"))
+    }
+
+    /// Logs gaoler's events at `level` and above from now on.
+    pub fn set_level(&self, level: &str) -> Result<(), LogError> {
+        let level = crate::units::parse_level(level).map_err(LogError::Level)?;
+        match &self.filter {
+            Some(filter) => filter
+                .reload(EnvFilter::new(format!("gaoler={level}")))
+                .map_err(|e| LogError::Reload(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// A reload's `log_level`, unless GAOLER_LOG chose the filter.
@@ -52,7 +71,7 @@ impl LogControl {
     }
 
     /// Reopens `log_file` (after logrotate moved it); `None` when logging to stderr.
-    pub fn reopen(&self) -> Result<Option<PathBuf>, String> {
+    pub fn reopen(&self) -> Result<Option<PathBuf>, LogError> {
         match &self.file {
             Some(f) => f.reopen().map(|()| Some(f.path.clone())),
             None => Ok(None),
@@ -67,14 +86,14 @@ struct LogFile {
 }
 
 impl LogFile {
-    fn open(path: &Path) -> Result<LogFile, String> {
+    fn open(path: &Path) -> Result<LogFile, LogError> {
         Ok(LogFile {
             path: path.to_path_buf(),
             file: Mutex::new(open_log(path)?),
         })
     }
 
-    fn reopen(&self) -> Result<(), String> {
+    fn reopen(&self) -> Result<(), LogError> {
         let fresh = open_log(&self.path)?;
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let _ = file.flush();
@@ -83,18 +102,15 @@ impl LogFile {
     }
 }
 
-fn open_log(path: &Path) -> Result<File, String> {
+fn open_log(path: &Path) -> Result<File, LogError> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
         .open(path)
-        .map_err(|e| {
-            format!(
-                "cannot open log_file {}: {}",
-                path.display(),
-                crate::util::io_reason(&e)
-            )
+        .map_err(|e| LogError::Open {
+            path: path.to_path_buf(),
+            reason: crate::util::io_reason(&e),
         })
 }
 
@@ -122,7 +138,7 @@ impl Write for Sink {
 
 /// Installs the daemon's logging. Keep the guard until exit: dropping it writes out
 /// what is still queued.
-pub fn init(daemon: &DaemonConfig) -> Result<(LogControl, WorkerGuard), String> {
+pub fn init(daemon: &DaemonConfig) -> Result<(LogControl, WorkerGuard), LogError> {
     let file = daemon
         .log_file
         .as_deref()
@@ -157,10 +173,10 @@ pub fn init(daemon: &DaemonConfig) -> Result<(LogControl, WorkerGuard), String> 
         .with(filter)
         .with(format)
         .try_init()
-        .map_err(|e| format!("cannot set up logging: {e}"))?;
+        .map_err(|e| LogError::Init(e.to_string()))?;
     Ok((
         LogControl {
-            filter: handle,
+            filter: Some(handle),
             file,
             from_env,
         },

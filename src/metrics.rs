@@ -87,7 +87,7 @@ async fn connection(mut stream: TcpStream, stats: &Stats, shutdown: &Cancellatio
     let response = match head {
         Err(_) => return, // the client took too long
         Ok(Head::Closed) => return,
-        Ok(Head::TooLarge) => Response::error(400, "Bad Request", "request head too large\n"),
+        Ok(Head::TooLarge) => Reply::error(400, "Bad Request", "request head too large\n"),
         Ok(Head::Complete(head)) => answer(&head, stats),
     };
     let bytes = response.encode();
@@ -158,7 +158,7 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// One response, always followed by closing the connection.
 #[derive(Debug, PartialEq, Eq)]
-struct Response {
+struct Reply {
     status: u16,
     reason: &'static str,
     content_type: &'static str,
@@ -169,9 +169,9 @@ struct Response {
     head_only: bool,
 }
 
-impl Response {
-    fn error(status: u16, reason: &'static str, body: &str) -> Response {
-        Response {
+impl Reply {
+    fn error(status: u16, reason: &'static str, body: &str) -> Reply {
+        Reply {
             status,
             reason,
             content_type: "text/plain; charset=utf-8",
@@ -202,23 +202,23 @@ impl Response {
 
 /// The response to request `head`: metrics for `GET /metrics`, 404 for other paths, 405
 /// for other methods, 400 for anything that is not an HTTP/1.x request line.
-fn answer(head: &[u8], stats: &Stats) -> Response {
+fn answer(head: &[u8], stats: &Stats) -> Reply {
     let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
     let line = head[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&head[..line_end]);
     let Some((method, path)) = std::str::from_utf8(line).ok().and_then(parse_request_line) else {
-        return Response::error(400, "Bad Request", "malformed request\n");
+        return Reply::error(400, "Bad Request", "malformed request\n");
     };
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        let mut r = Response::error(405, "Method Not Allowed", "only GET and HEAD\n");
+        let mut r = Reply::error(405, "Method Not Allowed", "only GET and HEAD\n");
         r.allow = Some("GET, HEAD");
         return r;
     }
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     let mut response = if path == "/metrics" {
-        Response {
+        Reply {
             status: 200,
             reason: "OK",
             content_type: CONTENT_TYPE,
@@ -227,7 +227,7 @@ fn answer(head: &[u8], stats: &Stats) -> Response {
             head_only: false,
         }
     } else {
-        Response::error(404, "Not Found", "metrics are at /metrics\n")
+        Reply::error(404, "Not Found", "metrics are at /metrics\n")
     };
     response.head_only = head_only;
     response
@@ -515,7 +515,7 @@ gaoler_nft_transaction_seconds_count 3
         ));
     }
 
-    fn answer_to(request: &str) -> Response {
+    fn answer_to(request: &str) -> Reply {
         answer(request.as_bytes(), &Stats::new(["sshd"]))
     }
 

@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::units::BanTime;
+
 /// Wall-clock time as stored and shown (RFC 3339 UTC).
 pub type Timestamp = DateTime<Utc>;
 
@@ -107,35 +109,6 @@ impl<'de> Deserialize<'de> for Target {
             }
         }
         d.deserialize_str(Text)
-    }
-}
-
-/// How long a ban lasts.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum BanTime {
-    Finite(Duration),
-    Permanent,
-}
-
-impl BanTime {
-    /// When a ban made at `at` ends (`None`: never).
-    pub fn expiry_from(&self, at: Timestamp) -> Option<Timestamp> {
-        match self {
-            BanTime::Permanent => None,
-            BanTime::Finite(d) => {
-                let d = chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
-                Some(at.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC))
-            }
-        }
-    }
-}
-
-impl fmt::Display for BanTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BanTime::Permanent => f.write_str("permanent"),
-            BanTime::Finite(d) => f.write_str(&crate::config::format_duration(*d)),
-        }
     }
 }
 

@@ -84,7 +84,7 @@ pub enum Command {
 /// What the ban manager takes from a reloaded configuration.
 #[derive(Clone, Debug)]
 pub struct Reconfig {
-    pub jails: BTreeMap<String, JailPolicy>,
+    pub jails: BTreeMap<String, BanPolicy>,
     pub layout: Layout,
     pub recidive: Option<RecidiveConfig>,
     pub history_horizon: Duration,
@@ -151,7 +151,7 @@ impl BanError {
 
 /// What a jail's bans need from the config.
 #[derive(Clone, Debug)]
-pub struct JailPolicy {
+pub struct BanPolicy {
     /// The set group its bans go to: the jail's name, or a `set` shared with others.
     pub set: String,
     pub bantime: BanTime,
@@ -160,11 +160,11 @@ pub struct JailPolicy {
 }
 
 /// Policies of the enabled jails of `config`, and of `recidive` when it is enabled.
-pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
+pub fn policies(config: &Config) -> BTreeMap<String, BanPolicy> {
     let recidive = config.recidive.as_ref().map(|r| {
         (
             RECIDIVE.to_string(),
-            JailPolicy {
+            BanPolicy {
                 set: RECIDIVE.to_string(),
                 bantime: r.bantime,
                 ignore: IgnoreList::default(),
@@ -177,7 +177,7 @@ pub fn policies(config: &Config) -> BTreeMap<String, JailPolicy> {
         .map(|j| {
             (
                 j.name.clone(),
-                JailPolicy {
+                BanPolicy {
                     set: j.set.clone(),
                     bantime: j.bantime,
                     ignore: j.ignore.clone(),
@@ -205,7 +205,7 @@ pub struct BanManager<F: Firewall> {
     book: BanBook,
     firewall: F,
     store: Box<dyn BanStore>,
-    jails: BTreeMap<String, JailPolicy>,
+    jails: BTreeMap<String, BanPolicy>,
     clock: Arc<dyn Clock>,
     stats: Arc<Stats>,
     /// Bans saved in the store whose kernel change failed; re-sent with backoff.
@@ -235,7 +235,7 @@ impl<F: Firewall> BanManager<F> {
     pub fn new(
         firewall: F,
         store: Box<dyn BanStore>,
-        jails: BTreeMap<String, JailPolicy>,
+        jails: BTreeMap<String, BanPolicy>,
         clock: Arc<dyn Clock>,
         stats: Arc<Stats>,
     ) -> Self {
@@ -428,11 +428,7 @@ impl<F: Firewall> BanManager<F> {
 
 /// What the kernel should hold for `bans` under `jails`: per (set, target), the
 /// longest ban.
-fn elements_for(
-    jails: &BTreeMap<String, JailPolicy>,
-    bans: &[Ban],
-    now: Timestamp,
-) -> Vec<Element> {
+fn elements_for(jails: &BTreeMap<String, BanPolicy>, bans: &[Ban], now: Timestamp) -> Vec<Element> {
     {
         let mut by_key: HashMap<(&str, Target), Element> = HashMap::with_capacity(bans.len());
         for ban in bans {
@@ -1257,7 +1253,7 @@ fn log_ban(ban: &Ban) {
         jail = %ban.jail,
         target = %ban.target,
         count = ban.count,
-        bantime = %ban.expires_at.map_or("permanent".to_string(), |e| crate::config::format_duration((e - ban.banned_at).to_std().unwrap_or_default())),
+        bantime = %ban.expires_at.map_or("permanent".to_string(), |e| crate::units::format_duration((e - ban.banned_at).to_std().unwrap_or_default())),
         "ban"
     );
 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::config::{Action, Protocol, RecidiveConfig, RECIDIVE};
-use crate::firewall::{JailRule, MemoryFirewall};
+use crate::firewall::{MemoryFirewall, Rule};
 use crate::store::{History, MemoryStore};
 use crate::types::TokioClock;
 
@@ -42,7 +42,7 @@ fn layout() -> Layout {
     Layout {
         table: "gaoler".into(),
         priority: -10,
-        jails: vec![JailRule {
+        jails: vec![Rule {
             jail: "sshd".into(),
             set: "sshd".into(),
             ports: vec![],
@@ -69,7 +69,7 @@ fn rig_with(store: Shared, increment: Option<Increment>) -> Rig {
     let stats = Arc::new(Stats::new(["sshd"]));
     let jails = BTreeMap::from([(
         "sshd".to_string(),
-        JailPolicy {
+        BanPolicy {
             set: "sshd".into(),
             bantime: BanTime::Finite(Duration::from_secs(600)),
             ignore: IgnoreList::new(vec!["192.0.2.0/24".parse().expect("net")]),
@@ -499,7 +499,7 @@ fn recidive_rig(store: Shared) -> Rig {
     let week = BanTime::Finite(Duration::from_secs(7 * 86_400));
     r.manager.jails.insert(
         RECIDIVE.to_string(),
-        JailPolicy {
+        BanPolicy {
             set: RECIDIVE.to_string(),
             bantime: week,
             ignore: IgnoreList::default(),
@@ -619,7 +619,7 @@ async fn jails_sharing_a_set_keep_the_element_while_any_of_them_bans() {
     // A second jail "web" sharing the set "sshd".
     r.manager.jails.insert(
         "web".to_string(),
-        JailPolicy {
+        BanPolicy {
             set: "sshd".into(),
             bantime: BanTime::Finite(Duration::from_secs(60)),
             ignore: IgnoreList::default(),
@@ -660,7 +660,7 @@ async fn jails_sharing_a_set_keep_the_element_while_any_of_them_bans() {
 #[tokio::test(start_paused = true)]
 async fn a_reload_lifts_the_bans_of_removed_jails_and_rebuilds_a_changed_table() {
     let mut r = rig(Shared::default());
-    let web = JailPolicy {
+    let web = BanPolicy {
         set: "web".into(),
         bantime: BanTime::Finite(Duration::from_secs(60)),
         ignore: IgnoreList::default(),
@@ -668,7 +668,7 @@ async fn a_reload_lifts_the_bans_of_removed_jails_and_rebuilds_a_changed_table()
     };
     r.manager.jails.insert("web".to_string(), web.clone());
     let mut two = layout();
-    two.jails.push(JailRule {
+    two.jails.push(Rule {
         jail: "web".into(),
         set: "web".into(),
         ports: vec![],

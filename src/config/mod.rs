@@ -16,8 +16,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 pub use diag::{line_col, ConfigErrors, Diagnostic};
-pub use raw::{Action, Backend, FileWatch, LogFormat, OnStop, Protocol};
-pub use value::{format_duration, parse_bantime, parse_duration, parse_net, parse_port, PortRange};
+pub use raw::{Action, BackendKind, FileWatch, LogFormat, OnStop, Protocol};
+pub use value::{parse_net, parse_port, PortRange};
 
 use crate::filter::{DatePattern, Decode, Filter, LogTz, RegexRole, TrustedProxies};
 use crate::source::journal::Matches;
@@ -81,7 +81,7 @@ pub struct DaemonConfig {
 
 #[derive(Debug, Clone)]
 pub struct FirewallConfig {
-    pub backend: Backend,
+    pub backend: BackendKind,
     pub table: String,
     pub priority: i32,
     pub on_stop: OnStop,
@@ -382,7 +382,7 @@ impl Loader {
         let log_level = match raw.log_level {
             Some(level) => {
                 let l = level.get_ref().to_ascii_lowercase();
-                if !crate::logging::LEVELS.contains(&l.as_str()) {
+                if !crate::units::LEVELS.contains(&l.as_str()) {
                     self.errors.push(Diagnostic::at(
                         file,
                         text,

@@ -60,7 +60,7 @@ pub enum FileWatch {
 
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Backend {
+pub enum BackendKind {
     #[default]
     Nftables,
     Log,
@@ -77,7 +77,7 @@ pub enum OnStop {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawFirewall {
-    pub backend: Option<Backend>,
+    pub backend: Option<BackendKind>,
     pub table: Option<Spanned<String>>,
     pub priority: Option<Spanned<i64>>,
     pub on_stop: Option<OnStop>,

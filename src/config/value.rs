@@ -10,79 +10,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::types::BanTime;
-
-const DURATION_HELP: &str = "expected seconds or a duration such as 30s, 10m, 1h, 1d, 1w, 1d12h";
-
-/// Parses `90`, `30s`, `10m`, `1h`, `1d`, `1w`, `1d12h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(format!("empty duration: {DURATION_HELP}"));
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return Err(format!("invalid duration `{s}`: {DURATION_HELP}")),
-        };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("invalid duration `{s}`: {DURATION_HELP}"))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration `{s}` is too large"))?;
-        digits.clear();
-    }
-    if !digits.is_empty() {
-        return Err(format!(
-            "invalid duration `{s}`: a number needs a unit after it ({DURATION_HELP})"
-        ));
-    }
-    Ok(Duration::from_secs(total))
-}
-
-/// The shortest spelling `parse_duration` reads back: `1d12h`, `10m`, `0s`.
-pub fn format_duration(d: Duration) -> String {
-    let mut secs = d.as_secs();
-    if secs == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, size) in [
-        ("w", 604_800),
-        ("d", 86_400),
-        ("h", 3600),
-        ("m", 60),
-        ("s", 1),
-    ] {
-        if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
-            secs %= size;
-        }
-    }
-    out
-}
-
-/// Parses a ban time: a duration, or `permanent` / `-1`.
-pub fn parse_bantime(s: &str) -> Result<BanTime, String> {
-    match s.trim() {
-        "permanent" | "-1" => Ok(BanTime::Permanent),
-        other => parse_duration(other).map(BanTime::Finite),
-    }
-}
+use crate::units::{parse_bantime, parse_duration, DURATION_HELP};
 
 /// A duration given as an integer (seconds) or a string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,49 +285,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_in_every_documented_form() {
-        let cases = [
-            ("90", 90),
-            ("30s", 30),
-            ("10m", 600),
-            ("1h", 3600),
-            ("1d", 86_400),
-            ("1w", 604_800),
-            ("1d12h", 129_600),
-            ("1h30m15s", 5415),
-        ];
-        for (text, secs) in cases {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_secs(secs)),
-                "{text}"
-            );
-        }
-        for bad in ["", "10x", "h", "1h30", "-5m", "99999999999999999999w"] {
-            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
-        }
-    }
-
-    #[test]
-    fn durations_format_back_to_what_they_parse_from() {
-        for secs in [0, 1, 59, 60, 3600, 86_400 + 3600 * 12, 604_800 * 4 + 1] {
-            let d = Duration::from_secs(secs);
-            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
-        }
-        assert_eq!(format_duration(Duration::from_secs(129_600)), "1d12h");
-    }
-
-    #[test]
-    fn bantime_accepts_permanent_spellings() {
-        assert_eq!(parse_bantime("permanent"), Ok(BanTime::Permanent));
-        assert_eq!(parse_bantime("-1"), Ok(BanTime::Permanent));
-        assert_eq!(
-            parse_bantime("1h"),
-            Ok(BanTime::Finite(Duration::from_secs(3600)))
-        );
-    }
 
     #[test]
     fn ports_and_ranges() {

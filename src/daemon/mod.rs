@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ban::{self, BanError, BanManager};
-use crate::config::{Backend as BackendKind, Config, JailConfig, RECIDIVE};
+use crate::config::{BackendKind, Config, JailConfig, RECIDIVE};
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::ipc::Response;
-use crate::jail::{Jail, JailRules, Jails};
+use crate::jail::{Counting, Jail, Jails};
 use crate::logging::LogControl;
 use crate::metrics::{self, MetricsError};
 use crate::stats::Stats;
@@ -106,10 +106,7 @@ pub async fn run(
     };
     let jails: Vec<JailConfig> = config.enabled_jails().cloned().collect();
     let counting = Jails::new(
-        jails
-            .iter()
-            .map(|j| Jail::new(JailRules::from(j)))
-            .collect(),
+        jails.iter().map(|j| Jail::new(Counting::from(j))).collect(),
         config.daemon.max_tracked,
     );
     // The table is rebuilt while the readers already read: their failures and the

@@ -9,26 +9,28 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::generation::{Generation, Shared};
 use super::{jail_names, with_own_addresses};
-use crate::ban::{Command, Reconfig};
-use crate::config::{self, Config, JailConfig};
+use crate::ban::{BanError, Command, Reconfig};
+use crate::config::{self, Config, ConfigErrors, JailConfig};
 use crate::ipc::ReloadReport;
-use crate::jail::JailRules;
+use crate::jail::Counting;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("{count} error(s) in the configuration:\n{errors}")]
-    Invalid { count: usize, errors: String },
+    #[error("{count} error(s) in the configuration:\n{0}", count = .0.0.len())]
+    Invalid(ConfigErrors),
     #[error("{0} cannot change while gaoler runs: restart it to apply that")]
     NeedsRestart(String),
-    #[error("{0}")]
-    Manager(String),
+    #[error(transparent)]
+    Manager(BanError),
+    #[error("the ban manager has stopped")]
+    Stopped,
 }
 
 impl ReloadError {
     /// A configuration the user must fix (ctl exits 2), rather than a failure.
     pub fn is_config(&self) -> bool {
-        !matches!(self, ReloadError::Manager(_))
+        matches!(self, ReloadError::Invalid(_) | ReloadError::NeedsRestart(_))
     }
 }
 
@@ -51,16 +53,7 @@ pub async fn reload(
     };
     let next = match config::load(&running.dir) {
         Ok(c) => with_own_addresses(c),
-        Err(errors) => {
-            let count = errors.0.len();
-            let errors = errors
-                .0
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n");
-            return refused(current, ReloadError::Invalid { count, errors });
-        }
+        Err(errors) => return refused(current, ReloadError::Invalid(errors)),
     };
     for w in &next.warnings {
         tracing::warn!("{w}");
@@ -75,15 +68,14 @@ pub async fn reload(
         config: Box::new(Reconfig::from_config(&next)),
         reply,
     };
-    let gone = || ReloadError::Manager("the ban manager has stopped".into());
     if manager.send(asked).await.is_err() {
-        return refused(current, gone());
+        return refused(current, ReloadError::Stopped);
     }
     // A table the kernel refuses changes nothing: the old one keeps running.
     let (lifted, rebuilt) = match answer.await {
         Ok(Ok(done)) => (done.lifted, done.rebuilt),
-        Ok(Err(e)) => return refused(current, ReloadError::Manager(e.to_string())),
-        Err(_) => return refused(current, gone()),
+        Ok(Err(e)) => return refused(current, ReloadError::Manager(e)),
+        Err(_) => return refused(current, ReloadError::Stopped),
     };
     shared.stats.ensure_jails(jail_names(&next));
 
@@ -102,7 +94,7 @@ pub async fn reload(
             let old = before.iter().position(|o| o.name == j.name);
             match old {
                 None => report.added.push(j.name.clone()),
-                Some(o) if JailRules::from(&before[o]) == JailRules::from(j) => {
+                Some(o) if Counting::from(&before[o]) == Counting::from(j) => {
                     report.kept.push(j.name.clone())
                 }
                 Some(_) => report.reset.push(j.name.clone()),
@@ -116,7 +108,7 @@ pub async fn reload(
         .map(|o| o.name.clone())
         .collect();
     let counting = windows.reshape(
-        after.iter().map(JailRules::from).collect(),
+        after.iter().map(Counting::from).collect(),
         &keep,
         next.daemon.max_tracked,
     );

@@ -32,7 +32,10 @@ impl MemoryFirewall {
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
         if k.failures_left > 0 {
             k.failures_left -= 1;
-            return Err(FirewallError::Injected);
+            return Err(FirewallError::Rejected {
+                what: "memory firewall".into(),
+                stderr: "a failure the test asked for".into(),
+            });
         }
         k.transactions += 1;
         f(&mut k)

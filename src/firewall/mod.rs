@@ -21,12 +21,12 @@ use crate::types::Target;
 pub struct Layout {
     pub table: String,
     pub priority: i32,
-    pub jails: Vec<JailRule>,
+    pub jails: Vec<Rule>,
 }
 
 /// What one jail blocks: traffic from its sets to its ports.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JailRule {
+pub struct Rule {
     pub jail: String,
     /// The sets this jail's rules read: its own name, or a `set` shared with others.
     pub set: String,
@@ -39,7 +39,7 @@ pub struct JailRule {
 impl Layout {
     /// The layout for the enabled jails of `config`, plus `recidive` (all ports).
     pub fn from_config(config: &Config) -> Self {
-        let recidive = config.recidive.as_ref().map(|_| JailRule {
+        let recidive = config.recidive.as_ref().map(|_| Rule {
             jail: RECIDIVE.to_string(),
             set: RECIDIVE.to_string(),
             ports: Vec::new(),
@@ -51,7 +51,7 @@ impl Layout {
             priority: config.firewall.priority,
             jails: config
                 .enabled_jails()
-                .map(|j| JailRule {
+                .map(|j| Rule {
                     jail: j.name.clone(),
                     set: j.set.clone(),
                     ports: j.ports.clone(),
@@ -95,8 +95,6 @@ pub enum FirewallError {
     Rejected { what: String, stderr: String },
     #[error("the firewall table is not installed yet")]
     NotInstalled,
-    #[error("injected failure")]
-    Injected,
 }
 
 /// What the kernel holds of gaoler's table, for the reconciler.

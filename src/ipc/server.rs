@@ -21,10 +21,10 @@ use super::{
     StatusReport, MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::ban::Command;
-use crate::config::parse_bantime;
 use crate::logging::LogControl;
 use crate::stats::Stats;
 use crate::types::Target;
+use crate::units::parse_bantime;
 
 /// How long a connection may sit idle before it is closed.
 const IDLE: Duration = Duration::from_secs(60);
@@ -231,15 +231,15 @@ impl Handler {
                         level: level.to_ascii_lowercase(),
                     }
                 }
-                Err(e) => usage(e),
+                Err(e) => usage(e.to_string()),
             },
             Request::FlushLogs => match self.logs.reopen() {
                 Ok(file) => Response::LogsFlushed {
                     file: file.map(|f| f.display().to_string()),
                 },
-                Err(message) => Response::Error {
+                Err(e) => Response::Error {
                     usage: false,
-                    message,
+                    message: e.to_string(),
                 },
             },
             Request::Reload => {

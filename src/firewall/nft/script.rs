@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::super::{Change, Element, JailRule, Layout};
+use super::super::{Change, Element, Layout, Rule};
 use crate::config::{Action, Protocol};
 use crate::types::Target;
 
@@ -108,7 +108,7 @@ pub fn install_script(layout: &Layout, bans: &[Element]) -> String {
 }
 
 /// The match and verdict of one jail's rule for one of its sets.
-fn rule_text(rule: &JailRule, v4: bool, prefix: bool) -> String {
+fn rule_text(rule: &Rule, v4: bool, prefix: bool) -> String {
     let mut text = format!(
         "{} saddr @{}-{}",
         if v4 { "ip" } else { "ip6" },
@@ -244,8 +244,8 @@ pub(super) mod tests {
         ports: Vec<PortRange>,
         protocol: Protocol,
         action: Action,
-    ) -> JailRule {
-        JailRule {
+    ) -> Rule {
+        Rule {
             jail: "sshd".into(),
             set: "sshd".into(),
             ports,
