@@ -41,7 +41,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new<'a>(jails: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn new<S: AsRef<str>>(jails: impl IntoIterator<Item = S>) -> Self {
         let stats = Stats::default();
         stats.ensure_jails(jails);
         stats
@@ -58,12 +58,12 @@ impl Stats {
 
     /// Counts exactly these jails from now on: new ones start at zero, the counters of
     /// jails that stay keep their values, and those of the others are dropped.
-    pub fn ensure_jails<'a>(&self, jails: impl IntoIterator<Item = &'a str>) {
-        let wanted: Vec<&str> = jails.into_iter().collect();
+    pub fn ensure_jails<S: AsRef<str>>(&self, jails: impl IntoIterator<Item = S>) {
+        let wanted: Vec<S> = jails.into_iter().collect();
         let mut map = self.jails.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|name, _| wanted.contains(&name.as_str()));
+        map.retain(|name, _| wanted.iter().any(|w| w.as_ref() == name));
         for name in wanted {
-            map.entry(name.to_string()).or_default();
+            map.entry(name.as_ref().to_string()).or_default();
         }
     }
 

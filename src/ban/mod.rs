@@ -159,33 +159,22 @@ pub struct BanPolicy {
     pub increment: Option<Increment>,
 }
 
-/// Policies of the enabled jails of `config`, and of `recidive` when it is enabled.
+/// Policies of the jails `config` runs (`recidive` included when it is on).
 pub fn policies(config: &Config) -> BTreeMap<String, BanPolicy> {
-    let recidive = config.recidive.as_ref().map(|r| {
-        (
-            RECIDIVE.to_string(),
-            BanPolicy {
-                set: RECIDIVE.to_string(),
-                bantime: r.bantime,
-                ignore: IgnoreList::default(),
-                increment: None,
-            },
-        )
-    });
     config
-        .enabled_jails()
+        .active_jails()
+        .into_iter()
         .map(|j| {
             (
-                j.name.clone(),
+                j.name,
                 BanPolicy {
-                    set: j.set.clone(),
+                    set: j.set,
                     bantime: j.bantime,
-                    ignore: j.ignore.clone(),
-                    increment: j.increment.clone(),
+                    ignore: j.ignore,
+                    increment: j.increment,
                 },
             )
         })
-        .chain(recidive)
         .collect()
 }
 

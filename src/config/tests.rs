@@ -2,6 +2,7 @@
 //! at its file:line:col.
 
 use super::*;
+use crate::filter::DatePattern;
 
 struct Dir(tempfile::TempDir);
 

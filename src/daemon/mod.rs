@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ban::{self, BanError, BanManager};
-use crate::config::{BackendKind, Config, JailConfig, RECIDIVE};
+use crate::config::{BackendKind, Config, JailConfig};
 use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
 use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use crate::ipc::server::{self, Handler, SocketError};
@@ -236,26 +236,17 @@ fn with_own_addresses(mut config: Config) -> Config {
     config
 }
 
-/// The enabled jails' names, and `recidive` when it is on.
-fn jail_names(config: &Config) -> Vec<&str> {
-    config
-        .enabled_jails()
-        .map(|j| j.name.as_str())
-        .chain(config.recidive.as_ref().map(|_| RECIDIVE))
-        .collect()
+/// The names of the jails `config` runs.
+fn jail_names(config: &Config) -> Vec<String> {
+    config.active_jails().into_iter().map(|j| j.name).collect()
 }
 
 /// (jail, filter) rows of `ctl status`.
 fn status_rows(config: &Config) -> Vec<(String, String)> {
     config
-        .enabled_jails()
-        .map(|j| (j.name.clone(), j.filter_name.clone()))
-        .chain(
-            config
-                .recidive
-                .as_ref()
-                .map(|_| (RECIDIVE.to_string(), "(bans from all jails)".to_string())),
-        )
+        .active_jails()
+        .into_iter()
+        .map(|j| (j.name, j.filter))
         .collect()
 }
 

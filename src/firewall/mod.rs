@@ -13,7 +13,7 @@ pub use log::LogFirewall;
 pub use memory::MemoryFirewall;
 pub use nft::NftFirewall;
 
-use crate::config::{Action, Config, PortRange, Protocol, RECIDIVE};
+use crate::config::{Action, Config, PortRange, Protocol};
 use crate::types::Target;
 
 /// gaoler's table: one chain on the input hook and, per jail, its sets and rules.
@@ -37,28 +37,21 @@ pub struct Rule {
 }
 
 impl Layout {
-    /// The layout for the enabled jails of `config`, plus `recidive` (all ports).
+    /// The layout for the jails `config` runs (`recidive` on all ports).
     pub fn from_config(config: &Config) -> Self {
-        let recidive = config.recidive.as_ref().map(|_| Rule {
-            jail: RECIDIVE.to_string(),
-            set: RECIDIVE.to_string(),
-            ports: Vec::new(),
-            protocol: Protocol::All,
-            action: Action::Drop,
-        });
         Layout {
             table: config.firewall.table.clone(),
             priority: config.firewall.priority,
             jails: config
-                .enabled_jails()
+                .active_jails()
+                .into_iter()
                 .map(|j| Rule {
-                    jail: j.name.clone(),
-                    set: j.set.clone(),
-                    ports: j.ports.clone(),
+                    jail: j.name,
+                    set: j.set,
+                    ports: j.ports,
                     protocol: j.protocol,
                     action: j.action,
                 })
-                .chain(recidive)
                 .collect(),
         }
     }

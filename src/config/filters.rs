@@ -1,0 +1,218 @@
+//! Filters as jails name them: found by name along `filter_path` (or by path),
+//! their variables filled in from the filter's `[vars]` and the jail's
+//! `filter_vars`, and compiled once per distinct set of values. Errors point at the
+//! regex or the setting at fault.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::diag::ConfigErrors;
+use super::diag::Diagnostic;
+use super::load::{default_filter_path, read_daemon_settings, valid_name, Loader, Pos};
+use super::raw::RawFilter;
+use crate::filter::{DatePattern, Decode, Filter, RegexRole};
+
+impl Loader {
+    /// Finds a filter by name along `filter_path` (or by path) and compiles it once
+    /// per set of variable values.
+    pub(super) fn filter(
+        &mut self,
+        name: &str,
+        pos: &Pos,
+        vars: &[(String, String, Pos)],
+    ) -> Option<Arc<Filter>> {
+        let candidates: Vec<PathBuf> = if name.contains('/') || name.ends_with(".toml") {
+            vec![self.path(name)]
+        } else if valid_name(name) {
+            self.filter_path
+                .iter()
+                .map(|d| d.join(format!("{name}.toml")))
+                .collect()
+        } else {
+            self.errors
+                .push(pos.error(format!("invalid filter name `{name}`")));
+            return None;
+        };
+        let Some(path) = candidates.iter().find(|p| p.is_file()).cloned() else {
+            let searched: Vec<String> =
+                candidates.iter().map(|p| p.display().to_string()).collect();
+            self.errors.push(pos.error(format!(
+                "filter `{name}` not found (looked for {})",
+                searched.join(", ")
+            )));
+            return None;
+        };
+        let key = (
+            path.clone(),
+            vars.iter()
+                .map(|(k, v, _)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>(),
+        );
+        if let Some(done) = self.filters.get(&key) {
+            return done.clone();
+        }
+        let compiled = self.compile_filter(name, &path, vars);
+        self.filters.insert(key, compiled.clone());
+        compiled
+    }
+
+    fn compile_filter(
+        &mut self,
+        name: &str,
+        path: &Path,
+        jail_vars: &[(String, String, Pos)],
+    ) -> Option<Arc<Filter>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("cannot read filter: {}", crate::util::io_reason(&e));
+                self.errors.push(Diagnostic::file(path, msg));
+                return None;
+            }
+        };
+        let raw: RawFilter = match toml::from_str(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                self.errors.push(Diagnostic::from_toml(path, &text, &e));
+                return None;
+            }
+        };
+        let datepattern = match &raw.datepattern {
+            Some(dp) => match DatePattern::parse(dp.get_ref()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.errors.push(Diagnostic::at(path, &text, dp.span(), e));
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let decode = match &raw.decode {
+            None => Decode::None,
+            Some(d) if d.get_ref() == "url" => Decode::Url,
+            Some(d) => {
+                let msg = format!("unknown decode `{}`: the only one is \"url\"", d.get_ref());
+                self.errors.push(Diagnostic::at(path, &text, d.span(), msg));
+                return None;
+            }
+        };
+        let vars = self.filter_vars(name, &raw, jail_vars)?;
+        // Every regex with the variables put in; a `${x}` the filter lacks is an error.
+        let mut bad_var = false;
+        let mut fill = |source: &Spanned<String>, errors: &mut Vec<Diagnostic>| {
+            match crate::filter::substitute_vars(source.get_ref(), &vars) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(Diagnostic::at(path, &text, source.span(), e));
+                    bad_var = true;
+                    String::new()
+                }
+            }
+        };
+        let fail: Vec<String> = raw
+            .failregex
+            .get_ref()
+            .iter()
+            .map(|r| fill(r, &mut self.errors))
+            .collect();
+        let ignore: Vec<String> = raw
+            .ignoreregex
+            .iter()
+            .map(|r| fill(r, &mut self.errors))
+            .collect();
+        let pref = raw.prefregex.as_ref().map(|p| fill(p, &mut self.errors));
+        if bad_var {
+            return None;
+        }
+        if raw.failregex.get_ref().is_empty() {
+            self.errors.push(Diagnostic::at(
+                path,
+                &text,
+                raw.failregex.span(),
+                "failregex is empty: a filter needs at least one regex with <HOST>",
+            ));
+            return None;
+        }
+        match Filter::new(name, &fail, &ignore, pref.as_deref()) {
+            Ok(f) => Some(Arc::new(
+                f.with_datepattern(datepattern).with_decode(decode),
+            )),
+            Err(errors) => {
+                for e in errors {
+                    let span = match e.role {
+                        RegexRole::Fail(i) => raw.failregex.get_ref()[i].span(),
+                        RegexRole::Ignore(i) => raw.ignoreregex[i].span(),
+                        RegexRole::Pref => raw.prefregex.as_ref().map_or(0..0, |p| p.span()),
+                    };
+                    self.errors
+                        .push(Diagnostic::at(path, &text, span, e.message));
+                }
+                None
+            }
+        }
+    }
+
+    /// The filter's `[vars]` with the jail's `filter_vars` put in; a variable the
+    /// filter does not have is an error where the jail sets it.
+    fn filter_vars<'a>(
+        &mut self,
+        name: &str,
+        raw: &'a RawFilter,
+        jail_vars: &'a [(String, String, Pos)],
+    ) -> Option<BTreeMap<&'a str, &'a str>> {
+        let mut vars: BTreeMap<&str, &str> = raw
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.get_ref().as_str()))
+            .collect();
+        let known: Vec<&str> = raw.vars.keys().map(String::as_str).collect();
+        let mut unknown = false;
+        for (key, value, pos) in jail_vars {
+            match vars.get_mut(key.as_str()) {
+                Some(slot) => *slot = value,
+                None => {
+                    let has = if known.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        format!("it has {}", known.join(", "))
+                    };
+                    self.errors.push(
+                        pos.error(format!("filter `{name}` has no variable `{key}` ({has})")),
+                    );
+                    unknown = true;
+                }
+            }
+        }
+        (!unknown).then_some(vars)
+    }
+}
+
+/// Finds and compiles one filter for `test-filter`: by name along the filter path of
+/// the configuration in `dir` (the default path when there is no gaoler.toml), or by
+/// a path to a `.toml` file relative to the current directory.
+pub fn load_filter(dir: &Path, name: &str) -> Result<Arc<Filter>, ConfigErrors> {
+    let filter_path = read_daemon_settings(dir)
+        .and_then(|d| d.filter_path)
+        .map(|list| list.0.iter().map(|p| dir.join(p)).collect())
+        .unwrap_or_else(|| default_filter_path(dir));
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let mut loader = Loader {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        filter_path,
+        dir: base,
+        filters: HashMap::new(),
+    };
+    let pos = Pos {
+        file: PathBuf::from("<command line>"),
+        line: 1,
+        col: 1,
+    };
+    match loader.filter(name, &pos, &[]) {
+        Some(f) if loader.errors.is_empty() => Ok(f),
+        _ => Err(ConfigErrors(loader.errors)),
+    }
+}
