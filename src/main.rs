@@ -6,8 +6,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use gaoler::cli::{Cli, Command};
-use gaoler::{config, ctl, daemon, test_filter};
+use gaoler::config::BackendKind;
+use gaoler::firewall::{Backend, Firewall, LogFirewall, NftFirewall};
+use gaoler::ipc::access::SocketGroup;
+use gaoler::ipc::server;
+use gaoler::store::SledStore;
+use gaoler::types::SystemClock;
+use gaoler::{config, ctl, daemon, metrics, test_filter};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -155,7 +163,11 @@ fn run(cli: &Cli) -> i32 {
                 return 1;
             }
         };
-        match daemon::run(cfg, shutdown, hangups, std::sync::Arc::new(logs)).await {
+        let started = match edges(&cfg, logs).await {
+            Ok(edges) => daemon::run(cfg, edges, shutdown, hangups).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
@@ -163,6 +175,45 @@ fn run(cli: &Cli) -> i32 {
                 1
             }
         }
+    })
+}
+
+/// The daemon's real side effects, in the order that fails safest: a second daemon
+/// is refused before anything is touched; the store (which refuses a second
+/// process with a clearer message than a taken port) before the listeners; the
+/// control socket last.
+async fn edges(
+    cfg: &config::Config,
+    logs: gaoler::logging::LogControl,
+) -> Result<daemon::Edges<Backend>, daemon::DaemonError> {
+    server::refuse_if_live(&cfg.daemon.socket)?;
+    let group = cfg
+        .daemon
+        .socket_group
+        .as_deref()
+        .map(SocketGroup::resolve)
+        .transpose()?;
+    let mut firewall = match cfg.firewall.backend {
+        BackendKind::Nftables => Backend::Nft(NftFirewall::new(&cfg.firewall.table)),
+        BackendKind::Log => Backend::Log(LogFirewall),
+    };
+    firewall.probe().await?;
+    let store = SledStore::open(&cfg.daemon.state_dir)?;
+    let positions = Arc::new(store.positions());
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let control = server::bind(&cfg.daemon.socket, group.as_ref())?;
+    Ok(daemon::Edges {
+        firewall,
+        store: Box::new(store),
+        positions,
+        clock: Arc::new(SystemClock),
+        control,
+        group,
+        metrics,
+        logs: Arc::new(logs),
     })
 }
 

@@ -22,6 +22,7 @@ pub(super) struct JailOptions {
     enabled: Option<bool>,
     filter: Option<(String, Pos)>,
     logpath: Option<Vec<String>>,
+    pipe: Option<Vec<String>>,
     journal: Option<Matches>,
     maxretry: Option<u32>,
     findtime: Option<Duration>,
@@ -53,6 +54,7 @@ impl JailOptions {
             enabled: self.enabled.or(d.enabled),
             filter: self.filter.or(d.filter),
             logpath: self.logpath.or(d.logpath),
+            pipe: self.pipe.or(d.pipe),
             journal: self.journal.or(d.journal),
             maxretry: self.maxretry.or(d.maxretry),
             findtime: self.findtime.or(d.findtime),
@@ -144,6 +146,7 @@ impl Loader {
                 (f.into_inner(), pos)
             }),
             logpath: raw.logpath.map(|l| l.0),
+            pipe: raw.pipe.map(|l| l.0),
             journal: raw
                 .journal
                 .and_then(|j| match Matches::parse(&j.get_ref().0) {
@@ -293,11 +296,23 @@ impl Loader {
             .iter()
             .map(|p| self.path(p))
             .collect();
+        let pipe: Vec<PathBuf> = opts
+            .pipe
+            .unwrap_or_default()
+            .iter()
+            .map(|p| self.path(p))
+            .collect();
         let journal = opts.journal;
         let enabled = opts.enabled.unwrap_or(true);
-        if enabled && logpath.is_empty() && journal.is_none() {
+        if enabled && logpath.is_empty() && pipe.is_empty() && journal.is_none() {
             self.errors.push(whole.error(format!(
-                "jail `{name}` reads nothing: set `logpath = [\"/var/log/...\"]` or `journal = [...]`"
+                "jail `{name}` reads nothing: set `logpath = [\"/var/log/...\"]`, `pipe = [\"/run/gaoler/NAME.pipe\"]` or `journal = [...]`"
+            )));
+        }
+        for p in pipe.iter().filter(|p| logpath.contains(p)) {
+            self.errors.push(whole.error(format!(
+                "jail `{name}` names {} as both a logpath and a pipe: a named pipe goes in `pipe` only",
+                p.display()
             )));
         }
         if enabled && !logpath.is_empty() && journal.is_some() {
@@ -331,6 +346,7 @@ impl Loader {
             filter_name,
             filter,
             logpath,
+            pipe,
             journal,
             maxretry: opts.maxretry.unwrap_or(5),
             findtime: opts.findtime.unwrap_or(Duration::from_secs(600)),

@@ -111,6 +111,8 @@ pub struct JailConfig {
     pub filter: Arc<Filter>,
     /// Files or glob patterns (`/var/log/nginx/*access.log`).
     pub logpath: Vec<PathBuf>,
+    /// Named pipes a logger writes into (created when missing).
+    pub pipe: Vec<PathBuf>,
     /// Journal matches, when the jail reads the systemd journal.
     pub journal: Option<Matches>,
     pub maxretry: u32,

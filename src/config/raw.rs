@@ -123,6 +123,7 @@ pub struct RawJail {
     pub enabled: Option<bool>,
     pub filter: Option<Spanned<String>>,
     pub logpath: Option<OneOrMany<String>>,
+    pub pipe: Option<OneOrMany<String>>,
     pub journal: Option<Spanned<OneOrMany<String>>>,
     pub maxretry: Option<Spanned<i64>>,
     pub findtime: Option<DurationValue>,

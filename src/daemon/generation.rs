@@ -6,6 +6,7 @@
 //! neither loses nor repeats a line.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -17,22 +18,23 @@ use super::sources::{self, FileSources};
 use crate::ban::Decided;
 use crate::config::{DaemonConfig, JailConfig};
 use crate::jail::Jails;
-use crate::source::journal::{self, StartAt};
+use crate::source::{Follow, JournalSource, PipeSource, Positions};
 use crate::stats::Stats;
-use crate::store::PositionStore;
 use crate::types::Clock;
 
 /// The journal reader's command.
 const JOURNALCTL: &str = "journalctl";
 /// Capacity of the channel from readers to the jail task.
 const FAILURE_QUEUE: usize = 4096;
+/// Longest wait for the sources to open before the generation runs anyway.
+const OPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// What every generation shares with the rest of the daemon.
 #[derive(Clone)]
 pub struct Shared {
     pub stats: Arc<Stats>,
     pub clock: Arc<dyn Clock>,
-    pub positions: Arc<dyn PositionStore>,
+    pub positions: Arc<dyn Positions>,
     pub decisions: mpsc::Sender<Decided>,
     pub shutdown: CancellationToken,
 }
@@ -68,18 +70,20 @@ impl Generation {
         ));
 
         // One reader per file (literal or glob match), however many jails read it,
-        // and one for the journal.
+        // one per named pipe, and one for the journal.
         let cx = ReaderContext {
+            follow: Follow {
+                positions: shared.positions.clone(),
+                stop: stop.clone(),
+                cap: daemon.max_line_length,
+            },
             failures: failure_tx,
             stats: shared.stats.clone(),
             clock: shared.clock.clone(),
-            shutdown: stop.clone(),
-            max_line: daemon.max_line_length,
-            positions: shared.positions.clone(),
             poll: daemon.poll_interval,
         };
         let mut files = FileSources::new(jails, daemon.file_watch, cx.clone(), readers.clone());
-        files.start_new(true);
+        let mut opened = files.start_new(true);
         if files.has_globs() {
             readers.spawn(sources::rescan_globs(
                 Arc::new(Mutex::new(files)),
@@ -93,16 +97,34 @@ impl Generation {
                 stop.cancelled().await;
             });
         }
+        for (path, subscribers) in sources::pipe_subscribers(jails) {
+            let (open, is_open) = tokio::sync::oneshot::channel();
+            cx.spawn(&readers, PipeSource::new(path), subscribers, Some(open));
+            opened.push(is_open);
+        }
         let journal = sources::journal_subscribers(jails);
         if !journal.is_empty() {
-            if let Some(start) = journal_start(&cx).await {
-                readers.spawn(pipeline::follow_journal(
-                    journal,
-                    JOURNALCTL.to_string(),
-                    start,
-                    cx,
-                ));
+            let wanted = journal
+                .iter()
+                .flat_map(|s| s.matches.iter().flat_map(|m| m.fields().map(String::from)))
+                .collect::<Vec<_>>();
+            let (open, is_open) = tokio::sync::oneshot::channel();
+            cx.spawn(
+                &readers,
+                JournalSource::new(JOURNALCTL, wanted),
+                journal,
+                Some(open),
+            );
+            opened.push(is_open);
+        }
+        // Ready only once every source is open: a line written after READY is read.
+        let all_open = async {
+            for o in opened {
+                let _ = o.await;
             }
+        };
+        if tokio::time::timeout(OPEN_WAIT, all_open).await.is_err() {
+            tracing::warn!("some log sources did not open within {OPEN_WAIT:?}; starting without waiting for them");
         }
         readers.close();
         Generation {
@@ -123,27 +145,6 @@ impl Generation {
                 tracing::error!(error = %e, "the jail task failed; failure counts start anew");
                 Jails::new(Vec::new(), max_tracked)
             }
-        }
-    }
-}
-
-/// Where the journal reader starts: after the saved cursor, else at the journal's
-/// tail (decided before READY, so nothing logged after it can be missed).
-async fn journal_start(cx: &ReaderContext) -> Option<StartAt> {
-    match cx.positions.journal_cursor() {
-        Ok(Some(cursor)) => return Some(StartAt::After(cursor)),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the saved journal cursor"),
-    }
-    match journal::tail(JOURNALCTL).await {
-        Ok(start) => Some(start),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::error!("journal sources need `journalctl` (systemd); jails reading the journal see nothing");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %crate::util::io_reason(&e), "cannot read the journal's tail; following from now");
-            Some(StartAt::Now)
         }
     }
 }

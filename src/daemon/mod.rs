@@ -1,7 +1,9 @@
-//! `run`: the only place that wires the stages together. It opens the store, restores
-//! bans into a fresh kernel table, binds the control socket, and starts the tasks:
-//! one reader per log file and one for the journal -> the jail task -> the ban
-//! manager, plus the ctl server and, with `[metrics] listen`, the metrics server.
+//! `run`: the only place that wires the stages together. It takes its side effects
+//! from the caller (the firewall, the store, the clock, the bound control socket and
+//! metrics listener, the shutdown signal), restores bans into a fresh kernel table,
+//! and starts the tasks: a reader per source -> the jail task -> the ban manager,
+//! plus the ctl server and, with `[metrics] listen`, the metrics server. `main`
+//! builds the real edges; tests drive `run` in-process with fakes.
 
 mod generation;
 mod pipeline;
@@ -10,23 +12,27 @@ mod sources;
 
 use std::sync::{Arc, RwLock};
 
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ban::{self, BanError, BanManager};
-use crate::config::{BackendKind, Config, JailConfig};
-use crate::firewall::{Backend, Firewall, FirewallError, Layout, LogFirewall, NftFirewall};
+use crate::config::{Config, JailConfig};
+use crate::firewall::{Firewall, FirewallError, Layout};
 use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::ipc::Response;
 use crate::jail::{Counting, Jail, Jails};
 use crate::logging::LogControl;
 use crate::metrics::{self, MetricsError};
+use crate::source::Positions;
 use crate::stats::Stats;
-use crate::store::{PositionStore, SledStore, StoreError};
-use crate::types::{Clock, SystemClock};
+use crate::store::{BanStore, StoreError};
+use crate::types::Clock;
 use generation::Generation;
+
+pub use reload::ReloadError;
 
 /// Capacity of the channel from the jail task to the ban manager.
 const DECISION_QUEUE: usize = 4096;
@@ -47,44 +53,62 @@ pub enum DaemonError {
     Metrics(#[from] MetricsError),
 }
 
+/// The side effects the daemon runs on, built by its caller: `main` opens sled,
+/// probes nft and binds the sockets; a test passes fakes.
+pub struct Edges<F: Firewall> {
+    pub firewall: F,
+    pub store: Box<dyn BanStore>,
+    pub positions: Arc<dyn Positions>,
+    pub clock: Arc<dyn Clock>,
+    /// The control socket, bound (`ipc::server::bind`); served once the table is built.
+    pub control: UnixListener,
+    /// Who besides root may use it (`socket_group`, resolved).
+    pub group: Option<SocketGroup>,
+    /// `[metrics] listen`, bound.
+    pub metrics: Option<TcpListener>,
+    /// The daemon's own log: level and file.
+    pub logs: Arc<LogControl>,
+}
+
 /// Runs the daemon until `shutdown` is cancelled; each message on `hangups` (SIGHUP)
-/// reloads the configuration, as `ctl reload` does.
-pub async fn run(
+/// reloads the configuration, as `ctl reload` does. The control socket's file is
+/// removed when it returns.
+pub async fn run<F: Firewall + 'static>(
     config: Config,
+    edges: Edges<F>,
+    shutdown: CancellationToken,
+    hangups: mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
+    let socket = config.daemon.socket.clone();
+    let result = serve(config, edges, shutdown, hangups).await;
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+async fn serve<F: Firewall + 'static>(
+    config: Config,
+    edges: Edges<F>,
     shutdown: CancellationToken,
     mut hangups: mpsc::Receiver<()>,
-    logs: Arc<LogControl>,
 ) -> Result<(), DaemonError> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let config = with_own_addresses(config);
-    server::refuse_if_live(&config.daemon.socket)?;
-    let group = config
-        .daemon
-        .socket_group
-        .as_deref()
-        .map(SocketGroup::resolve)
-        .transpose()?;
+    let Edges {
+        firewall,
+        store,
+        positions,
+        clock,
+        control,
+        group,
+        metrics: metrics_listener,
+        logs,
+    } = edges;
     let stats = Arc::new(Stats::new(jail_names(&config)));
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-
-    let mut firewall = match config.firewall.backend {
-        BackendKind::Nftables => Backend::Nft(NftFirewall::new(&config.firewall.table)),
-        BackendKind::Log => Backend::Log(LogFirewall),
-    };
-    firewall.probe().await?;
-    let store = SledStore::open(&config.daemon.state_dir)?;
-    let positions: Arc<dyn PositionStore> = Arc::new(store.positions());
-    // Bound before any task starts (after the store, which refuses a second daemon
-    // with a clearer message than a taken port would), served once ready.
-    let metrics_listener = match config.metrics {
-        Some(addr) => Some(metrics::bind(addr).await?),
-        None => None,
-    };
     let mut manager = BanManager::new(
         firewall,
-        Box::new(store),
+        store,
         ban::policies(&config),
         clock.clone(),
         stats.clone(),
@@ -112,20 +136,14 @@ pub async fn run(
     // The table is rebuilt while the readers already read: their failures and the
     // jails' decisions wait in the bounded queues until the manager runs.
     let mut current = Generation::start(&jails, &config.daemon, counting, &shared).await;
-    let started = match manager.restore(&Layout::from_config(&config)).await {
-        Ok(restored) => server::bind(&config.daemon.socket, group.as_ref())
-            .map(|listener| (restored, listener))
-            .map_err(DaemonError::from),
-        Err(e) => Err(e.into()),
-    };
-    let (restored, listener) = match started {
-        Ok(s) => s,
+    let restored = match manager.restore(&Layout::from_config(&config)).await {
+        Ok(restored) => restored,
         Err(e) => {
             // Nobody will answer the readers' barriers: let them see a closed queue.
             drop(decision_rx);
             shutdown.cancel();
             current.stop(config.daemon.max_tracked).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     tracing::info!(
@@ -152,7 +170,7 @@ pub async fn run(
         reload: reload_tx,
         logs: logs.clone(),
     });
-    tasks.spawn(server::serve(listener, handler.clone(), shutdown.clone()));
+    tasks.spawn(server::serve(control, handler.clone(), shutdown.clone()));
     if let Some(listener) = metrics_listener {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving Prometheus metrics at /metrics");
@@ -222,7 +240,6 @@ pub async fn run(
     current.stop(config.daemon.max_tracked).await;
     tasks.close();
     tasks.wait().await;
-    let _ = std::fs::remove_file(&config.daemon.socket);
     tracing::info!("stopped");
     Ok(())
 }

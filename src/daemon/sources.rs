@@ -1,19 +1,20 @@
-//! Starts the log readers: one per file, for literal paths and for files matching a
-//! glob (re-scanned when their directory changes and periodically, so files created
-//! later are picked up), however many jails read it; and one reader for the journal. Every reader shares one context.
+//! Which sources a generation follows: one per file, for literal paths and for files
+//! matching a glob (re-scanned when their directory changes and periodically, so
+//! files created later are picked up), however many jails read it; one per named
+//! pipe; and one for the journal. Each runs `source::follow` with its subscribers.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::task::TaskTracker;
 
-use super::pipeline::{self, JournalSubscriber, ReaderContext, Subscriber, Unsaved};
+use super::pipeline::{ReaderContext, Subscriber};
 use crate::config::{is_glob, FileWatch, JailConfig};
 use crate::filter::Framer;
-use crate::source::DirWatcher;
+use crate::source::{DirWatcher, FileSource, Unsaved};
 
 /// How often glob patterns are expanded again.
 pub const GLOB_RESCAN: Duration = Duration::from_secs(10);
@@ -52,15 +53,7 @@ impl FileSources {
                     glob: is_glob(&text)
                         .then(|| glob::Pattern::new(&text).ok())
                         .flatten(),
-                    subscriber: Subscriber {
-                        jail: index,
-                        filter: jail.filter.clone(),
-                        framer: Framer {
-                            tz: jail.logtimezone,
-                            pattern: jail.filter.datepattern().cloned(),
-                        },
-                        proxies: jail.trusted_proxies.clone(),
-                    },
+                    subscriber: line_subscriber(index, jail),
                 });
             }
         }
@@ -96,8 +89,9 @@ impl FileSources {
 
     /// Starts a reader for every file not followed yet. At start (`initial`), files
     /// without a saved position are read from their end; files found later, from
-    /// their start.
-    pub fn start_new(&mut self, initial: bool) {
+    /// their start. Returns a signal per reader started, answered once it is open.
+    pub fn start_new(&mut self, initial: bool) -> Vec<oneshot::Receiver<()>> {
+        let mut opened = Vec::new();
         let mut paths: Vec<PathBuf> = Vec::new();
         for p in &self.patterns {
             match &p.glob {
@@ -126,15 +120,13 @@ impl FileSources {
             if !initial {
                 tracing::info!(file = %path.display(), "a new file matches a logpath glob");
             }
-            self.tasks.spawn(pipeline::follow_file(
-                path.clone(),
-                subscribers,
-                wake,
-                unsaved,
-                self.cx.clone(),
-            ));
+            let (open, is_open) = oneshot::channel();
+            let source = FileSource::new(path.clone(), unsaved, wake, self.cx.poll);
+            self.cx.spawn(&self.tasks, source, subscribers, Some(open));
+            opened.push(is_open);
             self.running.insert(path);
         }
+        opened
     }
 
     /// Every jail whose logpath names or matches `path`.
@@ -160,7 +152,7 @@ pub async fn rescan_globs(sources: Arc<Mutex<FileSources>>, cx: ReaderContext) {
         .clone();
     loop {
         tokio::select! {
-            _ = cx.shutdown.cancelled() => return,
+            _ = cx.follow.stop.cancelled() => return,
             _ = changed.notified() => {}
             _ = tokio::time::sleep(GLOB_RESCAN) => {}
         }
@@ -171,17 +163,44 @@ pub async fn rescan_globs(sources: Arc<Mutex<FileSources>>, cx: ReaderContext) {
     }
 }
 
+/// How `jail` reads the plain lines of a file or pipe.
+pub fn line_subscriber(index: usize, jail: &JailConfig) -> Subscriber {
+    Subscriber {
+        jail: index,
+        filter: jail.filter.clone(),
+        framer: Framer {
+            tz: jail.logtimezone,
+            pattern: jail.filter.datepattern().cloned(),
+        },
+        proxies: jail.trusted_proxies.clone(),
+        matches: None,
+    }
+}
+
+/// Each named pipe the jails read, with the jails reading it.
+pub fn pipe_subscribers(jails: &[JailConfig]) -> Vec<(PathBuf, Vec<Subscriber>)> {
+    let mut pipes: Vec<(PathBuf, Vec<Subscriber>)> = Vec::new();
+    for (index, jail) in jails.iter().enumerate() {
+        for path in &jail.pipe {
+            let sub = line_subscriber(index, jail);
+            match pipes.iter_mut().find(|(p, _)| p == path) {
+                Some((_, subs)) => subs.push(sub),
+                None => pipes.push((path.clone(), vec![sub])),
+            }
+        }
+    }
+    pipes
+}
+
 /// The journal reader's subscribers: the jails with journal matches.
-pub fn journal_subscribers(jails: &[JailConfig]) -> Vec<JournalSubscriber> {
+pub fn journal_subscribers(jails: &[JailConfig]) -> Vec<Subscriber> {
     jails
         .iter()
         .enumerate()
         .filter_map(|(index, j)| {
-            j.journal.clone().map(|matches| JournalSubscriber {
-                jail: index,
-                filter: j.filter.clone(),
-                matches,
-                proxies: j.trusted_proxies.clone(),
+            j.journal.clone().map(|matches| Subscriber {
+                matches: Some(matches),
+                ..line_subscriber(index, j)
             })
         })
         .collect()

@@ -9,48 +9,27 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::store::FilePosition;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::{decode_position, encode_position, Batch, LineSplitter, Lines, Source};
+
+/// Where a file reader stands, and which file it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePosition {
+    pub dev: u64,
+    pub ino: u64,
+    /// Hash of the file's first line (its first 1 KiB), once it had one.
+    pub head: Option<u64>,
+    /// Bytes of complete lines handled.
+    pub offset: u64,
+}
 
 /// Bytes read before `read` returns so the caller can process them.
 const READ_BUDGET: usize = 1024 * 1024;
-
-/// A batch of complete lines in one buffer.
-#[derive(Default, Debug)]
-pub struct Lines {
-    data: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Lines {
-    fn push(&mut self, line: &[u8]) {
-        self.data.extend_from_slice(line);
-        self.ends.push(self.data.len());
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.ends.clear();
-    }
-
-    /// The lines, without their newline.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let line = &self.data[start..end];
-            start = end;
-            line
-        })
-    }
-}
 
 /// What one `read` saw.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -90,9 +69,7 @@ pub struct FileTail {
     consumed: u64,
     /// Hash of the current file's first line, once known.
     head: Option<u64>,
-    partial: Vec<u8>,
-    /// The current line passed the cap; drop bytes until its newline.
-    overlong: bool,
+    lines: LineSplitter,
     max_line: usize,
     buf: Vec<u8>,
 }
@@ -107,8 +84,7 @@ impl FileTail {
             offset: 0,
             consumed: 0,
             head: None,
-            partial: Vec::new(),
-            overlong: false,
+            lines: LineSplitter::default(),
             max_line: max_line.max(1),
             buf: vec![0; 64 * 1024],
         }
@@ -147,8 +123,7 @@ impl FileTail {
         self.offset = offset;
         self.consumed = offset;
         self.head = head;
-        self.partial.clear();
-        self.overlong = false;
+        self.lines.clear();
         if let Some(f) = self.file.as_mut() {
             f.seek(SeekFrom::Start(offset))?;
         }
@@ -194,8 +169,7 @@ impl FileTail {
                 self.offset = 0;
                 self.consumed = 0;
                 self.head = None;
-                self.partial.clear();
-                self.overlong = false;
+                self.lines.clear();
                 report.truncated = true;
             }
             if self.drain(out, &mut budget)? {
@@ -206,7 +180,7 @@ impl FileTail {
                 Ok(meta) if self.id == Some((meta.dev(), meta.ino())) => return Ok(report),
                 Ok(meta) => {
                     // Rotated (or appeared): the old file was read to its end above.
-                    self.finish_partial(out);
+                    self.lines.finish(out);
                     match File::open(&self.path) {
                         Ok(f) => {
                             report.rotated |= self.id.is_some();
@@ -253,25 +227,9 @@ impl FileTail {
             };
             let base = self.offset;
             self.offset += n as u64;
-            let mut rest = &self.buf[..n];
-            while let Some(pos) = memchr::memchr(b'\n', rest) {
-                let (head, tail) = (&rest[..pos], &rest[pos + 1..]);
-                self.consumed = base + (n - rest.len() + pos + 1) as u64;
-                if !self.overlong {
-                    let room = self.max_line.saturating_sub(self.partial.len());
-                    self.partial
-                        .extend_from_slice(&head[..head.len().min(room)]);
-                }
-                out.push(&self.partial);
-                self.partial.clear();
-                self.overlong = false;
-                rest = tail;
-            }
-            if !self.overlong {
-                let room = self.max_line.saturating_sub(self.partial.len());
-                self.partial
-                    .extend_from_slice(&rest[..rest.len().min(room)]);
-                self.overlong = rest.len() > room;
+            let done = self.lines.feed(&self.buf[..n], self.max_line, out);
+            if done > 0 {
+                self.consumed = base + done as u64;
             }
             if self.head.is_none() && self.consumed > 0 {
                 self.head = first_line_hash(file);
@@ -282,14 +240,158 @@ impl FileTail {
             }
         }
     }
+}
 
-    /// The last line of a finished (rotated) file may lack its newline: it is complete.
-    fn finish_partial(&mut self, out: &mut Lines) {
-        if !self.partial.is_empty() {
-            out.push(&self.partial);
-            self.partial.clear();
+/// Where a reader of a file with no saved position starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsaved {
+    /// At the end: a file present when gaoler starts (its past is history).
+    End,
+    /// At the start: a file that appeared while gaoler runs (all of it is new).
+    Start,
+}
+
+/// A log file as a [`Source`]: a `FileTail` read off the runtime, woken by inotify
+/// (`wake`) or every `poll`.
+pub struct FileSource {
+    path: PathBuf,
+    unsaved: Unsaved,
+    wake: Option<Arc<Notify>>,
+    poll: Duration,
+    /// `None` before `open`, and while a read runs on the blocking pool.
+    tail: Option<FileTail>,
+    /// The position as of the last batch handed out.
+    reported: Option<FilePosition>,
+    /// The last read error, logged once until it changes.
+    last_error: Option<String>,
+}
+
+impl FileSource {
+    pub fn new(path: PathBuf, unsaved: Unsaved, wake: Option<Arc<Notify>>, poll: Duration) -> Self {
+        FileSource {
+            path,
+            unsaved,
+            wake,
+            poll,
+            tail: None,
+            reported: None,
+            last_error: None,
         }
-        self.overlong = false;
+    }
+
+    /// Waits for an inotify event or the poll timer.
+    async fn wait(&self) {
+        let notified = async {
+            match &self.wake {
+                Some(w) => w.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(self.poll) => {}
+        }
+    }
+}
+
+/// The key a file's position is saved under.
+fn file_key(path: &Path) -> Vec<u8> {
+    let mut key = b"f/".to_vec();
+    key.extend_from_slice(path.as_os_str().as_encoded_bytes());
+    key
+}
+
+impl Source for FileSource {
+    fn name(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    fn key(&self) -> Option<Vec<u8>> {
+        Some(file_key(&self.path))
+    }
+
+    async fn open(&mut self, saved: Option<Vec<u8>>, cap: usize) {
+        let path = &self.path;
+        let saved: Option<FilePosition> = saved.as_deref().and_then(decode_position);
+        let mut tail = FileTail::new(path, cap);
+        let start = match (saved, self.unsaved) {
+            (None, Unsaved::Start) => tail.resume_from_start(),
+            (saved, _) => tail.resume(saved),
+        };
+        match start {
+            Ok(Start::AtEnd) => tracing::info!(file = %path.display(), "following from the end"),
+            Ok(Start::Resumed { offset }) => {
+                tracing::info!(file = %path.display(), offset, "resuming where gaoler left off")
+            }
+            Ok(Start::Replaced) => {
+                tracing::info!(file = %path.display(), "file was replaced while gaoler was down; reading it from the start")
+            }
+            Ok(Start::Truncated) => {
+                tracing::info!(file = %path.display(), "file was truncated while gaoler was down; reading it from the start")
+            }
+            Ok(Start::New) => {
+                tracing::info!(file = %path.display(), "following a new file from its start")
+            }
+            Ok(Start::Missing) => {
+                tracing::warn!(file = %path.display(), "log file does not exist yet; it will be read once it appears")
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %crate::util::io_reason(&e), "cannot open log file; retrying")
+            }
+        }
+        self.reported = saved;
+        self.tail = Some(tail);
+    }
+
+    async fn read(&mut self, batch: &mut Batch) -> bool {
+        loop {
+            let Some(mut tail) = self.tail.take() else {
+                return false;
+            };
+            let mut lines = std::mem::take(batch.lines_mut());
+            let done = tokio::task::spawn_blocking(move || {
+                let r = tail.read(&mut lines);
+                (tail, lines, r)
+            })
+            .await;
+            let Ok((tail, lines, result)) = done else {
+                return false;
+            };
+            *batch.lines_mut() = lines;
+            let position = tail.position();
+            self.tail = Some(tail);
+            let more = match result {
+                Ok(report) => {
+                    self.last_error = None;
+                    if report.rotated {
+                        tracing::info!(file = %self.path.display(), "log file rotated; following the new file");
+                    }
+                    if report.truncated {
+                        tracing::info!(file = %self.path.display(), "log file truncated; reading from its start");
+                    }
+                    report.more
+                }
+                Err(e) => {
+                    let reason = crate::util::io_reason(&e);
+                    if self.last_error.as_ref() != Some(&reason) {
+                        tracing::warn!(file = %self.path.display(), error = %reason, "cannot read log file; retrying");
+                        self.last_error = Some(reason);
+                    }
+                    false
+                }
+            };
+            if !batch.is_empty() || position != self.reported {
+                self.reported = position;
+                return true;
+            }
+            if !more {
+                self.wait().await;
+            }
+        }
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        self.reported.map(encode_position)
     }
 }
 
@@ -539,5 +641,39 @@ mod tests {
         read_all(&mut tail);
         assert_eq!(tail.position().map(|p| p.offset), Some(5));
         assert!(tail.position().and_then(|p| p.head).is_some());
+    }
+
+    #[test]
+    fn version_1_position_records_still_load() {
+        // As gaoler 0.1 saved them under `f/<path>`.
+        let v1 = br#"{"v":1,"dev":2049,"ino":131,"head":1234567,"offset":4096}"#;
+        assert_eq!(
+            decode_position::<FilePosition>(v1),
+            Some(FilePosition {
+                dev: 2049,
+                ino: 131,
+                head: Some(1234567),
+                offset: 4096
+            })
+        );
+        assert_eq!(
+            decode_position::<FilePosition>(&encode_position(FilePosition {
+                dev: 1,
+                ino: 2,
+                head: None,
+                offset: 3
+            }))
+            .map(|p| p.offset),
+            Some(3)
+        );
+        assert_eq!(
+            decode_position::<FilePosition>(br#"{"v":99,"dev":1,"ino":2,"head":null,"offset":3}"#),
+            None,
+            "newer"
+        );
+        assert_eq!(
+            file_key(Path::new("/var/log/auth.log")),
+            b"f//var/log/auth.log"
+        );
     }
 }

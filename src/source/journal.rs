@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 use std::process::Stdio;
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use super::{decode_position, encode_position, Batch, Fields, Meta, Source};
 use crate::types::Timestamp;
 
 /// Longest journal entry (JSON line) accepted; journald itself caps far below this.
@@ -59,9 +62,13 @@ impl Matches {
     }
 
     pub fn accepts(&self, entry: &Entry) -> bool {
+        self.accepts_fields(&entry.fields)
+    }
+
+    /// True when `fields` (an entry's, as a batch carries them) match.
+    pub fn accepts_fields(&self, fields: &Fields) -> bool {
         self.fields.iter().all(|(field, values)| {
-            entry
-                .fields
+            fields
                 .get(field)
                 .is_some_and(|v| values.iter().any(|want| want == v))
         })
@@ -200,6 +207,168 @@ impl Follower {
             .map(|s| s.to_string())
             .unwrap_or_default();
         format!("{status}: {}", err.trim())
+    }
+}
+
+/// The journal's position: the cursor of the last entry handed out.
+#[derive(Serialize, Deserialize)]
+struct JournalPosition {
+    cursor: String,
+}
+
+/// Entries read in one batch at most (a burst is handed on in parts).
+const MAX_ENTRIES: usize = 4096;
+
+/// The systemd journal as a [`Source`]: one `journalctl --follow`, restarted with
+/// backoff when it ends; entries carry the fields `wanted` (the jails' matches).
+pub struct JournalSource {
+    journalctl: String,
+    wanted: Vec<String>,
+    start: StartAt,
+    follower: Option<Follower>,
+    /// Set when journalctl is missing: the source has ended.
+    gone: bool,
+    backoff: Duration,
+    got_any: bool,
+    buf: Vec<u8>,
+}
+
+impl JournalSource {
+    /// Follows the journal with `journalctl`, keeping the fields in `wanted`.
+    pub fn new(journalctl: &str, wanted: impl IntoIterator<Item = String>) -> Self {
+        let mut wanted: Vec<String> = wanted.into_iter().collect();
+        wanted.sort();
+        wanted.dedup();
+        JournalSource {
+            journalctl: journalctl.to_string(),
+            wanted,
+            start: StartAt::Now,
+            follower: None,
+            gone: false,
+            backoff: Duration::from_secs(1),
+            got_any: false,
+            buf: Vec::new(),
+        }
+    }
+
+    fn missing() {
+        tracing::error!(
+            "journal sources need `journalctl` (systemd); jails reading the journal see nothing"
+        );
+    }
+
+    /// journalctl ended: says why, and waits before the next one.
+    async fn restart(&mut self, follower: Follower) {
+        let why = follower.finish().await;
+        if !self.got_any && matches!(self.start, StartAt::After(_)) && why.contains("cursor") {
+            tracing::warn!(reason = %why, "journalctl does not know the saved cursor; following from now");
+            self.start = StartAt::Now;
+        } else {
+            tracing::warn!(reason = %why, "journalctl stopped; restarting it");
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = if self.got_any {
+            Duration::from_secs(1)
+        } else {
+            (self.backoff * 2).min(Duration::from_secs(30))
+        };
+    }
+}
+
+impl Source for JournalSource {
+    fn name(&self) -> String {
+        "journal".into()
+    }
+
+    fn key(&self) -> Option<Vec<u8>> {
+        Some(b"journal".to_vec())
+    }
+
+    /// After the saved cursor; else at the journal's tail, found now (before the
+    /// daemon is ready, so nothing logged after that can be missed).
+    async fn open(&mut self, saved: Option<Vec<u8>>, _cap: usize) {
+        if let Some(p) = saved
+            .as_deref()
+            .and_then(decode_position::<JournalPosition>)
+        {
+            self.start = StartAt::After(p.cursor);
+            return;
+        }
+        self.start = match tail(&self.journalctl).await {
+            Ok(start) => start,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Self::missing();
+                self.gone = true;
+                StartAt::Now
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::util::io_reason(&e), "cannot read the journal's tail; following from now");
+                StartAt::Now
+            }
+        };
+    }
+
+    async fn read(&mut self, batch: &mut Batch) -> bool {
+        while !self.gone {
+            let mut follower = match self.follower.take() {
+                Some(f) => f,
+                None => match Follower::spawn(&self.journalctl, &self.start) {
+                    Ok(f) => {
+                        tracing::info!(start = ?self.start, "following the journal");
+                        self.got_any = false;
+                        f
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Self::missing();
+                        self.gone = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %crate::util::io_reason(&e), "cannot start journalctl; retrying");
+                        tokio::time::sleep(self.backoff).await;
+                        continue;
+                    }
+                },
+            };
+            loop {
+                if !matches!(follower.next_line(&mut self.buf).await, Ok(true)) {
+                    break;
+                }
+                self.got_any = true;
+                let wanted = self.wanted.iter().map(String::as_str);
+                if let Some(entry) = parse_entry(&self.buf, wanted) {
+                    batch.push_entry(
+                        &entry.message,
+                        Meta {
+                            time: entry.time,
+                            fields: entry.fields,
+                        },
+                    );
+                    self.start = StartAt::After(entry.cursor);
+                }
+                // A burst is handed on once read (or in parts), not entry by entry.
+                if !follower.has_buffered() || batch.len() >= MAX_ENTRIES {
+                    self.follower = Some(follower);
+                    return true;
+                }
+            }
+            if !batch.is_empty() {
+                // Hand on what was read first; the next read finds journalctl ended.
+                self.follower = Some(follower);
+                return true;
+            }
+            self.restart(follower).await;
+        }
+        false
+    }
+
+    fn position(&self) -> Option<Vec<u8>> {
+        match &self.start {
+            StartAt::After(cursor) => Some(encode_position(JournalPosition {
+                cursor: cursor.clone(),
+            })),
+            _ => None,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Durable state behind small traits: current bans and per-(jail, target) ban
 //! history (`BanStore`, owned by the ban manager), and the log sources' read positions
-//! (`PositionStore`, one key per reader). `sled` is the real store; `memory` is a fake for unit tests of the core.
+//! (`source::Positions`: opaque bytes, one key per source). `sled` is the real store; `memory` is a fake for unit tests of the core.
 //! Records carry a format version so old state directories keep loading.
 
 mod memory;
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
-pub use positions::{FilePosition, MemoryPositions, PositionStore};
+pub use positions::MemoryPositions;
 pub use sled_store::{SledPositions, SledStore};
 
 use crate::types::{Ban, Target, Timestamp};

@@ -8,14 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use super::positions::{
-    encode_cursor, encode_file, file_key, CursorRecord, FilePosition, PositionRecord,
-    PositionStore, JOURNAL_KEY,
-};
 use super::{
     ban_key, history_key, recent_key, with_recent, BanRecord, BanStore, History, HistoryRecord,
     RecentBan, RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
 };
+use crate::source::{PositionError, Positions};
 use crate::types::{Ban, Target};
 
 const META_FORMAT: &[u8] = b"meta/format";
@@ -240,10 +237,6 @@ fn state(h: &Handles) -> &sled::Tree {
     &h.tree
 }
 
-fn positions(h: &Handles) -> &sled::Tree {
-    &h.positions
-}
-
 fn db_err(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
     move |e| StoreError::Db {
         doing,
@@ -430,32 +423,15 @@ impl SledPositions {
     }
 }
 
-impl PositionStore for SledPositions {
-    fn file(&self, path: &Path) -> Result<Option<FilePosition>, StoreError> {
-        Ok(read_json::<PositionRecord>(
-            &self.db,
-            positions,
-            file_key(path),
-            "reading a read position",
-        )?
-        .map(|r| r.position))
+impl Positions for SledPositions {
+    fn load(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PositionError> {
+        let value = self
+            .db
+            .with("reading a read position", |h| h.positions.get(key))?;
+        Ok(value.map(|v| v.to_vec()))
     }
 
-    fn save_file(&self, path: &Path, position: &FilePosition) -> Result<(), StoreError> {
-        self.put(&file_key(path), encode_file(position))
-    }
-
-    fn journal_cursor(&self) -> Result<Option<String>, StoreError> {
-        Ok(read_json::<CursorRecord>(
-            &self.db,
-            positions,
-            JOURNAL_KEY,
-            "reading the journal cursor",
-        )?
-        .map(|r| r.cursor))
-    }
-
-    fn save_journal_cursor(&self, cursor: &str) -> Result<(), StoreError> {
-        self.put(JOURNAL_KEY, encode_cursor(cursor))
+    fn save(&self, key: &[u8], position: &[u8]) -> Result<(), PositionError> {
+        Ok(self.put(key, position.to_vec())?)
     }
 }

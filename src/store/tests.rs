@@ -1,6 +1,7 @@
 //! The store contract, run against both the memory fake and real sled on disk.
 
 use super::*;
+use crate::source::Positions;
 use chrono::{TimeZone, Utc};
 
 fn ban(ip: &str, count: u32) -> Ban {
@@ -131,23 +132,20 @@ fn a_newer_format_is_refused_with_a_clear_error() {
     }
 }
 
-fn positions_contract(p: &dyn PositionStore) {
-    let path = std::path::Path::new("/var/log/auth.log");
-    assert_eq!(p.file(path).expect("read"), None);
-    let pos = FilePosition {
-        dev: 1,
-        ino: 2,
-        head: Some(3),
-        offset: 4,
-    };
-    p.save_file(path, &pos).expect("save");
-    assert_eq!(p.file(path).expect("read"), Some(pos));
-    assert_eq!(p.file(std::path::Path::new("/other")).expect("read"), None);
-    assert_eq!(p.journal_cursor().expect("read"), None);
-    p.save_journal_cursor("s=abc;i=1").expect("save");
+fn positions_contract(p: &dyn Positions) {
+    let file = b"f//var/log/auth.log";
+    assert_eq!(p.load(file).expect("read"), None);
+    p.save(file, b"position one").expect("save");
     assert_eq!(
-        p.journal_cursor().expect("read").as_deref(),
-        Some("s=abc;i=1")
+        p.load(file).expect("read").as_deref(),
+        Some(&b"position one"[..])
+    );
+    assert_eq!(p.load(b"f//other").expect("read"), None);
+    p.save(b"journal", b"cursor").expect("save");
+    p.save(file, b"position two").expect("save");
+    assert_eq!(
+        p.load(file).expect("read").as_deref(),
+        Some(&b"position two"[..])
     );
 }
 
@@ -162,29 +160,12 @@ fn positions_are_kept_in_memory_and_in_sled_across_reopen() {
     let store = reopen(dir.path()).expect("reopen");
     let p = store.positions();
     assert_eq!(
-        p.file(std::path::Path::new("/var/log/auth.log"))
-            .expect("read")
-            .map(|p| p.offset),
-        Some(4)
+        p.load(b"f//var/log/auth.log").expect("read").as_deref(),
+        Some(&b"position two"[..])
     );
     assert_eq!(
-        p.journal_cursor().expect("read").as_deref(),
-        Some("s=abc;i=1")
-    );
-}
-
-#[test]
-fn version_1_position_records_still_load() {
-    let v1 = r#"{"v":1,"dev":2049,"ino":131,"head":1234567,"offset":4096}"#;
-    let rec: positions::PositionRecord = serde_json::from_str(v1).expect("v1 loads");
-    assert_eq!(
-        rec.position,
-        FilePosition {
-            dev: 2049,
-            ino: 131,
-            head: Some(1234567),
-            offset: 4096
-        }
+        p.load(b"journal").expect("read").as_deref(),
+        Some(&b"cursor"[..])
     );
 }
 
