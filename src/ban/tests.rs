@@ -2,11 +2,17 @@
 
 use std::sync::Mutex;
 
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::sync::oneshot;
+
 use super::*;
 use crate::config::{Action, Protocol, RecidiveConfig, RECIDIVE};
 use crate::firewall::{MemoryFirewall, Rule};
+use crate::store::{StoreChange, StoreError};
 use crate::store::{History, MemoryStore};
 use crate::types::TokioClock;
+use crate::types::{IgnoreList, Increment};
 
 /// A memory store the test can still look into after handing it to the manager.
 #[derive(Clone, Default)]

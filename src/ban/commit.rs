@@ -1,0 +1,168 @@
+//! The ban manager's write path. A ban goes to the store and the kernel together and
+//! enters the book (what `ctl banned` shows) only once both took it; an unban goes
+//! store first, then kernel, then book. What the store or the kernel refuses waits in
+//! the retry queue (`upkeep.rs` sends it again).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::time::Instant;
+
+use super::events::{BanEvent, Ended};
+use super::{transaction, BanError, BanManager};
+use crate::firewall::Firewall;
+use crate::store::StoreChange;
+use crate::types::{Ban, Target, Timestamp};
+
+impl<F: Firewall> BanManager<F> {
+    /// Store and kernel, then the book: a ban `ctl` shows is in both. The store's
+    /// flush runs while nft works (one waits for the disk, the other for the kernel);
+    /// when the store refuses, the kernel change is taken back.
+    pub(super) async fn commit_bans(
+        &mut self,
+        bans: Vec<Ban>,
+        now: Timestamp,
+    ) -> Result<(), BanError> {
+        if bans.is_empty() {
+            return Ok(());
+        }
+        let mut changes: Vec<StoreChange> = bans.iter().cloned().map(StoreChange::Put).collect();
+        // Recent bans are kept only when recidive needs them: one write a ban otherwise.
+        if self.recidive.is_some() {
+            changes.extend(bans.iter().cloned().map(StoreChange::NoteRecent));
+        }
+        let kernel = self.desired().ban_changes(&bans, now);
+        let store = &mut self.store;
+        let joined = std::time::Instant::now();
+        let (applied, stored) = tokio::join!(
+            transaction(&self.stats, self.firewall.apply(&kernel)),
+            async { store.commit(&changes) }
+        );
+        tracing::debug!(
+            bans = bans.len(),
+            store_and_kernel_us = joined.elapsed().as_micros() as u64,
+            "bans stored and sent"
+        );
+        if let Err(e) = stored {
+            if applied.is_ok() {
+                self.take_back(&bans, now).await;
+            }
+            return Err(e.into());
+        }
+        match applied {
+            Ok(()) => {
+                if !self.waiting.pending.is_empty() {
+                    for ban in &bans {
+                        self.waiting.pending.remove(&(ban.jail.clone(), ban.target));
+                    }
+                }
+                self.banned(bans);
+                // The kernel takes changes again: what waits for a retry goes now.
+                self.waiting.kernel_works(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, bans = bans.len(), "kernel did not take the bans; they are saved and will be retried");
+                for ban in bans {
+                    self.waiting
+                        .pending
+                        .insert((ban.jail.clone(), ban.target), ban);
+                }
+                self.waiting.schedule(Instant::now());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Puts the elements of `bans` back as the book and pending bans say, after the
+    /// store refused them; what fails here the reconciler repairs.
+    async fn take_back(&mut self, bans: &[Ban], now: Timestamp) {
+        let desired = self.desired();
+        let undo = desired.settle(&desired.set_keys(bans), now);
+        if let Err(e) = transaction(&self.stats, self.firewall.apply(&undo)).await {
+            tracing::warn!(error = %e, "could not take back kernel elements the store refused; the reconciler will");
+        }
+    }
+
+    /// Bans now in force in store and kernel: logged, counted, announced, and in the
+    /// book.
+    pub(super) fn banned(&mut self, bans: Vec<Ban>) {
+        self.ban_log.log(&bans);
+        self.outputs
+            .emit(|| BanEvent::Banned(bans.as_slice().into()));
+        self.stats.bans.fetch_add(bans.len() as u64, Relaxed);
+        // Per jail: how many (a batch rarely spans more than a few jails).
+        let mut per_jail: Vec<(String, u64)> = Vec::new();
+        for ban in bans {
+            match per_jail.iter_mut().find(|(j, _)| *j == ban.jail) {
+                Some((_, n)) => *n += 1,
+                None => per_jail.push((ban.jail.clone(), 1)),
+            }
+            self.book.insert(ban);
+        }
+        for (jail, n) in per_jail {
+            if let Some(c) = self.stats.jail(&jail) {
+                c.total_banned.fetch_add(n, Relaxed);
+            }
+            self.refresh_count(&jail);
+        }
+    }
+
+    pub(super) async fn unban(
+        &mut self,
+        target: Option<&Target>,
+        jail: Option<&str>,
+    ) -> Result<Vec<Ban>, BanError> {
+        if let Some(j) = jail {
+            if !self.jails.contains_key(j) {
+                return Err(BanError::UnknownJail(j.to_string()));
+            }
+        }
+        let lifted = self.matching(jail, target);
+        if lifted.is_empty() {
+            return Ok(lifted);
+        }
+        // A shared set keeps the element while another of its jails still bans the target.
+        let keys = self.desired().set_keys(&lifted);
+        self.forget(&lifted)?;
+        let now = self.clock.now();
+        let kernel = self.desired().settle(&keys, now);
+        if let Err(e) = transaction(&self.stats, self.firewall.apply(&kernel)).await {
+            tracing::error!(error = %e, "kernel did not take the unbans; retrying");
+            self.waiting.unbans.extend(keys);
+            self.waiting.schedule(Instant::now());
+            return Err(e.into());
+        }
+        Ok(lifted)
+    }
+
+    /// Current and pending bans matching the optional jail and target.
+    pub(super) fn matching(&self, jail: Option<&str>, target: Option<&Target>) -> Vec<Ban> {
+        let mut found = self.book.select(jail, target);
+        found.extend(
+            self.waiting
+                .pending
+                .values()
+                .filter(|b| {
+                    jail.is_none_or(|j| b.jail == j) && target.is_none_or(|t| b.target == *t)
+                })
+                .cloned(),
+        );
+        found
+    }
+
+    /// Lifted bans leave the store, then the book; the kernel is the caller's.
+    pub(super) fn forget(&mut self, lifted: &[Ban]) -> Result<(), BanError> {
+        let removes: Vec<StoreChange> = lifted.iter().cloned().map(StoreChange::Remove).collect();
+        self.store.commit(&removes)?;
+        for ban in lifted {
+            self.waiting.pending.remove(&(ban.jail.clone(), ban.target));
+            // Pending bans were never counted as bans, so neither as unbans.
+            if let Some(gone) = self.book.remove(&ban.jail, &ban.target) {
+                self.ended(&gone, Ended::Lifted);
+            }
+            tracing::info!(jail = %ban.jail, target = %ban.target, "unban");
+        }
+        self.refresh_counts();
+        Ok(())
+    }
+}

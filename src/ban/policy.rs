@@ -1,0 +1,222 @@
+//! What a jail's bans are: its kernel set, its bantime with escalation for repeat
+//! offenders (`[bantime_increment]`, counted from the target's history), its ignore
+//! list, and the rule that prefixes of one jail never overlap. Pure: the caller
+//! brings the history, what the jail already bans, `now` and the random factor.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::BanError;
+use crate::config::Config;
+use crate::store::History;
+use crate::types::{Ban, BanTime, IgnoreList, Increment, Target, Timestamp};
+
+/// What a jail's bans need from the config.
+#[derive(Clone, Debug)]
+pub struct BanPolicy {
+    /// The set group its bans go to: the jail's name, or a `set` shared with others.
+    pub set: String,
+    pub bantime: BanTime,
+    pub ignore: IgnoreList,
+    pub increment: Option<Increment>,
+}
+
+/// Policies of the jails `config` runs (`recidive` included when it is on).
+pub fn policies(config: &Config) -> BTreeMap<String, BanPolicy> {
+    config
+        .active_jails()
+        .into_iter()
+        .map(|j| {
+            (
+                j.name,
+                BanPolicy {
+                    set: j.set,
+                    bantime: j.bantime,
+                    ignore: j.ignore,
+                    increment: j.increment,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The set group `jail`'s bans go to (its own name when it has no policy).
+pub fn set_of<'a>(jails: &'a BTreeMap<String, BanPolicy>, jail: &'a str) -> &'a str {
+    jails.get(jail).map_or(jail, |p| p.set.as_str())
+}
+
+/// What a new ban is asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub jail: &'a str,
+    pub target: Target,
+    /// An explicit length (`ctl ban --bantime`), taken as given.
+    pub bantime: Option<BanTime>,
+}
+
+/// The ban `request` makes at `now` under `jails`. `held` are the targets `jail`
+/// bans already (current or pending); `history` the target's latest ban in the jail,
+/// counted only within `horizon`; `random` in `0..=1` for `rndtime`.
+pub fn new_ban<'t>(
+    jails: &BTreeMap<String, BanPolicy>,
+    request: Request<'_>,
+    held: impl IntoIterator<Item = &'t Target>,
+    history: Option<History>,
+    horizon: Duration,
+    now: Timestamp,
+    random: f64,
+) -> Result<Ban, BanError> {
+    let Request {
+        jail,
+        target,
+        bantime,
+    } = request;
+    let policy = jails
+        .get(jail)
+        .ok_or_else(|| BanError::UnknownJail(jail.to_string()))?;
+    // Prefixes of one jail share an interval set: nft refuses overlapping ones.
+    if !target.is_single() {
+        let overlapping = held.into_iter().copied().find(|t| {
+            !t.is_single()
+                && *t != target
+                && (t.net().contains(&target.net()) || target.net().contains(&t.net()))
+        });
+        if let Some(existing) = overlapping {
+            return Err(BanError::Overlaps {
+                target,
+                existing,
+                jail: jail.to_string(),
+            });
+        }
+    }
+    if policy.ignore.covers(&target) {
+        return Err(BanError::Ignored {
+            target,
+            jail: jail.to_string(),
+        });
+    }
+    // History older than the horizon is forgotten: the count starts again.
+    let horizon = chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::MAX);
+    let count = history
+        .filter(|h| now - h.last_banned_at <= horizon)
+        .map_or(0, |h| h.count)
+        + 1;
+    let bantime = match (bantime, &policy.increment, policy.bantime) {
+        (Some(explicit), _, _) => explicit,
+        (None, Some(inc), BanTime::Finite(base)) => {
+            BanTime::Finite(inc.bantime(base, count, random))
+        }
+        (None, _, configured) => configured,
+    };
+    Ok(Ban {
+        target,
+        jail: jail.to_string(),
+        banned_at: now,
+        expires_at: bantime.expiry_from(now),
+        count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::test_time as t0;
+
+    fn t(s: &str) -> Target {
+        s.parse().expect("target")
+    }
+
+    fn jails() -> BTreeMap<String, BanPolicy> {
+        BTreeMap::from([(
+            "sshd".to_string(),
+            BanPolicy {
+                set: "sshd".into(),
+                bantime: BanTime::Finite(Duration::from_secs(600)),
+                ignore: IgnoreList::new(vec!["192.0.2.0/24".parse().expect("net")]),
+                increment: Some(Increment {
+                    factor: 2.0,
+                    multipliers: vec![],
+                    maxtime: None,
+                    rndtime: Duration::ZERO,
+                }),
+            },
+        )])
+    }
+
+    fn ask(target: &str) -> Request<'static> {
+        Request {
+            jail: "sshd",
+            target: t(target),
+            bantime: None,
+        }
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn the_count_grows_from_history_within_the_horizon_and_escalates_the_bantime() {
+        let j = jails();
+        let first = new_ban(&j, ask("203.0.113.5"), [], None, DAY, t0(), 0.0).expect("ban");
+        assert_eq!(
+            (first.count, first.expires_at),
+            (1, Some(t0() + chrono::Duration::seconds(600)))
+        );
+        let recent = History {
+            count: 2,
+            last_banned_at: t0() - chrono::Duration::hours(1),
+        };
+        let third = new_ban(&j, ask("203.0.113.5"), [], Some(recent), DAY, t0(), 0.0).expect("ban");
+        assert_eq!(third.count, 3);
+        assert_eq!(
+            third.expires_at,
+            Some(t0() + chrono::Duration::seconds(2400))
+        );
+        let old = History {
+            last_banned_at: t0() - chrono::Duration::days(2),
+            ..recent
+        };
+        let again = new_ban(&j, ask("203.0.113.5"), [], Some(old), DAY, t0(), 0.0).expect("ban");
+        assert_eq!(again.count, 1, "history past the horizon is forgotten");
+    }
+
+    #[test]
+    fn an_explicit_bantime_wins_and_permanent_never_expires() {
+        let j = jails();
+        let req = Request {
+            bantime: Some(BanTime::Permanent),
+            ..ask("203.0.113.5")
+        };
+        let ban = new_ban(&j, req, [], None, DAY, t0(), 0.0).expect("ban");
+        assert_eq!(ban.expires_at, None);
+    }
+
+    #[test]
+    fn ignored_unknown_and_overlapping_requests_are_refused() {
+        let j = jails();
+        assert!(matches!(
+            new_ban(&j, ask("192.0.2.9"), [], None, DAY, t0(), 0.0),
+            Err(BanError::Ignored { .. })
+        ));
+        assert!(matches!(
+            new_ban(&j, ask("127.0.0.1"), [], None, DAY, t0(), 0.0),
+            Err(BanError::Ignored { .. })
+        ));
+        let unknown = Request {
+            jail: "nope",
+            ..ask("203.0.113.5")
+        };
+        assert!(matches!(
+            new_ban(&j, unknown, [], None, DAY, t0(), 0.0),
+            Err(BanError::UnknownJail(_))
+        ));
+        let held = [t("2001:db8::/48"), t("203.0.113.7")];
+        assert!(matches!(
+            new_ban(&j, ask("2001:db8:0:1::/64"), &held, None, DAY, t0(), 0.0),
+            Err(BanError::Overlaps { .. })
+        ));
+        // A single address inside a banned prefix goes to the other set: no overlap.
+        assert!(new_ban(&j, ask("2001:db8::1"), &held, None, DAY, t0(), 0.0).is_ok());
+        assert_eq!(set_of(&j, "sshd"), "sshd");
+        assert_eq!(set_of(&j, "other"), "other");
+    }
+}

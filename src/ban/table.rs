@@ -1,0 +1,122 @@
+//! The whole kernel table at once: built at start with every stored ban in one
+//! transaction (the restore), and rebuilt the same way when a reload changes the
+//! layout, so there is never a moment without the bans.
+
+use tokio::time::Instant;
+
+use super::desired::elements_for;
+use super::{
+    transaction, BanBook, BanError, BanManager, Reconfig, Reconfigured, Restored, MAX_SLEEP,
+};
+use crate::firewall::{Firewall, Layout};
+use crate::store::StoreChange;
+use crate::types::Ban;
+
+impl<F: Firewall> BanManager<F> {
+    /// Builds the kernel table and puts back every unexpired ban of an enabled jail
+    /// with its remaining time, in one transaction. Expired bans, and bans of jails no
+    /// longer enabled, are removed from the store.
+    pub async fn restore(&mut self, layout: &Layout) -> Result<Restored, BanError> {
+        let now = self.clock.now();
+        let mut report = Restored::default();
+        let mut drop = Vec::new();
+        let mut live = Vec::new();
+        let started = Instant::now();
+        let stored = self.store.bans().map_err(BanError::Load)?;
+        report.store_ms = started.elapsed().as_millis() as u64;
+        for ban in stored {
+            if ban.is_expired(now) {
+                report.expired += 1;
+                drop.push(StoreChange::Remove(ban.clone()));
+            } else if !self.jails.contains_key(&ban.jail) {
+                tracing::info!(jail = %ban.jail, target = %ban.target, "lifting a ban of a jail that is no longer enabled");
+                report.orphaned += 1;
+                drop.push(StoreChange::Remove(ban.clone()));
+            } else {
+                live.push(ban);
+            }
+        }
+        let elements = elements_for(&self.jails, &live, now);
+        let started = Instant::now();
+        report.loaded = live.len();
+        // The book fills while nft loads the table: both stand before ready.
+        let book = &mut self.book;
+        let (installed, ()) = tokio::join!(
+            transaction(&self.stats, self.firewall.install(layout, &elements)),
+            async {
+                for ban in live {
+                    book.insert(ban);
+                }
+            }
+        );
+        report.kernel_ms = started.elapsed().as_millis() as u64;
+        if let Err(e) = installed {
+            self.book = BanBook::default();
+            return Err(BanError::Install(e));
+        }
+        self.layout = Some(layout.clone());
+        self.store.commit(&drop).map_err(BanError::Load)?;
+        self.refresh_counts();
+        Ok(report)
+    }
+
+    /// Takes a reloaded configuration: bans of jails that are gone are lifted, the new
+    /// policies apply to the next bans, and a changed table is rebuilt with every
+    /// remaining ban in one transaction (as at start, never a moment without them).
+    pub async fn reconfigure(&mut self, new: Reconfig) -> Result<Reconfigured, BanError> {
+        let gone: Vec<String> = self
+            .jails
+            .keys()
+            .filter(|j| !new.jails.contains_key(*j))
+            .cloned()
+            .collect();
+        let lifted: Vec<Ban> = gone
+            .iter()
+            .flat_map(|j| self.matching(Some(j), None))
+            .collect();
+        let mut report = Reconfigured {
+            lifted: lifted.len(),
+            rebuilt: false,
+        };
+        // The table first: if the kernel refuses it, nothing has changed.
+        if self.layout.as_ref() != Some(&new.layout) {
+            let now = self.clock.now();
+            let kept: Vec<Ban> = self
+                .matching(None, None)
+                .into_iter()
+                .filter(|b| !gone.contains(&b.jail))
+                .collect();
+            let elements = elements_for(&new.jails, &kept, now);
+            transaction(&self.stats, self.firewall.install(&new.layout, &elements))
+                .await
+                .map_err(BanError::Install)?;
+            self.layout = Some(new.layout.clone());
+            report.rebuilt = true;
+        }
+        self.jails = new.jails;
+        self.recidive = new.recidive;
+        self.history_horizon = new.history_horizon;
+        if self.reconcile_every != new.reconcile_every {
+            self.reconcile_every = new.reconcile_every;
+            self.reconcile_at = Instant::now() + new.reconcile_every.unwrap_or(MAX_SLEEP);
+        }
+        if report.rebuilt {
+            self.installed();
+        }
+        // Already out of the kernel; a store that refuses keeps them until the next
+        // start, which drops bans of jails no longer enabled.
+        if let Err(e) = self.forget(&lifted) {
+            tracing::error!(error = %e, "could not remove the bans of removed jails from the store");
+        }
+        Ok(report)
+    }
+
+    /// After a whole table was installed with every current and pending ban: the
+    /// pending ones are in force now, and no older unban is left to retry.
+    pub(super) fn installed(&mut self) {
+        let now_in_force = self.waiting.installed();
+        if !now_in_force.is_empty() {
+            self.banned(now_in_force);
+        }
+    }
+}
