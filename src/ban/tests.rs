@@ -1,7 +1,5 @@
 //! Ban manager tests with the memory firewall and store, under paused tokio time.
 
-use std::sync::Mutex;
-
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::oneshot;
@@ -9,38 +7,10 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::config::{Action, Protocol, RecidiveConfig, RECIDIVE};
 use crate::firewall::{MemoryFirewall, Rule};
-use crate::store::{StoreChange, StoreError};
-use crate::store::{History, MemoryStore};
+use crate::store::SharedStore as Shared;
+use crate::store::StoreChange;
 use crate::types::TokioClock;
 use crate::types::{IgnoreList, Increment};
-
-/// A memory store the test can still look into after handing it to the manager.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<MemoryStore>>);
-
-impl Shared {
-    fn get(&self) -> std::sync::MutexGuard<'_, MemoryStore> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl BanStore for Shared {
-    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
-        self.get().bans()
-    }
-    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
-        self.get().history(jail, target)
-    }
-    fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
-        self.get().commit(changes)
-    }
-    fn purge_history(&mut self, before: Timestamp) -> Result<usize, StoreError> {
-        self.get().purge_history(before)
-    }
-    fn recent_bans(&self, target: &Target) -> Result<Vec<crate::store::RecentBan>, StoreError> {
-        self.get().recent_bans(target)
-    }
-}
 
 use crate::types::test_time as t0;
 
@@ -809,4 +779,45 @@ async fn every_transaction_is_counted_and_every_ended_ban_is_an_unban() {
     assert_eq!(tx(&r), (7, 2), "expiry sends nothing to the kernel");
     let buckets = r.stats.transactions.cumulative();
     assert_eq!(buckets.last().map(|(le, n)| (*le, *n)), Some(("+Inf", 7)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outputs_see_every_ban_and_every_end_of_one_without_slowing_them() {
+    let mut r = rig(Shared::default());
+    let (output, mut events) = Output::new(16);
+    let (full, _never_read) = Output::new(1);
+    let dropped = full.dropped();
+    r.manager = r.manager.with_output(output).with_output(full);
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager
+        .decide(vec![decision("203.0.113.5"), decision("203.0.113.6")])
+        .await;
+    r.manager.decide(vec![decision("203.0.113.7")]).await;
+    let Ok(BanEvent::Banned(first)) = events.try_recv() else {
+        panic!("a batch of bans")
+    };
+    assert_eq!(first.len(), 2);
+    assert!(matches!(events.try_recv(), Ok(BanEvent::Banned(b)) if b.len() == 1));
+    r.manager
+        .unban(Some(&target("203.0.113.5")), None)
+        .await
+        .expect("unban");
+    assert!(matches!(
+        events.try_recv(),
+        Ok(BanEvent::Ended { ban, why: Ended::Lifted }) if ban.target == target("203.0.113.5")
+    ));
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.manager.expire();
+    let expired: Vec<BanEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert_eq!(expired.len(), 2);
+    assert!(expired.iter().all(|e| matches!(
+        e,
+        BanEvent::Ended {
+            why: Ended::Expired,
+            ..
+        }
+    )));
+    // The output nobody read kept one event and dropped the rest; no ban waited.
+    assert_eq!(dropped.load(Relaxed), 4);
+    assert_eq!(r.stats.bans.load(Relaxed), 3);
 }

@@ -1,6 +1,8 @@
-//! An in-memory `BanStore` for unit tests of the core. Not durable by design.
+//! An in-memory `BanStore` for unit tests of the core, and a shared handle to one
+//! that a test can look into while the ban manager owns it. Not durable by design.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{with_recent, BanStore, History, RecentBan, StoreChange, StoreError};
 use crate::types::{Ban, Target};
@@ -77,5 +79,33 @@ impl BanStore for MemoryStore {
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
         self.check()?;
         Ok(self.recent.get(target).cloned().unwrap_or_default())
+    }
+}
+
+/// A memory store the test can still look into after handing it to the manager.
+#[derive(Clone, Default)]
+pub struct SharedStore(Arc<Mutex<MemoryStore>>);
+
+impl SharedStore {
+    pub fn get(&self) -> MutexGuard<'_, MemoryStore> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl BanStore for SharedStore {
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        self.get().bans()
+    }
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        self.get().history(jail, target)
+    }
+    fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
+        self.get().commit(changes)
+    }
+    fn purge_history(&mut self, before: crate::types::Timestamp) -> Result<usize, StoreError> {
+        self.get().purge_history(before)
+    }
+    fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
+        self.get().recent_bans(target)
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, SharedStore};
 pub use positions::MemoryPositions;
 pub use sled_store::{SledPositions, SledStore};
 

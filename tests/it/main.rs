@@ -3,6 +3,7 @@
 
 mod cli;
 mod ctl;
+mod daemon;
 mod e2e;
 mod filters;
 mod firewall;
