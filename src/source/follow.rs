@@ -107,3 +107,129 @@ async fn save_positions(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Barrier, PositionError};
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    /// Positions in a map.
+    #[derive(Default)]
+    struct Saved(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
+
+    impl Positions for Saved {
+        fn load(&self, key: &[u8]) -> Result<Option<Vec<u8>>, PositionError> {
+            Ok(self.0.lock().expect("lock").get(key).cloned())
+        }
+        fn save(&self, key: &[u8], position: &[u8]) -> Result<(), PositionError> {
+            self.0
+                .lock()
+                .expect("lock")
+                .insert(key.to_vec(), position.to_vec());
+            Ok(())
+        }
+    }
+
+    /// A source that hands out scripted batches, its position the count of lines.
+    struct Script {
+        batches: VecDeque<Vec<&'static str>>,
+        read: usize,
+        opened_at: Option<Vec<u8>>,
+    }
+
+    impl Source for Script {
+        fn name(&self) -> String {
+            "script".into()
+        }
+        fn key(&self) -> Option<Vec<u8>> {
+            Some(b"s".to_vec())
+        }
+        async fn open(&mut self, saved: Option<Vec<u8>>, _cap: usize) {
+            self.opened_at = saved;
+        }
+        async fn read(&mut self, batch: &mut Batch) -> bool {
+            match self.batches.pop_front() {
+                Some(lines) => {
+                    for l in lines {
+                        batch.push_line(l.as_bytes());
+                    }
+                    self.read += batch.len();
+                    true
+                }
+                // Nothing more: wait like a quiet log does.
+                None => std::future::pending().await,
+            }
+        }
+        fn position(&self) -> Option<Vec<u8>> {
+            Some(self.read.to_string().into_bytes())
+        }
+    }
+
+    /// A sink that keeps the lines and the barriers (answered by the test).
+    #[derive(Clone, Default)]
+    struct Keep(Arc<Mutex<(Vec<String>, Vec<Barrier>)>>);
+
+    impl Sink for Keep {
+        async fn take(&mut self, batch: &Batch) -> bool {
+            let mut k = self.0.lock().expect("lock");
+            k.0.extend(
+                batch
+                    .records()
+                    .map(|r| String::from_utf8_lossy(r.text).into_owned()),
+            );
+            true
+        }
+        async fn barrier(&mut self, barrier: Barrier) -> bool {
+            self.0.lock().expect("lock").1.push(barrier);
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_position_is_saved_only_once_its_barrier_is_answered_and_the_loop_stops_between_reads(
+    ) {
+        let positions = Arc::new(Saved::default());
+        positions.save(b"s", b"1").expect("seed");
+        let source = Script {
+            batches: VecDeque::from([vec!["a", "b"], vec!["a very long line"]]),
+            read: 1,
+            opened_at: None,
+        };
+        let sink = Keep::default();
+        let stop = CancellationToken::new();
+        let cx = Follow {
+            positions: positions.clone(),
+            stop: stop.clone(),
+            cap: 6,
+        };
+        let (opened, is_open) = oneshot::channel();
+        let task = tokio::spawn(follow(source, sink.clone(), cx, Some(opened)));
+        is_open.await.expect("opened");
+        while sink.0.lock().expect("lock").1.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let barriers: Vec<Barrier> = {
+            let mut k = sink.0.lock().expect("lock");
+            assert_eq!(k.0, ["a", "b", "a very"], "lines in order, cut at the cap");
+            k.1.drain(..).collect()
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(
+            positions.load(b"s").expect("load").as_deref(),
+            Some(&b"1"[..]),
+            "not before the barrier"
+        );
+        let mut barriers = barriers.into_iter();
+        barriers.next().expect("first").send(()).expect("answer");
+        // The second is dropped unanswered: its position is never saved.
+        drop(barriers);
+        stop.cancel();
+        task.await.expect("stopped");
+        assert_eq!(
+            positions.load(b"s").expect("load").as_deref(),
+            Some(&b"3"[..])
+        );
+    }
+}

@@ -439,4 +439,14 @@ mod tests {
         }
         assert!(Matches::parse::<&str>(&[]).is_err());
     }
+
+    #[test]
+    fn a_version_1_cursor_record_still_loads() {
+        // As gaoler 0.1 saved it under `journal`.
+        let v1 = br#"{"v":1,"cursor":"s=abc;i=1"}"#;
+        let p = decode_position::<JournalPosition>(v1).expect("loads");
+        assert_eq!(p.cursor, "s=abc;i=1");
+        let again = encode_position(JournalPosition { cursor: p.cursor });
+        assert_eq!(again, v1.to_vec(), "written the same way");
+    }
 }

@@ -151,6 +151,12 @@ impl Batch {
         &mut self.lines
     }
 
+    /// A plain line, cut at `cap`.
+    pub fn push_line(&mut self, text: &[u8]) {
+        debug_assert!(self.meta.is_empty(), "plain lines after structured records");
+        self.lines.push(&text[..text.len().min(self.cap)]);
+    }
+
     /// A structured record: `text` (cut at `cap`) with its time and fields.
     pub fn push_entry(&mut self, text: &[u8], meta: Meta) {
         debug_assert_eq!(self.meta.len(), self.lines.len(), "structured after plain");
