@@ -2,7 +2,10 @@
 //! 100,000 distinct offenders from the log into the kernel; the restart that restores
 //! 100,000 bans against a raw `nft -f` of the same elements; startup to READY (the
 //! sd_notify message systemd waits for) with an empty store; and single-ban latency
-//! from a line written to the ban in force. Run: `cargo bench --bench nft_speed`.
+//! from a line written to the ban in force. Then the storm and the restart again as an
+//! operator sees them from outside: the default reconcile interval, and a script
+//! running `gaoler ctl stats --json` every 50 ms. Run: `cargo bench --bench nft_speed`;
+//! `GAOLER_BENCH_BIN=/path/to/gaoler` measures another build with the same method.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -61,13 +64,23 @@ impl Drop for Netns {
     }
 }
 
+/// The gaoler binary measured: this build's, or `GAOLER_BENCH_BIN`.
+fn bin() -> String {
+    std::env::var("GAOLER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gaoler").to_string())
+}
+
 fn config(dir: &Path, maxretry: u32) {
+    config_with(dir, maxretry, "reconcile_interval = 0\n");
+}
+
+/// The bench's config; `firewall_extra` goes into [firewall].
+fn config_with(dir: &Path, maxretry: u32, firewall_extra: &str) {
     // GAOLER_BENCH_BACKEND=log isolates the pipeline and the store from nft.
     let backend = std::env::var("GAOLER_BENCH_BACKEND").unwrap_or_else(|_| "nftables".into());
     let filters = Path::new(env!("CARGO_MANIFEST_DIR")).join("filters");
     std::fs::write(
         dir.join("gaoler.toml"),
-        format!("[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\nlog_level = \"warn\"\n[firewall]\nbackend = \"{backend}\"\ntable = \"gbench\"\nreconcile_interval = 0\n[defaults]\nignoreip = []\n", filters.display()),
+        format!("[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\nlog_level = \"warn\"\n[firewall]\nbackend = \"{backend}\"\ntable = \"gbench\"\n{firewall_extra}[defaults]\nignoreip = []\n", filters.display()),
     )
     .expect("config");
     std::fs::create_dir_all(dir.join("jails")).expect("jails");
@@ -88,14 +101,7 @@ fn start_with(ns: &Netns, dir: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Child
         .open(dir.join("daemon.log"))
         .expect("log");
     Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            env!("CARGO_BIN_EXE_gaoler"),
-            "run",
-            "--config",
-        ])
+        .args(["netns", "exec", &ns.0, &bin(), "run", "--config"])
         .arg(dir)
         .env("GAOLER_LOG", "gaoler=info")
         .envs(env.iter().copied())
@@ -173,6 +179,114 @@ fn line(stamp: &str, i: u32) -> String {
     )
 }
 
+/// A raw `nft -f` file with the same 100k elements as the restore: the reference.
+fn raw_file(cfg: &Path) -> std::path::PathBuf {
+    let mut raw =
+        String::from("table inet graw {\n set s { type ipv4_addr; flags timeout;\n elements = { ");
+    raw.push_str(
+        &(0..N)
+            .map(|i| format!("{} timeout 86000s", ip(i)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    raw.push_str(" }\n }\n}\n");
+    let rawfile = cfg.join("raw.nft");
+    std::fs::write(&rawfile, raw).expect("raw");
+    rawfile
+}
+
+/// Seconds of one raw `nft -f` of `rawfile` (its table deleted after).
+fn raw_nft(ns: &Netns, rawfile: &Path) -> f64 {
+    let t0 = Instant::now();
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "-f"])
+        .arg(rawfile)
+        .status()
+        .expect("nft")
+        .success();
+    let took = t0.elapsed().as_secs_f64();
+    assert!(ok, "raw nft -f failed");
+    ns.nft(&["delete", "table", "inet", "graw"]);
+    took
+}
+
+/// `bans` from `gaoler ctl stats --json`, as a monitoring script reads it.
+fn ctl_bans(cfg: &Path) -> Option<u64> {
+    let out = Command::new(bin())
+        .args(["ctl", "--config"])
+        .arg(cfg)
+        .args(["stats", "--json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["bans"].as_u64()
+}
+
+/// Polls `gaoler ctl stats --json` every 50 ms until `done` holds for its answer.
+fn poll_ctl(cfg: &Path, limit: Duration, done: impl Fn(Option<u64>) -> bool) {
+    let t0 = Instant::now();
+    while !done(ctl_bans(cfg)) {
+        assert!(
+            t0.elapsed() < limit,
+            "ctl stats did not get there in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The storm and the restart as seen from outside: the default reconcile interval,
+/// `ctl stats --json` every 50 ms; ROUNDS each, medians.
+fn from_outside(ns: &Netns, cfg: &Path, text: &str) {
+    config_with(cfg, 1, "");
+    let rawfile = raw_file(cfg);
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        ns.nft(&["delete", "table", "inet", "gbench"]);
+        let _ = std::fs::remove_dir_all(cfg.join("state"));
+        std::fs::write(cfg.join("auth.log"), "").expect("log");
+        let daemon = start(ns, cfg);
+        poll_ctl(cfg, Duration::from_secs(60), |b| b.is_some());
+        let t0 = Instant::now();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(cfg.join("auth.log"))
+            .expect("log");
+        f.write_all(text.as_bytes()).expect("write");
+        poll_ctl(cfg, Duration::from_secs(300), |b| {
+            b.unwrap_or(0) >= u64::from(N)
+        });
+        rates.push(f64::from(N) / t0.elapsed().as_secs_f64());
+        stop(daemon);
+    }
+    let (mut restores, mut raws) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ns.nft(&["delete", "table", "inet", "gbench"]);
+        let t0 = Instant::now();
+        let daemon = start(ns, cfg);
+        poll_ctl(cfg, Duration::from_secs(60), |b| b.is_some());
+        restores.push(t0.elapsed().as_secs_f64());
+        stop(daemon);
+        raws.push(raw_nft(ns, &rawfile));
+    }
+    let rate = median(&mut rates);
+    let (restore, raw) = (median(&mut restores), median(&mut raws));
+    println!(
+        "| from outside: {N} offenders appended, `ctl stats --json` every 50 ms, reconcile on, median of {ROUNDS} | {rate:.0} bans/s (all: {}) |",
+        rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "| from outside: restart to `ctl stats` answering with {N} bans, median of {ROUNDS} | {restore:.2} s (all: {}); raw `nft -f` {raw:.2} s (all: {}); gaoler {:.2}x |",
+        list(&restores),
+        list(&raws),
+        restore / raw
+    );
+}
+
+/// True when `GAOLER_BENCH_PARTS` (a comma list; all when unset) names `part`.
+fn part(name: &str) -> bool {
+    std::env::var("GAOLER_BENCH_PARTS").map_or(true, |p| p.split(',').any(|x| x.trim() == name))
+}
+
 fn elements(ns: &Netns) -> usize {
     ns.nft(&["list", "set", "inet", "gbench", "sshd-v4"])
         .matches("expires")
@@ -188,10 +302,21 @@ fn main() {
     println!("| what | figure |");
     println!("| --- | --- |");
 
+    let text: String = (0..N).map(|i| line(&stamp, i)).collect();
+    if part("inside") {
+        inside(&ns, cfg, &socket, &stamp, &text);
+    }
+    if part("outside") {
+        from_outside(&ns, cfg, &text);
+    }
+}
+
+/// The storm, the restore, startup and single-ban latency, as the daemon's own
+/// counters see them (the control socket polled every 2 ms without a process spawn).
+fn inside(ns: &Netns, cfg: &Path, socket: &Path, stamp: &str, text: &str) {
     // 1. 100k distinct offenders (maxretry 1) from the log into the kernel; ROUNDS
     // runs from a fresh state, the median reported.
     config(cfg, 1);
-    let text: String = (0..N).map(|i| line(&stamp, i)).collect();
     let (mut rates, mut in_kernel) = (Vec::new(), 0);
     for round in 0..ROUNDS {
         if round > 0 {
@@ -199,15 +324,15 @@ fn main() {
             std::fs::remove_dir_all(cfg.join("state")).expect("fresh state");
             std::fs::write(cfg.join("auth.log"), "").expect("log");
         }
-        let daemon = start(&ns, cfg);
-        wait_ready(&socket);
+        let daemon = start(ns, cfg);
+        wait_ready(socket);
         let t0 = Instant::now();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(cfg.join("auth.log"))
             .expect("log");
         f.write_all(text.as_bytes()).expect("write");
-        while bans(&socket).unwrap_or(0) < u64::from(N) {
+        while bans(socket).unwrap_or(0) < u64::from(N) {
             assert!(
                 t0.elapsed() < Duration::from_secs(300),
                 "bans did not arrive"
@@ -215,7 +340,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(2));
         }
         rates.push(f64::from(N) / t0.elapsed().as_secs_f64());
-        in_kernel = elements(&ns);
+        in_kernel = elements(ns);
         stop(daemon);
     }
     let rate = median(&mut rates);
@@ -227,24 +352,14 @@ fn main() {
 
     // 2. Restart: restore 100k bans (start to READY, which follows the restore),
     // against a raw `nft -f` of the same elements; alternated, ROUNDS each, medians.
-    let mut raw =
-        String::from("table inet graw {\n set s { type ipv4_addr; flags timeout;\n elements = { ");
-    raw.push_str(
-        &(0..N)
-            .map(|i| format!("{} timeout 86000s", ip(i)))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    raw.push_str(" }\n }\n}\n");
-    let rawfile = cfg.join("raw.nft");
-    std::fs::write(&rawfile, raw).expect("raw");
+    let rawfile = raw_file(cfg);
     let (mut restores, mut raws, mut restored, mut split) =
         (Vec::new(), Vec::new(), 0, String::new());
     for _ in 0..ROUNDS {
         ns.nft(&["delete", "table", "inet", "gbench"]);
-        let (daemon, ready) = start_to_ready(&ns, cfg);
+        let (daemon, ready) = start_to_ready(ns, cfg);
         restores.push(ready);
-        restored = elements(&ns);
+        restored = elements(ns);
         stop(daemon);
         // Where the restore's time went, from the daemon's own log line.
         split = std::fs::read_to_string(cfg.join("daemon.log"))
@@ -259,16 +374,7 @@ fn main() {
             })
             .unwrap_or_default();
         ns.nft(&["delete", "table", "inet", "gbench"]);
-        let t0 = Instant::now();
-        let ok = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "nft", "-f"])
-            .arg(&rawfile)
-            .status()
-            .expect("nft")
-            .success();
-        raws.push(t0.elapsed().as_secs_f64());
-        assert!(ok, "raw nft -f failed");
-        ns.nft(&["delete", "table", "inet", "graw"]);
+        raws.push(raw_nft(ns, &rawfile));
     }
     let (restore, raw_time) = (median(&mut restores), median(&mut raws));
     println!(
@@ -289,11 +395,11 @@ fn main() {
     for _ in 0..5 {
         ns.nft(&["delete", "table", "inet", "gbench"]);
         let _ = std::fs::remove_dir_all(cfg.join("state"));
-        let (daemon, ready) = start_to_ready(&ns, cfg);
+        let (daemon, ready) = start_to_ready(ns, cfg);
         empties.push(ready);
         stop(daemon);
         let t0 = Instant::now();
-        let ok = Command::new(env!("CARGO_BIN_EXE_gaoler"))
+        let ok = Command::new(bin())
             .arg("--version")
             .output()
             .expect("gaoler --version")
@@ -319,18 +425,18 @@ fn main() {
     // 4. Single-ban latency: one new offender at a time, line written -> ban in force.
     std::fs::remove_dir_all(cfg.join("state")).expect("fresh state");
     std::fs::write(cfg.join("auth.log"), "").expect("log");
-    let daemon = start(&ns, cfg);
-    wait_ready(&socket);
+    let daemon = start(ns, cfg);
+    wait_ready(socket);
     let mut lat = Vec::new();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(cfg.join("auth.log"))
         .expect("log");
     for i in 0..300u32 {
-        let before = bans(&socket).unwrap_or(0);
+        let before = bans(socket).unwrap_or(0);
         let t0 = Instant::now();
-        f.write_all(line(&stamp, N + i).as_bytes()).expect("write");
-        while bans(&socket).unwrap_or(0) <= before {
+        f.write_all(line(stamp, N + i).as_bytes()).expect("write");
+        while bans(socket).unwrap_or(0) <= before {
             assert!(t0.elapsed() < Duration::from_secs(5), "ban did not arrive");
             // Polling without a pause would take a core from the daemon it measures.
             std::thread::sleep(Duration::from_micros(100));

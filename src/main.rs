@@ -180,8 +180,8 @@ fn run(cli: &Cli) -> i32 {
 
 /// The daemon's real side effects, in the order that fails safest: a second daemon
 /// is refused before anything is touched; the store (which refuses a second
-/// process with a clearer message than a taken port) before the listeners; the
-/// control socket last.
+/// process with a clearer message than a taken port) before the listeners, and
+/// opened first so that reading its bans overlaps the rest; the control socket last.
 async fn edges(
     cfg: &config::Config,
     logs: gaoler::logging::LogControl,
@@ -193,13 +193,15 @@ async fn edges(
         .as_deref()
         .map(SocketGroup::resolve)
         .transpose()?;
+    let store = SledStore::open(&cfg.daemon.state_dir)?;
+    // The restore's read of every ban overlaps the rest of the start.
+    store.read_ahead();
+    let positions = Arc::new(store.positions());
     let mut firewall = match cfg.firewall.backend {
         BackendKind::Nftables => Backend::Nft(NftFirewall::new(&cfg.firewall.table)),
         BackendKind::Log => Backend::Log(LogFirewall),
     };
     firewall.probe().await?;
-    let store = SledStore::open(&cfg.daemon.state_dir)?;
-    let positions = Arc::new(store.positions());
     let metrics = match cfg.metrics {
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,

@@ -3,7 +3,6 @@
 //! hold on the target (current, or saved and waiting for the kernel). Pure: the view
 //! reads the book and the pending bans; the actor applies what it returns.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use super::book::BanBook;
@@ -117,30 +116,47 @@ impl Desired<'_> {
 }
 
 /// What the kernel should hold for `bans` under `jails`: per (set, target), the
-/// longest ban.
+/// longest ban. Sorted rather than hashed: a restore makes 100,000 of them.
 pub fn elements_for(
     jails: &BTreeMap<String, BanPolicy>,
     bans: &[Ban],
     now: Timestamp,
 ) -> Vec<Element> {
-    let mut by_key: HashMap<(&str, Target), Element> = HashMap::with_capacity(bans.len());
+    let mut sets: Vec<&str> = Vec::new();
+    let mut live: Vec<(usize, Target, Option<std::time::Duration>)> =
+        Vec::with_capacity(bans.len());
     for ban in bans {
-        let set = set_of(jails, &ban.jail);
-        let Some(el) = element(ban, set, now) else {
+        let Some(timeout) = ban.remaining(now) else {
             continue;
         };
-        match by_key.entry((set, ban.target)) {
-            Entry::Occupied(mut held) => {
-                if let Some(longest) = longer(Some(held.get().clone()), Some(el)) {
-                    held.insert(longest);
-                }
+        let set = set_of(jails, &ban.jail);
+        let index = match sets.iter().position(|s| *s == set) {
+            Some(i) => i,
+            None => {
+                sets.push(set);
+                sets.len() - 1
             }
-            Entry::Vacant(slot) => {
-                slot.insert(el);
-            }
-        }
+        };
+        live.push((index, ban.target, timeout));
     }
-    by_key.into_values().collect()
+    // Per (set, target), the longest first: permanent (`None`) sorts after any time.
+    live.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| match (a.2, b.2) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => y.cmp(&x),
+        })
+    });
+    live.dedup_by(|later, first| (later.0, later.1) == (first.0, first.1));
+    let names: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    live.into_iter()
+        .map(|(set, target, timeout)| Element {
+            set: names[set].clone(),
+            target,
+            timeout,
+        })
+        .collect()
 }
 
 /// The element for `ban` in `set` at `now`, or `None` when it has expired.

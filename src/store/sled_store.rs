@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::{
     ban_key, history_key, recent_key, with_recent, BanRecord, BanStore, History, HistoryRecord,
@@ -159,9 +159,15 @@ fn sync_files(paths: &[&Path]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A thread reading every stored ban.
+type ReadAhead = std::thread::JoinHandle<Result<Vec<Ban>, StoreError>>;
+
 /// Ban state in a sled database under the state directory.
 pub struct SledStore {
     db: Arc<Database>,
+    /// The bans `read_ahead` is reading, until `bans` takes them or a commit makes
+    /// them stale.
+    ahead: Mutex<Option<ReadAhead>>,
 }
 
 impl SledStore {
@@ -175,7 +181,20 @@ impl SledStore {
                 open: RwLock::new(Some(handles)),
                 broken: AtomicBool::new(false),
             }),
+            ahead: Mutex::new(None),
         })
+    }
+
+    /// Starts reading every stored ban on a thread of its own, so the restore at
+    /// start finds them read while the rest of the daemon was being set up; the
+    /// next `bans` takes them (a commit before that makes them stale: `bans` then
+    /// reads again).
+    pub fn read_ahead(&self) {
+        let db = self.db.clone();
+        let started = std::thread::Builder::new()
+            .name("gaoler-read-ahead".into())
+            .spawn(move || read_bans(&db));
+        *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = started.ok();
     }
 
     /// The read positions, in their own tree of the same database.
@@ -244,48 +263,57 @@ fn db_err(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
     }
 }
 
-impl BanStore for SledStore {
-    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
-        // sled's scan and the decoding cost about the same: one thread walks the
-        // tree and hands records over in chunks while this one decodes them.
-        const CHUNK: usize = 1024;
-        self.db.with("reading bans", |h| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(sled::IVec, sled::IVec)>>(8);
-            std::thread::scope(|scope| {
-                let walker = scope.spawn(move || -> sled::Result<()> {
-                    let mut chunk = Vec::with_capacity(CHUNK);
-                    for item in h.tree.scan_prefix(b"b/") {
-                        chunk.push(item?);
-                        if chunk.len() == CHUNK {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                            if tx.send(full).is_err() {
-                                return Ok(());
-                            }
+/// Every stored ban. sled's scan and the decoding cost about the same: one thread
+/// walks the tree and hands records over in chunks while this one decodes them.
+fn read_bans(db: &Database) -> Result<Vec<Ban>, StoreError> {
+    const CHUNK: usize = 1024;
+    db.with("reading bans", |h| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(sled::IVec, sled::IVec)>>(8);
+        std::thread::scope(|scope| {
+            let walker = scope.spawn(move || -> sled::Result<()> {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                for item in h.tree.scan_prefix(b"b/") {
+                    chunk.push(item?);
+                    if chunk.len() == CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        if tx.send(full).is_err() {
+                            return Ok(());
                         }
                     }
-                    let _ = tx.send(chunk);
-                    Ok(())
-                });
-                let mut out = Vec::new();
-                for (key, value) in rx.iter().flatten() {
-                    // Read as a plain `Ban` (its `v` is ignored): serde's `flatten`
-                    // buffers every field first, which made reading 100,000 bans twice
-                    // as slow.
-                    match serde_json::from_slice::<Ban>(&value) {
-                        Ok(ban) => out.push(ban),
-                        Err(e) => tracing::warn!(
-                            key = %String::from_utf8_lossy(&key),
-                            error = %e,
-                            "skipping an unreadable ban record in the state database"
-                        ),
-                    }
                 }
-                match walker.join() {
-                    Ok(walked) => walked.map(|()| out),
-                    Err(panic) => std::panic::resume_unwind(panic),
+                let _ = tx.send(chunk);
+                Ok(())
+            });
+            let mut out = Vec::new();
+            for (key, value) in rx.iter().flatten() {
+                // Read as a plain `Ban` (its `v` is ignored): serde's `flatten`
+                // buffers every field first, which made reading 100,000 bans twice
+                // as slow.
+                match serde_json::from_slice::<Ban>(&value) {
+                    Ok(ban) => out.push(ban),
+                    Err(e) => tracing::warn!(
+                        key = %String::from_utf8_lossy(&key),
+                        error = %e,
+                        "skipping an unreadable ban record in the state database"
+                    ),
                 }
-            })
+            }
+            match walker.join() {
+                Ok(walked) => walked.map(|()| out),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         })
+    })
+}
+
+impl BanStore for SledStore {
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        let ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match ahead.map(std::thread::JoinHandle::join) {
+            Some(Ok(read)) => read,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => read_bans(&self.db),
+        }
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
@@ -299,6 +327,11 @@ impl BanStore for SledStore {
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
+        // Bans read ahead of this commit are stale now.
+        self.ahead
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if changes.is_empty() {
             return Ok(());
         }

@@ -194,3 +194,46 @@ fn purging_history_keeps_current_bans_and_recent_records_in_sled() {
         "recent history stays"
     );
 }
+
+#[test]
+fn bans_read_ahead_go_stale_on_a_commit_and_are_read_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SledStore::open(dir.path()).expect("open");
+    let mut changes: Vec<StoreChange> = (0..1000u32)
+        .map(|i| {
+            StoreChange::Put(ban(
+                &std::net::Ipv4Addr::from(0xC633_6400 + i).to_string(),
+                1,
+            ))
+        })
+        .collect();
+    changes.push(StoreChange::Put(ban("2001:db8::1", 1)));
+    store.commit(&changes).expect("commit");
+    store.read_ahead();
+    store
+        .commit(&[StoreChange::Put(ban("2001:db8::2", 1))])
+        .expect("commit");
+    let mut got: Vec<String> = store
+        .bans()
+        .expect("bans")
+        .iter()
+        .map(|b| b.target.to_string())
+        .collect();
+    let n = got.len();
+    got.sort();
+    got.dedup();
+    assert_eq!(
+        (n, got.len()),
+        (1002, 1002),
+        "each once, the late commit included"
+    );
+    drop(store);
+    let store = reopen(dir.path()).expect("reopen");
+    store.read_ahead();
+    assert_eq!(store.bans().expect("bans").len(), 1002);
+    assert_eq!(
+        store.bans().expect("bans").len(),
+        1002,
+        "read again after the read-ahead is taken"
+    );
+}
