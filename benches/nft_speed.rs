@@ -179,6 +179,15 @@ fn line(stamp: &str, i: u32) -> String {
     )
 }
 
+/// Appends `text` to the followed log in one write.
+fn append(cfg: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(cfg.join("auth.log"))
+        .expect("log");
+    f.write_all(text.as_bytes()).expect("write");
+}
+
 /// A raw `nft -f` file with the same 100k elements as the restore: the reference.
 fn raw_file(cfg: &Path) -> std::path::PathBuf {
     let mut raw =
@@ -247,11 +256,7 @@ fn from_outside(ns: &Netns, cfg: &Path, text: &str) {
         let daemon = start(ns, cfg);
         poll_ctl(cfg, Duration::from_secs(60), |b| b.is_some());
         let t0 = Instant::now();
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(cfg.join("auth.log"))
-            .expect("log");
-        f.write_all(text.as_bytes()).expect("write");
+        append(cfg, text);
         poll_ctl(cfg, Duration::from_secs(300), |b| {
             b.unwrap_or(0) >= u64::from(N)
         });
@@ -327,11 +332,7 @@ fn inside(ns: &Netns, cfg: &Path, socket: &Path, stamp: &str, text: &str) {
         let daemon = start(ns, cfg);
         wait_ready(socket);
         let t0 = Instant::now();
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(cfg.join("auth.log"))
-            .expect("log");
-        f.write_all(text.as_bytes()).expect("write");
+        append(cfg, text);
         while bans(socket).unwrap_or(0) < u64::from(N) {
             assert!(
                 t0.elapsed() < Duration::from_secs(300),

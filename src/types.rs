@@ -263,6 +263,18 @@ pub(crate) fn test_time() -> Timestamp {
         .expect("valid time")
 }
 
+/// A permanent ban of `ip` in `jail` made at [`test_time`], the first: for unit tests.
+#[cfg(test)]
+pub(crate) fn test_ban(jail: &str, ip: &str) -> Ban {
+    Ban {
+        target: ip.parse().expect("target"),
+        jail: jail.into(),
+        banned_at: test_time(),
+        expires_at: None,
+        count: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

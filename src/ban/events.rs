@@ -78,16 +78,9 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::test_time as t0;
 
     fn ban(ip: &str) -> Ban {
-        Ban {
-            target: ip.parse().expect("target"),
-            jail: "sshd".into(),
-            banned_at: t0(),
-            expires_at: None,
-            count: 1,
-        }
+        crate::types::test_ban("sshd", ip)
     }
 
     #[test]

@@ -52,15 +52,7 @@ mod tests {
         }
     }
 
-    fn ban(jail: &str, ip: &str) -> Ban {
-        Ban {
-            target: ip.parse().expect("target"),
-            jail: jail.into(),
-            banned_at: t0(),
-            expires_at: None,
-            count: 1,
-        }
-    }
+    use crate::types::test_ban as ban;
 
     fn at(jail: &str, hours_ago: i64) -> RecentBan {
         RecentBan {

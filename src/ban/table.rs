@@ -55,7 +55,9 @@ impl<F: Firewall> BanManager<F> {
             return Err(BanError::Install(e));
         }
         self.layout = Some(layout.clone());
-        self.store.commit(&drop).map_err(BanError::Load)?;
+        if !drop.is_empty() {
+            self.store.commit(&drop).map_err(BanError::Load)?;
+        }
         self.refresh_counts();
         Ok(report)
     }

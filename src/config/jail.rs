@@ -309,6 +309,15 @@ impl Loader {
                 "jail `{name}` reads nothing: set `logpath = [\"/var/log/...\"]`, `pipe = [\"/run/gaoler/NAME.pipe\"]` or `journal = [...]`"
             )));
         }
+        for p in &pipe {
+            use std::os::unix::fs::FileTypeExt;
+            if std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_fifo()) {
+                self.errors.push(whole.error(format!(
+                    "pipe {} exists and is not a named pipe: gaoler creates the pipe itself, or name a file in `logpath`",
+                    p.display()
+                )));
+            }
+        }
         for p in pipe.iter().filter(|p| logpath.contains(p)) {
             self.errors.push(whole.error(format!(
                 "jail `{name}` names {} as both a logpath and a pipe: a named pipe goes in `pipe` only",

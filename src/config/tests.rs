@@ -549,3 +549,34 @@ fn metrics_listen_takes_an_ip_and_port_and_is_off_when_empty() {
         );
     }
 }
+
+#[test]
+fn a_pipe_is_a_source_of_its_own_and_never_a_regular_file() {
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\npipe = \"auth.pipe\"\n",
+    );
+    let cfg = d.load().expect("a jail reading only a pipe is valid");
+    let j = cfg.jail("sshd").expect("sshd");
+    assert_eq!(j.pipe, vec![d.0.path().join("auth.pipe")]);
+    assert!(j.logpath.is_empty() && j.journal.is_none());
+    // A regular file where the pipe should be, and one path as both kinds.
+    d.write("file.log", "x\n");
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\npipe = [\"file.log\", \"both\"]\nlogpath = \"both\"\n",
+    );
+    let errors = d.errors();
+    assert!(
+        errors.iter().any(|e| e.contains("sshd.toml:1:1:")
+            && e.contains("file.log exists and is not a named pipe")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("as both a logpath and a pipe")),
+        "{errors:?}"
+    );
+}
