@@ -3,7 +3,9 @@
 //! reconciliation and the restore at start. The decisions themselves are made by
 //! pure parts: `policy` (a ban's length and checks), `desired` (what the kernel
 //! should hold), `reconcile` (the repair diff), `retry` (what waits, and when),
-//! `recidive`. `commit.rs` is the write path: store and kernel, then the book.
+//! `recidive`. The actor's own work is split by what it does: `making.rs` (a new
+//! ban's inputs, bans by hand, recidive), `commit.rs` (the write path: store and
+//! kernel, then the book), `upkeep.rs` (its timer), `table.rs` (whole-table builds).
 //! Ban outputs (`events`) see every ban and every end of one, never waited on.
 
 mod banlog;
@@ -11,6 +13,7 @@ mod book;
 mod commit;
 mod desired;
 mod events;
+mod making;
 mod messages;
 mod policy;
 mod recidive;
@@ -34,11 +37,11 @@ pub use events::{BanEvent, Ended, Output};
 pub use messages::{BanError, Command, Decided, Decision, Reconfig, Reconfigured, Restored};
 pub use policy::{policies, BanPolicy};
 
-use crate::config::{OnStop, RecidiveConfig, RECIDIVE};
+use crate::config::{OnStop, RecidiveConfig};
 use crate::firewall::{Firewall, FirewallError, Layout};
 use crate::stats::Stats;
-use crate::store::{BanStore, History};
-use crate::types::{Ban, BanTime, Clock, Target, Timestamp};
+use crate::store::BanStore;
+use crate::types::{Ban, Clock, Target};
 use banlog::BanLog;
 use desired::Desired;
 use events::Outputs;
@@ -290,101 +293,6 @@ impl<F: Firewall> BanManager<F> {
                 false
             }
         }
-    }
-
-    /// Bans in jail `recidive`, on all ports, the targets of `made` that were banned
-    /// `maxretry` times in any jails within its `findtime` (from the store's records).
-    async fn recidive(&mut self, made: &[Ban], now: Timestamp) {
-        let Some(rule) = self.recidive.clone() else {
-            return;
-        };
-        let store = &self.store;
-        let recent = |t: &Target| match store.recent_bans(t) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(target = %t, error = %e, "cannot read recent bans for recidive");
-                None
-            }
-        };
-        let desired = self.desired();
-        let targets = recidive::offenders(&rule, made, now, recent, |t| desired.holds(RECIDIVE, t));
-        let mut bans = Vec::new();
-        for target in targets {
-            match self.new_ban(RECIDIVE, target, None, now) {
-                Ok(b) => bans.push(b),
-                Err(e) => {
-                    tracing::warn!(%target, error = %e, "not banned by recidive")
-                }
-            }
-        }
-        if !bans.is_empty() {
-            if let Err(e) = self.commit_bans(bans, now).await {
-                tracing::error!(error = %e, "recidive bans could not be applied");
-            }
-        }
-    }
-
-    async fn manual_ban(
-        &mut self,
-        jail: &str,
-        target: Target,
-        bantime: Option<BanTime>,
-    ) -> Result<Ban, BanError> {
-        let now = self.clock.now();
-        let ban = self.new_ban(jail, target, bantime, now)?;
-        self.commit_bans(vec![ban.clone()], now).await?;
-        self.recidive(std::slice::from_ref(&ban), now).await;
-        Ok(ban)
-    }
-
-    /// A new ban of `target` in `jail` by its policy, counted from its history: a
-    /// current (or pending) ban is the latest; else what the store kept.
-    fn new_ban(
-        &self,
-        jail: &str,
-        target: Target,
-        bantime: Option<BanTime>,
-        now: Timestamp,
-    ) -> Result<Ban, BanError> {
-        let pending = &self.waiting.pending;
-        let current = self.book.get(jail, &target).or_else(|| {
-            (!pending.is_empty())
-                .then(|| pending.get(&(jail.to_string(), target)))
-                .flatten()
-        });
-        let history = match current {
-            Some(ban) => Some(History::of(ban)),
-            // A ban now matters more than its escalation: an unreadable store (a
-            // fault being reported) counts this ban as the first.
-            None if self.jails.contains_key(jail) => {
-                self.store.history(jail, &target).unwrap_or_else(|e| {
-                    // Not a warning each: the commit that follows reports the fault once.
-                    tracing::debug!(%jail, %target, error = %e, "cannot read the ban history; counting this ban as the first");
-                    None
-                })
-            }
-            None => None,
-        };
-        let held = self.book.targets_in(jail).chain(
-            pending
-                .values()
-                .filter(|b| b.jail == jail)
-                .map(|b| &b.target),
-        );
-        let request = policy::Request {
-            jail,
-            target,
-            bantime,
-        };
-        policy::new_ban(
-            &self.jails,
-            request,
-            held,
-            history,
-            self.history_horizon,
-            now,
-            fastrand::f64(),
-        )
     }
 
     /// Counts and announces a ban in force that ended.

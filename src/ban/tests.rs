@@ -10,7 +10,7 @@ use crate::firewall::{MemoryFirewall, Rule};
 use crate::store::SharedStore as Shared;
 use crate::store::StoreChange;
 use crate::types::TokioClock;
-use crate::types::{IgnoreList, Increment};
+use crate::types::{BanTime, IgnoreList, Increment};
 
 use crate::types::test_time as t0;
 
