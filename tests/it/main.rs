@@ -12,6 +12,7 @@ mod journal;
 mod lifecycle;
 mod metrics;
 mod reload;
+mod scripts;
 mod sources;
 mod store_faults;
 mod support;
