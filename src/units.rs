@@ -60,8 +60,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err(format!("empty duration: {DURATION_HELP}"));
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        // Only digits: seconds; too many of them is a size problem, not a missing unit.
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration `{s}` is too large"));
     }
     let mut total: u64 = 0;
     let mut digits = String::new();
@@ -151,6 +155,9 @@ mod tests {
         for bad in ["", "10x", "h", "1h30", "-5m", "99999999999999999999w"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
         }
+        // Regression: 20 digits were reported as "a number needs a unit after it".
+        let e = parse_duration("99999999999999999999").expect_err("too large");
+        assert!(e.contains("too large"), "{e}");
     }
 
     #[test]

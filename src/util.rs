@@ -1,8 +1,47 @@
-//! Small helpers every stage uses: turning OS errors into words a user can act on, and
-//! the host's own addresses (for `ignoreself`).
+//! Small helpers every stage uses: turning OS errors into words a user can act on,
+//! reading a configuration file safely, and the host's own addresses (for
+//! `ignoreself`).
 
-use std::io;
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+/// The largest configuration file read: gaoler.toml, a jail, a filter, an
+/// `ignoreip = ["file:..."]` list.
+pub const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
+
+/// Reads a configuration file: a regular file only, never more than
+/// [`MAX_CONFIG_FILE`] bytes. A pipe, a socket or a device (`/dev/zero`) is refused at
+/// once: opened without blocking, it is neither waited on nor read without end.
+pub fn read_config_file(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "is a directory",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(io::Error::other(
+            "is not a regular file (a pipe, a socket or a device): only regular files are read",
+        ));
+    }
+    let too_large = || io::Error::other(format!("is larger than {} MiB", MAX_CONFIG_FILE >> 20));
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(too_large());
+    }
+    Ok(text)
+}
 
 /// A short human reason for an I/O error, never a bare `os error N`.
 pub fn io_reason(e: &io::Error) -> String {
@@ -71,9 +110,37 @@ pub fn host_addresses() -> Vec<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_host_has_at_least_its_loopback_address() {
-        let addrs = super::host_addresses();
+        let addrs = host_addresses();
         assert!(addrs.iter().any(|a| a.is_loopback()), "{addrs:?}");
+    }
+
+    #[test]
+    fn config_files_are_regular_files_of_bounded_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "a = 1\n").expect("write");
+        assert_eq!(read_config_file(&ok).expect("read"), "a = 1\n");
+        // A device that never ends, a pipe nobody writes to, a directory: refused at once.
+        let zero = read_config_file(Path::new("/dev/zero")).expect_err("device");
+        assert!(io_reason(&zero).contains("not a regular file"), "{zero}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(
+            io_reason(&read_config_file(&fifo).expect_err("fifo")).contains("not a regular file")
+        );
+        assert_eq!(
+            io_reason(&read_config_file(dir.path()).expect_err("dir")),
+            "is a directory"
+        );
+        let big = dir.path().join("big");
+        let f = std::fs::File::create(&big).expect("create");
+        f.set_len(MAX_CONFIG_FILE + 1).expect("sparse file");
+        assert!(io_reason(&read_config_file(&big).expect_err("big")).contains("larger than 16 MiB"));
     }
 }

@@ -65,7 +65,7 @@ impl Loader {
         path: &Path,
         jail_vars: &[(String, String, Pos)],
     ) -> Option<Arc<Filter>> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::util::read_config_file(path) {
             Ok(t) => t,
             Err(e) => {
                 let msg = format!("cannot read filter: {}", crate::util::io_reason(&e));

@@ -259,7 +259,7 @@ impl Loader {
 
     fn jail(&mut self, file: &Path, defaults: &JailOptions) -> Option<JailConfig> {
         let name = file.file_stem()?.to_string_lossy().into_owned();
-        let text = match std::fs::read_to_string(file) {
+        let text = match crate::util::read_config_file(file) {
             Ok(t) => t,
             Err(e) => {
                 let msg = format!("cannot read jail file: {}", crate::util::io_reason(&e));

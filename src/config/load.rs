@@ -74,7 +74,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         dir: dir.to_path_buf(),
         filters: HashMap::new(),
     };
-    let raw = match std::fs::read_to_string(&main_path) {
+    let raw = match crate::util::read_config_file(&main_path) {
         Ok(text) => match toml::from_str::<RawMain>(&text) {
             Ok(raw) => Some((raw, text)),
             Err(e) => {
@@ -342,7 +342,7 @@ pub(super) fn default_filter_path(dir: &Path) -> Vec<PathBuf> {
 
 /// `[daemon]` of `dir/gaoler.toml` alone, for commands that need only it.
 pub(super) fn read_daemon_settings(dir: &Path) -> Option<raw::RawDaemon> {
-    let text = std::fs::read_to_string(dir.join("gaoler.toml")).ok()?;
+    let text = crate::util::read_config_file(&dir.join("gaoler.toml")).ok()?;
     toml::from_str::<RawMain>(&text).ok()?.daemon
 }
 

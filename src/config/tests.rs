@@ -580,3 +580,20 @@ fn a_pipe_is_a_source_of_its_own_and_never_a_regular_file() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn an_ignore_list_that_is_a_device_or_a_pipe_is_refused_at_once() {
+    // Regression: `file:/dev/zero` made `check` grow at 200 MB/s; a FIFO hung it.
+    let d = Dir::new(MAIN);
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"auth.log\"\nignoreip = [\"file:/dev/zero\"]\n",
+    );
+    let errors = d.errors();
+    assert!(
+        errors.iter().any(|e| e.contains("sshd.toml:3:")
+            && e.contains("/dev/zero")
+            && e.contains("not a regular file")),
+        "{errors:?}"
+    );
+}

@@ -153,7 +153,12 @@ pub fn parse_port(s: &str) -> Result<PortRange, String> {
     }
     match s.split_once('-') {
         Some((a, b)) => {
-            let (first, last) = (parse_port_number(a)?, parse_port_number(b)?);
+            // The whole value in the message: `-1` is no range with an empty start.
+            let whole = |_| {
+                format!("invalid port `{s}`: expected a number from 1 to 65535 or a range like 8000-8080")
+            };
+            let first = parse_port_number(a).map_err(whole)?;
+            let last = parse_port_number(b).map_err(whole)?;
             if first > last {
                 return Err(format!("invalid port range `{s}`: {first} is above {last}"));
             }
@@ -230,7 +235,7 @@ impl<'de> Deserialize<'de> for IgnoreValue {
 
 /// Reads an ignore list file: one address or network per line, `#` comments.
 pub fn read_ignore_file(path: &std::path::Path) -> Result<Vec<IpNet>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::util::read_config_file(path).map_err(|e| {
         format!(
             "cannot read ignore list {}: {}",
             path.display(),
@@ -318,6 +323,11 @@ mod tests {
         );
         for bad in ["0", "65536", "80-22", "ssh-", "no-such-service"] {
             assert!(parse_port(bad).is_err(), "{bad}");
+        }
+        // Regression: `-1` was reported as "invalid port ``".
+        for bad in ["-1", "80-", "-"] {
+            let e = parse_port(bad).expect_err(bad);
+            assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
     }
 }

@@ -183,12 +183,17 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
     };
     let value: serde_json::Value = serde_json::from_slice(line)
         .map_err(|e| usage(format!("malformed request (not JSON): {e}")))?;
-    let v = value.get("v").and_then(|v| v.as_u64());
-    match v {
-        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
-        Some(v) => {
+    match value.get("v") {
+        Some(v) if v.as_u64() == Some(u64::from(PROTOCOL_VERSION)) => {}
+        Some(v) if v.as_u64().is_some() => {
             return Err(usage(format!(
                 "this daemon speaks ctl protocol {PROTOCOL_VERSION} but the client sent {v}: use the gaoler binary of the running daemon's version"
+            )))
+        }
+        // Present but not a version (-1, "1", 1.5): say so, not that it is missing.
+        Some(v) => {
+            return Err(usage(format!(
+                "malformed request: the protocol version `v` must be a whole number (this daemon speaks {PROTOCOL_VERSION}), not {v}"
             )))
         }
         None => return Err(usage("malformed request: no protocol version `v`".into())),

@@ -152,3 +152,25 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_version_of_the_wrong_type_is_named_as_such() {
+    // Regression: `"v":-1` and `"v":"1"` were answered "no protocol version `v`".
+    for (v, shown) in [("-1", "-1"), ("\"1\"", "\"1\""), ("1.5", "1.5")] {
+        let line = format!("{{\"v\":{v},\"request\":{{\"cmd\":\"ping\"}}}}");
+        match decode_request(line.as_bytes()) {
+            Err(Response::Error {
+                usage: true,
+                message,
+            }) => {
+                assert!(message.contains("must be a whole number"), "{message}");
+                assert!(message.contains(shown), "{message}");
+            }
+            other => panic!("{v}: {other:?}"),
+        }
+    }
+    match decode_request(br#"{"request":{"cmd":"ping"}}"#) {
+        Err(Response::Error { message, .. }) => assert!(message.contains("no protocol version")),
+        other => panic!("{other:?}"),
+    }
+}
