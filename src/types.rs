@@ -134,10 +134,11 @@ impl Increment {
         let secs = base.as_secs_f64() * multiplier;
         let cap = self.maxtime.map_or(f64::MAX, |m| m.as_secs_f64());
         let secs = if secs.is_finite() { secs.min(cap) } else { cap };
-        // Capped at ten years so the arithmetic below cannot overflow.
-        let secs = secs.clamp(0.0, 10.0 * 365.0 * 86_400.0);
+        // Never past the longest finite ban (so the arithmetic cannot overflow and the
+        // kernel takes the timeout), random seconds included.
+        let longest = crate::units::MAX_BANTIME.as_secs_f64();
         let extra = (self.rndtime.as_secs_f64() * random.clamp(0.0, 1.0)).round();
-        Duration::from_secs((secs + extra) as u64)
+        Duration::from_secs((secs.clamp(0.0, longest) + extra).min(longest) as u64)
     }
 }
 

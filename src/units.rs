@@ -36,6 +36,25 @@ impl fmt::Display for BanTime {
     }
 }
 
+/// The longest finite ban: ten years (3650 days). Longer is `permanent`. An element's
+/// timeout in the kernel never exceeds it either.
+pub const MAX_BANTIME: Duration = Duration::from_secs(3650 * 86_400);
+
+/// `bantime` as a ban may have it: at least a second, at most [`MAX_BANTIME`].
+pub fn check_bantime(bantime: BanTime) -> Result<BanTime, String> {
+    match bantime {
+        BanTime::Finite(d) if d.is_zero() => {
+            Err("bantime 0 bans nobody: give it a length (or disable the jail)".to_string())
+        }
+        BanTime::Finite(d) if d > MAX_BANTIME => Err(format!(
+            "bantime {} is longer than the longest finite ban, {} (ten years): use \"permanent\"",
+            format_duration(d),
+            format_duration(MAX_BANTIME)
+        )),
+        ok => Ok(ok),
+    }
+}
+
 /// The levels `log_level` and `ctl log-level` take.
 pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
@@ -121,11 +140,11 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Parses a ban time: a duration, or `permanent` / `-1`.
+/// Parses a ban time: a duration (1 s to [`MAX_BANTIME`]), or `permanent` / `-1`.
 pub fn parse_bantime(s: &str) -> Result<BanTime, String> {
     match s.trim() {
         "permanent" | "-1" => Ok(BanTime::Permanent),
-        other => parse_duration(other).map(BanTime::Finite),
+        other => check_bantime(BanTime::Finite(parse_duration(other)?)),
     }
 }
 
@@ -177,6 +196,21 @@ mod tests {
             parse_bantime("1h"),
             Ok(BanTime::Finite(Duration::from_secs(3600)))
         );
+    }
+
+    #[test]
+    fn a_bantime_is_at_least_a_second_and_at_most_ten_years() {
+        // Regression: 3650 days and more passed `check`, and nft then refused the ban.
+        assert_eq!(
+            parse_bantime("3650d"),
+            Ok(BanTime::Finite(Duration::from_secs(315_360_000)))
+        );
+        for bad in ["3651d", "0", "0s", "99999999999"] {
+            assert!(parse_bantime(bad).is_err(), "{bad}");
+        }
+        assert!(parse_bantime("3651d")
+            .expect_err("too long")
+            .contains("permanent"));
     }
 
     #[test]

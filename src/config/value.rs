@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::types::BanTime;
-use crate::units::{parse_bantime, parse_duration, DURATION_HELP};
+use crate::units::{check_bantime, parse_bantime, parse_duration, DURATION_HELP};
 
 /// A duration given as an integer (seconds) or a string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,16 +55,18 @@ impl<'de> Deserialize<'de> for BanTimeValue {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 match v {
                     -1 => Ok(BanTimeValue(BanTime::Permanent)),
-                    v if v >= 0 => Ok(BanTimeValue(BanTime::Finite(Duration::from_secs(
-                        v as u64,
-                    )))),
+                    v if v >= 0 => check_bantime(BanTime::Finite(Duration::from_secs(v as u64)))
+                        .map(BanTimeValue)
+                        .map_err(E::custom),
                     v => Err(E::custom(format!(
                         "bantime {v} is invalid: use -1 or \"permanent\" for a ban that never expires"
                     ))),
                 }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(BanTimeValue(BanTime::Finite(Duration::from_secs(v))))
+                check_bantime(BanTime::Finite(Duration::from_secs(v)))
+                    .map(BanTimeValue)
+                    .map_err(E::custom)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 parse_bantime(v).map(BanTimeValue).map_err(E::custom)

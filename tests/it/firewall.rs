@@ -226,3 +226,44 @@ fn a_reload_that_removes_a_jail_lifts_its_bans_in_the_kernel_and_keeps_the_other
     assert!(!table.to_string().contains("web-v4"), "{table}");
     assert_eq!(banned_ips(cfg.path()), [ATTACKER_V4]);
 }
+
+#[test]
+fn a_ten_year_ban_reaches_the_kernel_and_a_longer_one_is_refused_before_it() {
+    // Regression: a bantime of 3650 days passed `check`, and nft then refused the
+    // element ("value too large"): it was written as 315360000s.
+    let lab = Lab::new();
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"glong\"",
+        &jail("ports = [\"2222\"]").replace("bantime = \"1h\"", "bantime = \"3650d\""),
+    );
+    lab.listen(2222);
+    let _d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    let els = lab.elements("glong", "sshd-v4");
+    assert_eq!(els.len(), 1, "{els:?}");
+    assert!(els[0].1.is_some_and(|t| t > 3649 * 86_400), "{els:?}");
+    assert!(!lab.attacker_connects(SERVER_V4, 2222, SHORT));
+    // One day longer is refused at the command line, with what to do instead.
+    let out = gaoler(
+        cfg.path(),
+        &["ctl", "ban", "sshd", "198.51.100.9", "--bantime", "3651d"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("permanent"),
+        "{}",
+        text(&out.stderr)
+    );
+    // And in a jail file, at its position.
+    cfg.write(
+        "jails/sshd.toml",
+        &jail("").replace("bantime = \"1h\"", "bantime = \"3651d\""),
+    );
+    let out = gaoler(cfg.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("sshd.toml:4:"),
+        "{}",
+        text(&out.stderr)
+    );
+}

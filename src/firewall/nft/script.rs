@@ -17,8 +17,11 @@ use crate::types::Target;
 
 /// Name of gaoler's base chain inside its table.
 pub const CHAIN: &str = "input";
-/// Longest element timeout sent to the kernel (10 years); longer bans are refreshed.
-pub const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 86_400;
+/// Longest element timeout sent to the kernel: the longest finite ban (10 years).
+pub const MAX_TIMEOUT_SECS: u64 = crate::units::MAX_BANTIME.as_secs();
+/// nft 1.0.6 refuses a timeout of this many seconds or more written in seconds
+/// ("value too large"), and takes it written in days, hours, minutes and seconds.
+const SECONDS_LIMIT: u64 = 100_000_000;
 
 /// The four sets of a jail: single addresses (`v4`, `v6`) and prefixes (`n4`, `n6`),
 /// kept apart because nft rejects an address inside an overlapping interval.
@@ -175,7 +178,8 @@ fn write_elements<'a>(
         }
         let _ = write!(out, "{target}");
         if let Some(t) = timeout {
-            let _ = write!(out, " timeout {}s", timeout_secs(t));
+            out.push_str(" timeout ");
+            write_timeout(out, timeout_secs(t));
         }
     }
     out.push_str(" }\n");
@@ -183,6 +187,27 @@ fn write_elements<'a>(
 
 pub fn timeout_secs(d: Duration) -> u64 {
     d.as_secs().clamp(1, MAX_TIMEOUT_SECS)
+}
+
+/// `secs` as nft reads it: plain seconds (the common, shorter case), or `3650d` /
+/// `1157d9h46m40s` from where nft stops taking plain seconds.
+fn write_timeout(out: &mut String, secs: u64) {
+    if secs < SECONDS_LIMIT {
+        let _ = write!(out, "{secs}s");
+        return;
+    }
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    let _ = write!(out, "{d}d");
+    for (n, unit) in [(h, 'h'), (m, 'm'), (s, 's')] {
+        if n > 0 {
+            let _ = write!(out, "{n}{unit}");
+        }
+    }
 }
 
 /// One transaction for a batch of changes. New bans are plain adds. Per set, elements
@@ -405,6 +430,20 @@ pub(super) mod tests {
             set_name("web", &"198.51.100.0/24".parse().expect("net")),
             "web-n4"
         );
+    }
+
+    #[test]
+    fn long_timeouts_are_written_in_days_where_nft_refuses_seconds() {
+        // Regression: a ten-year ban was sent as `315360000s`, which nft refuses.
+        let text = |secs: u64| {
+            let mut out = String::new();
+            write_timeout(&mut out, secs);
+            out
+        };
+        assert_eq!(text(99_999_999), "99999999s");
+        assert_eq!(text(100_000_000), "1157d9h46m40s");
+        assert_eq!(text(MAX_TIMEOUT_SECS), "3650d");
+        assert_eq!(text(86_400 * 2000 + 61), "2000d1m1s");
     }
 
     #[test]
