@@ -62,6 +62,7 @@ impl<F: Firewall> BanManager<F> {
             }
             Err(e) => {
                 tracing::error!(error = %e, bans = bans.len(), "kernel did not take the bans; they are saved and will be retried");
+                self.kernel_failed(&e);
                 for ban in bans {
                     self.waiting
                         .pending
@@ -128,6 +129,7 @@ impl<F: Firewall> BanManager<F> {
         let kernel = self.desired().settle(&keys, now);
         if let Err(e) = transaction(&self.stats, self.firewall.apply(&kernel)).await {
             tracing::error!(error = %e, "kernel did not take the unbans; retrying");
+            self.kernel_failed(&e);
             self.waiting.unbans.extend(keys);
             self.waiting.schedule(Instant::now());
             return Err(e.into());

@@ -76,6 +76,18 @@ pub struct BanManager<F: Firewall> {
     reconcile_at: Instant,
     ban_log: BanLog,
     outputs: Outputs,
+    /// The table may be gone (a change failed for want of it, or nft reported a
+    /// deleted table): look at once, and rebuild it with every ban if so.
+    table_doubt: Option<Doubt>,
+}
+
+/// Why the table is in doubt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Doubt {
+    /// nft reported a table of that name deleted (gaoler's own rebuilds do that too).
+    Deleted,
+    /// A change failed because the table, a set or the chain is missing.
+    Missing,
 }
 
 impl<F: Firewall> BanManager<F> {
@@ -102,6 +114,7 @@ impl<F: Firewall> BanManager<F> {
             reconcile_at: Instant::now(),
             ban_log: BanLog::new(),
             outputs: Outputs::default(),
+            table_doubt: None,
         }
     }
 
@@ -151,11 +164,13 @@ impl<F: Firewall> BanManager<F> {
         shutdown: CancellationToken,
         on_stop: OnStop,
     ) {
+        let mut removals = self.firewall.watch();
         loop {
             let wake = self.next_wake();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Some(()) = next_removal(&mut removals) => self.doubt(Doubt::Deleted),
                 Some(cmd) = commands.recv() => self.handle(cmd).await,
                 Some(first) = decisions.recv() => {
                     // Decisions arriving close together share one store flush and one
@@ -187,6 +202,7 @@ impl<F: Firewall> BanManager<F> {
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     self.expire();
+                    self.settle_doubt().await;
                     self.retry().await;
                     self.purge_history();
                     if let Some(every) = self.reconcile_every {
@@ -317,6 +333,20 @@ impl<F: Firewall> BanManager<F> {
         for jail in self.stats.jail_names() {
             self.refresh_count(&jail);
         }
+    }
+}
+
+/// The next table removal the firewall reports; pending forever without a watch.
+async fn next_removal(removals: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match removals {
+        Some(rx) => match rx.recv().await {
+            Some(()) => Some(()),
+            None => {
+                *removals = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -821,3 +821,45 @@ async fn outputs_see_every_ban_and_every_end_of_one_without_slowing_them() {
     assert_eq!(dropped.load(Relaxed), 4);
     assert_eq!(r.stats.bans.load(Relaxed), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_table_wiped_under_the_manager_is_rebuilt_at_once_with_every_ban() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let wipe = |fw: &MemoryFirewall| {
+        let mut k = fw.kernel.lock().expect("kernel");
+        k.installed = None;
+        k.elements.clear();
+    };
+    // `nft flush ruleset`: the next ban fails for want of the table, and the table
+    // is rebuilt at the next wake with both bans, not retried with backoff.
+    wipe(&r.fw);
+    r.manager.decide(vec![decision("203.0.113.6")]).await;
+    assert_eq!(kernel_has(&r.fw, "203.0.113.6"), None);
+    assert_eq!(r.manager.next_wake(), Instant::now(), "looks at once");
+    r.manager.settle_doubt().await;
+    assert!(kernel_has(&r.fw, "203.0.113.5").is_some());
+    assert!(kernel_has(&r.fw, "203.0.113.6").is_some());
+    assert_eq!(
+        ban_of(&r, "sshd", "203.0.113.6").map(|b| b.count),
+        Some(1),
+        "in force now"
+    );
+    // A reported deletion while the table is there (gaoler's own rebuild) changes
+    // nothing; one that really removed it rebuilds.
+    let before = r.fw.kernel.lock().expect("k").transactions;
+    r.manager.doubt(Doubt::Deleted);
+    r.manager.settle_doubt().await;
+    assert_eq!(
+        r.fw.kernel.lock().expect("k").transactions,
+        before + 1,
+        "one look, no rebuild"
+    );
+    wipe(&r.fw);
+    r.manager.doubt(Doubt::Deleted);
+    r.manager.settle_doubt().await;
+    assert!(
+        kernel_has(&r.fw, "203.0.113.5").is_some() && kernel_has(&r.fw, "203.0.113.6").is_some()
+    );
+}

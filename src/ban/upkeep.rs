@@ -10,12 +10,49 @@ use tokio::time::Instant;
 
 use super::desired::elements_for;
 use super::events::Ended;
-use super::{reconcile, transaction, BanError, BanManager, MAX_SLEEP, PURGE_EVERY};
+use super::{reconcile, transaction, BanError, BanManager, Doubt, MAX_SLEEP, PURGE_EVERY};
 use crate::firewall::{Change, Firewall};
 use crate::store::StoreChange;
 use crate::types::Ban;
 
 impl<F: Firewall> BanManager<F> {
+    /// Notes that the table may be gone; the next wake looks.
+    pub(super) fn doubt(&mut self, why: Doubt) {
+        self.table_doubt = Some(match (self.table_doubt, why) {
+            (Some(Doubt::Missing), _) | (_, Doubt::Missing) => Doubt::Missing,
+            _ => Doubt::Deleted,
+        });
+    }
+
+    /// A kernel change failed: if for want of the table, it is rebuilt at once
+    /// rather than the change retried against nothing.
+    pub(super) fn kernel_failed(&mut self, e: &crate::firewall::FirewallError) {
+        if e.table_missing() {
+            self.doubt(Doubt::Missing);
+        }
+    }
+
+    /// Settles a doubt about the table: after a failure the reconciler runs at once
+    /// (it rebuilds what is missing); after a reported deletion, only when the table
+    /// is really gone (gaoler's own rebuilds delete and add it in one transaction).
+    pub(super) async fn settle_doubt(&mut self) {
+        let Some(doubt) = self.table_doubt.take() else {
+            return;
+        };
+        if doubt == Doubt::Deleted {
+            match self.firewall.table_exists().await {
+                Ok(Some(false)) => {}
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether the table is still there; the reconciler will");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the firewall table is gone or incomplete (a flush of the ruleset?): rebuilding it with every ban");
+        self.reconcile().await;
+    }
+
     pub(super) fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let mut wake = now + MAX_SLEEP;
@@ -28,6 +65,9 @@ impl<F: Firewall> BanManager<F> {
         }
         if self.reconcile_every.is_some() {
             wake = wake.min(self.reconcile_at);
+        }
+        if self.table_doubt.is_some() {
+            wake = now;
         }
         wake
     }
@@ -117,6 +157,7 @@ impl<F: Firewall> BanManager<F> {
             }
             Err(e) => {
                 tracing::error!(error = %e, changes = changes.len(), "kernel still refuses; retrying later");
+                self.kernel_failed(&e);
                 self.waiting.back_off(Instant::now());
             }
         }

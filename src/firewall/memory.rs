@@ -85,6 +85,10 @@ impl Firewall for MemoryFirewall {
         })
     }
 
+    async fn table_exists(&mut self) -> Result<Option<bool>, FirewallError> {
+        self.with(|k| Ok(Some(k.installed.is_some())))
+    }
+
     async fn inventory(&mut self, layout: &Layout) -> Result<Option<Inventory>, FirewallError> {
         self.with(|k| {
             Ok(Some(Inventory {

@@ -90,6 +90,18 @@ pub enum FirewallError {
     NotInstalled,
 }
 
+impl FirewallError {
+    /// True when the change failed because gaoler's table (or a set or chain of it)
+    /// is not in the kernel: the table must be rebuilt, not the change retried.
+    pub fn table_missing(&self) -> bool {
+        match self {
+            FirewallError::NotInstalled => true,
+            FirewallError::Rejected { stderr, .. } => stderr.contains("No such file or directory"),
+            _ => false,
+        }
+    }
+}
+
 /// What the kernel holds of gaoler's table, for the reconciler.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
@@ -122,6 +134,17 @@ pub trait Firewall: Send {
         &mut self,
         layout: &Layout,
     ) -> impl Future<Output = Result<Option<Inventory>, FirewallError>> + Send;
+    /// Whether gaoler's table is in the kernel at all, asked cheaply (no elements
+    /// listed); `None` when there is no kernel to ask (the dry run).
+    fn table_exists(&mut self) -> impl Future<Output = Result<Option<bool>, FirewallError>> + Send {
+        async { Ok(None) }
+    }
+    /// A signal each time the table may have been removed behind gaoler's back (a
+    /// `flush ruleset`, as `systemctl restart nftables` does); `None` when the
+    /// backend cannot watch. Called once, from within the runtime.
+    fn watch(&mut self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        None
+    }
 }
 
 /// The backend chosen by `[firewall] backend`.
@@ -163,6 +186,20 @@ impl Firewall for Backend {
         match self {
             Backend::Nft(f) => f.inventory(layout).await,
             Backend::Log(f) => f.inventory(layout).await,
+        }
+    }
+
+    async fn table_exists(&mut self) -> Result<Option<bool>, FirewallError> {
+        match self {
+            Backend::Nft(f) => f.table_exists().await,
+            Backend::Log(f) => f.table_exists().await,
+        }
+    }
+
+    fn watch(&mut self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        match self {
+            Backend::Nft(f) => f.watch(),
+            Backend::Log(f) => f.watch(),
         }
     }
 }

@@ -293,3 +293,37 @@ fn the_reconciler_repairs_a_deleted_element_a_deleted_table_and_an_unknown_eleme
     );
     assert!(repairs() >= 3, "repairs are counted: {}", repairs());
 }
+
+#[test]
+fn a_flushed_ruleset_is_rebuilt_within_seconds_and_a_ban_after_it_lands() {
+    // Regression: after `nft flush ruleset` (what `systemctl restart nftables` does)
+    // bans were gone until the next reconcile (60 s), and new bans failed with "No
+    // such file or directory" and were retried with backoff against nothing.
+    let lab = Lab::new();
+    let cfg = ConfigDir::new("backend = \"nftables\"\ntable = \"gwipe\"", &jail(3));
+    lab.listen(PORT);
+    let _daemon = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4, "--bantime", "1h"]);
+    let has = |ip: &str| lab.elements("gwipe", "sshd-v4").iter().any(|e| e.0 == ip);
+    assert!(has(ATTACKER_V4));
+    lab.nft(&["flush", "ruleset"]);
+    // Seen through `nft monitor`: rebuilt long before the 60 s reconcile interval.
+    let t0 = std::time::Instant::now();
+    wait_for(Duration::from_secs(5), "the table to be rebuilt", || {
+        has(ATTACKER_V4)
+    });
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(
+        !lab.attacker_connects(SERVER_V4, PORT, SHORT),
+        "dropped again"
+    );
+    // Wiped again, and a ban made at once: it lands with the rebuild.
+    lab.nft(&["flush", "ruleset"]);
+    ctl_json(
+        cfg.path(),
+        &["ban", "sshd", "198.51.100.20", "--bantime", "1h"],
+    );
+    wait_for(Duration::from_secs(5), "both bans back", || {
+        has(ATTACKER_V4) && has("198.51.100.20")
+    });
+}

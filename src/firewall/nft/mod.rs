@@ -137,6 +137,48 @@ impl Firewall for NftFirewall {
         self.send(&what, script::remove_script(&self.table)).await
     }
 
+    async fn table_exists(&mut self) -> Result<Option<bool>, FirewallError> {
+        let out = self
+            .run("listing tables", &["list", "tables", "inet"], None)
+            .await?;
+        let ours = format!("table inet {}", self.table);
+        Ok(Some(
+            String::from_utf8_lossy(&out)
+                .lines()
+                .any(|l| l.trim() == ours),
+        ))
+    }
+
+    /// Follows `nft monitor tables` and signals each `delete table inet <table>`.
+    /// gaoler's own rebuilds delete and add the table in one transaction, so a signal
+    /// is a reason to look (`table_exists`), not proof.
+    fn watch(&mut self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(&self.nft)
+            .args(["monitor", "tables"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| tracing::warn!(error = %crate::util::io_reason(&e), "cannot watch nftables events; a removed table is found by the reconciler"))
+            .ok()?;
+        let stdout = child.stdout.take()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let deleted = format!("delete table inet {}", self.table);
+        tokio::spawn(async move {
+            let _child = child;
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim() == deleted && tx.try_send(()).is_err() && tx.is_closed() {
+                    return;
+                }
+            }
+            tracing::debug!("nft monitor ended; a removed table is found by the reconciler");
+        });
+        Some(rx)
+    }
+
     async fn inventory(&mut self, layout: &Layout) -> Result<Option<Inventory>, FirewallError> {
         let args = ["-j", "list", "table", "inet", layout.table.as_str()];
         match self.run("listing the table", &args, None).await {
