@@ -36,12 +36,17 @@ struct InProcess {
 /// A config directory: gaoler.toml (no reconciler, so the paused clock's jumps stay
 /// short) and jail `sshd` reading the named pipe `auth.pipe`.
 fn config_dir() -> tempfile::TempDir {
+    config_dir_with("")
+}
+
+/// `config_dir` with `daemon_extra` in [daemon].
+fn config_dir_with(daemon_extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     write(
         dir.path(),
         "gaoler.toml",
         &format!(
-            "[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\n[firewall]\nbackend = \"log\"\nreconcile_interval = 0\n",
+            "[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\n{daemon_extra}\n[firewall]\nbackend = \"log\"\nreconcile_interval = 0\n",
             shipped_filters().display()
         ),
     );
@@ -435,5 +440,33 @@ async fn the_control_socket_answers_every_request_and_refuses_garbage() {
         assert!(usage(frame.response), "{answer}");
     }
     assert!(matches!(d.ask(Request::Ping).await, Response::Pong { .. }));
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spray_past_max_tracked_does_not_save_an_attacker_from_its_ban() {
+    // Regression (issue 19): a spray of new addresses past max_tracked evicted an
+    // attacker's two earlier failures, so its third was not banned.
+    let d = InProcess::start(config_dir_with("max_tracked = 100"), SharedStore::default()).await;
+    d.log(&failures("198.51.100.7", 2));
+    for chunk in 0..10u32 {
+        // In chunks: the pipe holds 64 KiB, and this test's thread runs the daemon too.
+        let spray: Vec<String> = (0..100u32)
+            .flat_map(|i| {
+                failures(
+                    &std::net::Ipv4Addr::from(0x0a00_0000 + (chunk * 100 + i) * 256).to_string(),
+                    1,
+                )
+            })
+            .collect();
+        d.log(&spray);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Response::Stats(stats) = d.ask(Request::Stats).await else {
+        panic!("stats")
+    };
+    assert!(stats.evicted >= 900, "the spray was evicted: {stats:?}");
+    d.log(&failures("198.51.100.7", 1));
+    d.until_banned("198.51.100.7").await;
     d.stop().await;
 }
