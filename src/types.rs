@@ -230,6 +230,23 @@ impl IgnoreList {
         self.nets.iter().any(|n| n.contains(&net))
     }
 
+    /// True when `target` would cover any address this list protects: loopback, or
+    /// any address of its networks (a prefix ban that contains one, or lies in one).
+    pub fn overlaps(&self, target: &Target) -> bool {
+        let net = target.net();
+        let loopback: IpNet = match net {
+            IpNet::V4(_) => {
+                IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::LOCALHOST, 8).unwrap_or_default())
+            }
+            IpNet::V6(_) => IpNet::V6(
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::LOCALHOST, 128).unwrap_or_default(),
+            ),
+        };
+        std::iter::once(&loopback)
+            .chain(&self.nets)
+            .any(|n| n.contains(&net) || net.contains(n))
+    }
+
     pub fn nets(&self) -> &[IpNet] {
         &self.nets
     }

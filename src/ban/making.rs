@@ -6,6 +6,8 @@ use super::{policy, recidive, BanError, BanManager};
 use crate::config::RECIDIVE;
 use crate::firewall::Firewall;
 use crate::store::History;
+use std::net::IpAddr;
+
 use crate::types::{Ban, BanTime, Target, Timestamp};
 
 impl<F: Firewall> BanManager<F> {
@@ -27,7 +29,7 @@ impl<F: Firewall> BanManager<F> {
         let targets = recidive::offenders(&rule, made, now, recent, |t| desired.holds(RECIDIVE, t));
         let mut bans = Vec::new();
         for target in targets {
-            match self.new_ban(RECIDIVE, target, None, now) {
+            match self.new_ban(RECIDIVE, target, None, None, now) {
                 Ok(b) => bans.push(b),
                 Err(e) => {
                     tracing::warn!(%target, error = %e, "not banned by recidive")
@@ -48,7 +50,7 @@ impl<F: Firewall> BanManager<F> {
         bantime: Option<BanTime>,
     ) -> Result<Ban, BanError> {
         let now = self.clock.now();
-        let ban = self.new_ban(jail, target, bantime, now)?;
+        let ban = self.new_ban(jail, target, bantime, None, now)?;
         self.commit_bans(vec![ban.clone()], now).await?;
         self.recidive(std::slice::from_ref(&ban), now).await;
         Ok(ban)
@@ -61,6 +63,7 @@ impl<F: Firewall> BanManager<F> {
         jail: &str,
         target: Target,
         bantime: Option<BanTime>,
+        addr: Option<IpAddr>,
         now: Timestamp,
     ) -> Result<Ban, BanError> {
         let pending = &self.waiting.pending;
@@ -92,8 +95,9 @@ impl<F: Firewall> BanManager<F> {
             jail,
             target,
             bantime,
+            addr,
         };
-        policy::new_ban(
+        let ban = policy::new_ban(
             &self.jails,
             request,
             held,
@@ -101,6 +105,10 @@ impl<F: Firewall> BanManager<F> {
             self.history_horizon,
             now,
             fastrand::f64(),
-        )
+        )?;
+        if ban.target != target {
+            tracing::info!(%jail, prefix = %target, narrowed = %ban.target, "a prefix ban would cover a protected address (loopback, this host, ignoreip): narrowed to the address that failed");
+        }
+        Ok(ban)
     }
 }

@@ -3,6 +3,7 @@
 //! and the errors a request can meet.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -20,6 +21,9 @@ pub struct Decision {
     pub jail: String,
     pub target: Target,
     pub failures: u32,
+    /// The address whose failure made the decision: a prefix ban that would cover a
+    /// protected address is narrowed to it.
+    pub addr: Option<IpAddr>,
 }
 
 /// What the jail task sends the ban manager, in order.
@@ -100,6 +104,8 @@ pub enum BanError {
     UnknownJail(String),
     #[error("{target} is in the ignore list of jail `{jail}` (ignoreip or loopback): not banned")]
     Ignored { target: Target, jail: String },
+    #[error("{target} would cover a protected address (loopback, this host's own addresses or an ignoreip range of jail `{jail}`): not banned; ban a narrower prefix")]
+    Protected { target: Target, jail: String },
     #[error("{target} overlaps {existing}, already banned in jail `{jail}`: lift that ban first")]
     Overlaps {
         target: Target,
@@ -121,7 +127,10 @@ impl BanError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            BanError::UnknownJail(_) | BanError::Ignored { .. } | BanError::Overlaps { .. }
+            BanError::UnknownJail(_)
+                | BanError::Ignored { .. }
+                | BanError::Protected { .. }
+                | BanError::Overlaps { .. }
         )
     }
 }

@@ -272,7 +272,7 @@ impl<F: Firewall> BanManager<F> {
                 tracing::debug!(jail = %d.jail, target = %d.target, "already banned");
                 continue;
             }
-            match self.new_ban(&d.jail, d.target, None, now) {
+            match self.new_ban(&d.jail, d.target, None, d.addr, now) {
                 Ok(ban) => bans.push(ban),
                 Err(e) => {
                     tracing::warn!(jail = %d.jail, target = %d.target, error = %e, "not banned")

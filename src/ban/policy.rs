@@ -4,6 +4,7 @@
 //! brings the history, what the jail already bans, `now` and the random factor.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::BanError;
@@ -52,6 +53,9 @@ pub struct Request<'a> {
     pub target: Target,
     /// An explicit length (`ctl ban --bantime`), taken as given.
     pub bantime: Option<BanTime>,
+    /// The address whose failure asked for the ban (`None`: by hand). A prefix that
+    /// would cover a protected address is narrowed to it; by hand, it is refused.
+    pub addr: Option<IpAddr>,
 }
 
 /// The ban `request` makes at `now` under `jails`. `held` are the targets `jail`
@@ -70,10 +74,26 @@ pub fn new_ban<'t>(
         jail,
         target,
         bantime,
+        addr,
     } = request;
     let policy = jails
         .get(jail)
         .ok_or_else(|| BanError::UnknownJail(jail.to_string()))?;
+    // No ban covers loopback, the host's own addresses or an ignored range: a prefix
+    // that would is narrowed to the address that failed, or refused when by hand.
+    let target = if !target.is_single() && policy.ignore.overlaps(&target) {
+        match addr {
+            Some(a) => Target::addr(a),
+            None => {
+                return Err(BanError::Protected {
+                    target,
+                    jail: jail.to_string(),
+                })
+            }
+        }
+    } else {
+        target
+    };
     // Prefixes of one jail share an interval set: nft refuses overlapping ones.
     if !target.is_single() {
         let overlapping = held.into_iter().copied().find(|t| {
@@ -148,6 +168,7 @@ mod tests {
             jail: "sshd",
             target: t(target),
             bantime: None,
+            addr: None,
         }
     }
 
@@ -218,5 +239,87 @@ mod tests {
         assert!(new_ban(&j, ask("2001:db8::1"), &held, None, DAY, t0(), 0.0).is_ok());
         assert_eq!(set_of(&j, "sshd"), "sshd");
         assert_eq!(set_of(&j, "other"), "other");
+    }
+
+    #[test]
+    fn a_prefix_over_a_protected_address_is_narrowed_or_refused() {
+        // Regressions: `from ::1` with ipv6_prefix 64 banned ::/64 (and so [::1]); a
+        // failure in the /24 of an ignored admin banned the /24; `ctl ban 0.0.0.0/0`
+        // blocked 127.0.0.1.
+        let j = jails();
+        let from = |target: &str, addr: &str| Request {
+            addr: Some(addr.parse().expect("ip")),
+            ..ask(target)
+        };
+        let r = |req| new_ban(&j, req, [], None, DAY, t0(), 0.0);
+        assert!(matches!(
+            r(from("::/64", "::1")),
+            Err(BanError::Ignored { .. })
+        ));
+        let narrowed = r(from("192.0.2.0/23", "192.0.3.77")).expect("narrowed");
+        assert_eq!(
+            narrowed.target,
+            t("192.0.3.77"),
+            "the /23 holds ignored 192.0.2.0/24"
+        );
+        assert!(matches!(
+            r(ask("0.0.0.0/0")),
+            Err(BanError::Protected { .. })
+        ));
+        assert!(matches!(r(ask("::/0")), Err(BanError::Protected { .. })));
+        assert!(matches!(
+            r(ask("127.0.0.0/16")),
+            Err(BanError::Protected { .. })
+        ));
+        let e = r(ask("192.0.0.0/16")).expect_err("by hand");
+        assert!(e.is_usage() && e.to_string().contains("protected"), "{e}");
+        // A prefix clear of every protected range stays a prefix.
+        assert_eq!(
+            r(from("203.0.113.0/24", "203.0.113.9"))
+                .expect("ban")
+                .target,
+            t("203.0.113.0/24")
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the prefix and the protected ranges, no ban covers one of them.
+        #[test]
+        fn no_ban_ever_covers_a_protected_address(
+            v4 in proptest::bool::ANY,
+            bits in proptest::num::u128::ANY,
+            len in 0u8..=128,
+            protected in proptest::collection::vec((proptest::num::u128::ANY, 0u8..=128), 0..4),
+            by_hand in proptest::bool::ANY,
+        ) {
+            let net = |b: u128, l: u8| -> ipnet::IpNet {
+                if v4 {
+                    ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(b as u32), l.min(32)).expect("len").trunc().into()
+                } else {
+                    ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(b), l).expect("len").trunc().into()
+                }
+            };
+            let ignore = IgnoreList::new(protected.iter().map(|&(b, l)| net(b, l)).collect());
+            let jails = BTreeMap::from([(
+                "sshd".to_string(),
+                BanPolicy { set: "sshd".into(), bantime: BanTime::Permanent, ignore: ignore.clone(), increment: None },
+            )]);
+            let target: Target = net(bits, len).to_string().parse().expect("target");
+            // The address that failed: anywhere inside the prefix.
+            let addr: std::net::IpAddr = if v4 {
+                std::net::Ipv4Addr::from(bits as u32).into()
+            } else {
+                std::net::Ipv6Addr::from(bits).into()
+            };
+            let request = Request {
+                jail: "sshd",
+                target,
+                bantime: None,
+                addr: (!by_hand).then_some(addr),
+            };
+            if let Ok(ban) = new_ban(&jails, request, [], None, DAY, t0(), 0.0) {
+                proptest::prop_assert!(!ignore.overlaps(&ban.target), "{} covers a protected address", ban.target);
+            }
+        }
     }
 }

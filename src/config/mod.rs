@@ -158,12 +158,18 @@ pub struct ActiveJail {
 impl Config {
     /// The enabled jails, in name order, then `recidive` when it is on.
     pub fn active_jails(&self) -> Vec<ActiveJail> {
+        // Recidive bans on every port: what any jail protects, it protects.
+        let every_ignore = IgnoreList::new(
+            self.enabled_jails()
+                .flat_map(|j| j.ignore.nets().iter().copied())
+                .collect(),
+        );
         let recidive = self.recidive.as_ref().map(|r| ActiveJail {
             name: RECIDIVE.to_string(),
             filter: "(bans from all jails)".to_string(),
             set: RECIDIVE.to_string(),
             bantime: r.bantime,
-            ignore: IgnoreList::default(),
+            ignore: every_ignore,
             increment: None,
             ports: Vec::new(),
             protocol: Protocol::All,

@@ -213,7 +213,7 @@ pub async fn count_failures(
                     Outcome::Ban { target, failures } => {
                         stats.failures.fetch_add(1, Relaxed);
                         if let Some(c) = counters { c.total_failed.fetch_add(1, Relaxed); }
-                        let d = Decision { jail: name.clone(), target, failures };
+                        let d = Decision { jail: name.clone(), target, failures, addr: Some(f.host) };
                         if decisions.send(Decided::Ban(d)).await.is_err() {
                             return jails;
                         }

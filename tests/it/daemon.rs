@@ -470,3 +470,66 @@ async fn a_spray_past_max_tracked_does_not_save_an_attacker_from_its_ban() {
     d.until_banned("198.51.100.7").await;
     d.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_prefix_ban_covers_loopback_an_ignored_admin_or_this_host() {
+    // Regressions (issue 19): with ipv6_prefix = 64, failures `from ::1` banned ::/64
+    // and blocked [::1]; with ipv4_prefix = 24, failures next to an ignored admin
+    // banned the admin's /24; `ctl ban sshd 0.0.0.0/0` was accepted.
+    let dir = config_dir();
+    write(
+        dir.path(),
+        "jails/sshd.toml",
+        "filter = \"sshd\"\npipe = \"auth.pipe\"\nmaxretry = 3\nbantime = \"1d\"\nipv4_prefix = 24\nipv6_prefix = 64\nignoreip = [\"198.51.100.10\"]\n",
+    );
+    let d = InProcess::start(dir, SharedStore::default()).await;
+    d.log(&failures("::1", 3));
+    d.log(&failures("198.51.100.55", 3));
+    d.log(&failures("203.0.113.5", 3));
+    let wide = d.until_banned("203.0.113.0/24").await;
+    assert_eq!(
+        wide.jail, "sshd",
+        "a prefix clear of protected addresses stays a prefix"
+    );
+    let narrowed = d.until_banned("198.51.100.55").await;
+    assert_eq!(
+        narrowed.ip, "198.51.100.55",
+        "narrowed to the address that failed"
+    );
+    let shown: Vec<String> = d.banned().await.into_iter().map(|b| b.ip).collect();
+    assert_eq!(shown.len(), 2, "::1 banned nothing: {shown:?}");
+    for spec in ["0.0.0.0/0", "::/0", "198.51.100.0/24", "127.0.0.0/8"] {
+        match d
+            .ask(Request::Ban {
+                jail: "sshd".into(),
+                ip: spec.into(),
+                bantime: None,
+            })
+            .await
+        {
+            Response::Error {
+                usage: true,
+                message,
+            } => {
+                assert!(
+                    message.contains("protected") || message.contains("ignore"),
+                    "{spec}: {message}"
+                )
+            }
+            other => panic!("{spec} was not refused: {other:?}"),
+        }
+    }
+    // What reached the kernel covers none of them, nor this host's own addresses.
+    let protected: Vec<std::net::IpAddr> = ["127.0.0.1", "::1", "198.51.100.10"]
+        .iter()
+        .map(|a| a.parse().expect("ip"))
+        .chain(gaoler::util::host_addresses())
+        .collect();
+    let k = d.kernel.kernel.lock().expect("kernel").elements.clone();
+    for (_, target) in k.keys() {
+        for a in &protected {
+            assert!(!target.contains(*a), "{target} covers {a}");
+        }
+    }
+    d.stop().await;
+}

@@ -212,11 +212,11 @@ fn an_ipv6_64_ban_drops_every_address_of_the_prefix() {
     cfg.sshd_failure(ATTACKER_V6);
     cfg.sshd_failure(ATTACKER_V6);
     wait_for(WAIT, "the /64 ban", || {
-        banned_ips(cfg.path()).contains(&"2001:db8:5::/64".to_string())
+        banned_ips(cfg.path()).contains(&"2001:db8:5:1::/64".to_string())
     });
     let nets = lab.elements("g64", "sshd-n6");
     assert_eq!(nets.len(), 1, "{nets:?}");
-    assert_eq!(nets[0].0, "2001:db8:5::/64");
+    assert_eq!(nets[0].0, "2001:db8:5:1::/64");
     assert!(nets[0].1.is_some(), "the prefix element has a timeout");
     assert_eq!(
         lab.elements("g64", "sshd-v6").len(),

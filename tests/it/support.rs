@@ -290,10 +290,12 @@ pub struct Lab {
 
 pub const SERVER_V4: &str = "198.51.100.1";
 pub const ATTACKER_V4: &str = "198.51.100.2";
+/// The IPv6 addresses are on one /48 link, the attacker in another /64 than the
+/// server: no /64 ban of the attacker may cover the server's own address.
 pub const SERVER_V6: &str = "2001:db8:5::1";
-pub const ATTACKER_V6: &str = "2001:db8:5::2";
+pub const ATTACKER_V6: &str = "2001:db8:5:1::2";
 /// A second attacker address in the same /64 as `ATTACKER_V6`.
-pub const ATTACKER_V6_B: &str = "2001:db8:5::3";
+pub const ATTACKER_V6_B: &str = "2001:db8:5:1::3";
 
 impl Lab {
     pub fn new() -> Lab {
@@ -333,7 +335,7 @@ impl Lab {
                 ns,
                 "addr",
                 "add",
-                &format!("{v6}/64"),
+                &format!("{v6}/48"),
                 "dev",
                 dev,
                 "nodad",
@@ -346,7 +348,7 @@ impl Lab {
             &lab.attacker,
             "addr",
             "add",
-            &format!("{ATTACKER_V6_B}/64"),
+            &format!("{ATTACKER_V6_B}/48"),
             "dev",
             "veth1",
             "nodad",
