@@ -3,19 +3,18 @@
 //! rotation (new inode at the path: the old file is finished first), truncation
 //! (copytruncate: start again at 0) and delete + re-create, and resumes after a restart
 //! from a saved position when the file is still the same one (device, inode, and a hash
-//! of its first line). Blocking I/O; callers run it off the runtime.
+//! of its first line). Only a regular file is followed, opened without blocking: a
+//! FIFO, a device or a directory at the path is refused and looked at again on the
+//! next read. Blocking I/O; callers run it off the runtime.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
-use super::{decode_position, encode_position, Batch, LineSplitter, Lines, Source};
+use super::{LineSplitter, Lines};
 
 /// Where a file reader stands, and which file it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +98,7 @@ impl FileTail {
     /// Opens the file where `saved` left off when it is still the same file, from its
     /// start when it was replaced or truncated, and at its end when nothing was saved.
     pub fn resume(&mut self, saved: Option<FilePosition>) -> io::Result<Start> {
-        let f = match File::open(&self.path) {
+        let f = match open_regular(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Start::Missing),
             Err(e) => return Err(e),
@@ -181,7 +180,7 @@ impl FileTail {
                 Ok(meta) => {
                     // Rotated (or appeared): the old file was read to its end above.
                     self.lines.finish(out);
-                    match File::open(&self.path) {
+                    match open_regular(&self.path) {
                         Ok(f) => {
                             report.rotated |= self.id.is_some();
                             self.file = Some(f);
@@ -242,156 +241,21 @@ impl FileTail {
     }
 }
 
-/// Where a reader of a file with no saved position starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unsaved {
-    /// At the end: a file present when gaoler starts (its past is history).
-    End,
-    /// At the start: a file that appeared while gaoler runs (all of it is new).
-    Start,
-}
-
-/// A log file as a [`Source`]: a `FileTail` read off the runtime, woken by inotify
-/// (`wake`) or every `poll`.
-pub struct FileSource {
-    path: PathBuf,
-    unsaved: Unsaved,
-    wake: Option<Arc<Notify>>,
-    poll: Duration,
-    /// `None` before `open`, and while a read runs on the blocking pool.
-    tail: Option<FileTail>,
-    /// The position as of the last batch handed out.
-    reported: Option<FilePosition>,
-    /// The last read error, logged once until it changes.
-    last_error: Option<String>,
-}
-
-impl FileSource {
-    pub fn new(path: PathBuf, unsaved: Unsaved, wake: Option<Arc<Notify>>, poll: Duration) -> Self {
-        FileSource {
-            path,
-            unsaved,
-            wake,
-            poll,
-            tail: None,
-            reported: None,
-            last_error: None,
-        }
-    }
-
-    /// Waits for an inotify event or the poll timer.
-    async fn wait(&self) {
-        let notified = async {
-            match &self.wake {
-                Some(w) => w.notified().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(self.poll) => {}
-        }
-    }
-}
-
-/// The key a file's position is saved under.
-fn file_key(path: &Path) -> Vec<u8> {
-    let mut key = b"f/".to_vec();
-    key.extend_from_slice(path.as_os_str().as_encoded_bytes());
-    key
-}
-
-impl Source for FileSource {
-    fn name(&self) -> String {
-        self.path.to_string_lossy().into_owned()
-    }
-
-    fn key(&self) -> Option<Vec<u8>> {
-        Some(file_key(&self.path))
-    }
-
-    async fn open(&mut self, saved: Option<Vec<u8>>, cap: usize) {
-        let path = &self.path;
-        let saved: Option<FilePosition> = saved.as_deref().and_then(decode_position);
-        let mut tail = FileTail::new(path, cap);
-        let start = match (saved, self.unsaved) {
-            (None, Unsaved::Start) => tail.resume_from_start(),
-            (saved, _) => tail.resume(saved),
-        };
-        match start {
-            Ok(Start::AtEnd) => tracing::info!(file = %path.display(), "following from the end"),
-            Ok(Start::Resumed { offset }) => {
-                tracing::info!(file = %path.display(), offset, "resuming where gaoler left off")
-            }
-            Ok(Start::Replaced) => {
-                tracing::info!(file = %path.display(), "file was replaced while gaoler was down; reading it from the start")
-            }
-            Ok(Start::Truncated) => {
-                tracing::info!(file = %path.display(), "file was truncated while gaoler was down; reading it from the start")
-            }
-            Ok(Start::New) => {
-                tracing::info!(file = %path.display(), "following a new file from its start")
-            }
-            Ok(Start::Missing) => {
-                tracing::warn!(file = %path.display(), "log file does not exist yet; it will be read once it appears")
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %crate::util::io_reason(&e), "cannot open log file; retrying")
-            }
-        }
-        self.reported = saved;
-        self.tail = Some(tail);
-    }
-
-    async fn read(&mut self, batch: &mut Batch) -> bool {
-        loop {
-            let Some(mut tail) = self.tail.take() else {
-                return false;
-            };
-            let mut lines = std::mem::take(batch.lines_mut());
-            let done = tokio::task::spawn_blocking(move || {
-                let r = tail.read(&mut lines);
-                (tail, lines, r)
-            })
-            .await;
-            let Ok((tail, lines, result)) = done else {
-                return false;
-            };
-            *batch.lines_mut() = lines;
-            let position = tail.position();
-            self.tail = Some(tail);
-            let more = match result {
-                Ok(report) => {
-                    self.last_error = None;
-                    if report.rotated {
-                        tracing::info!(file = %self.path.display(), "log file rotated; following the new file");
-                    }
-                    if report.truncated {
-                        tracing::info!(file = %self.path.display(), "log file truncated; reading from its start");
-                    }
-                    report.more
-                }
-                Err(e) => {
-                    let reason = crate::util::io_reason(&e);
-                    if self.last_error.as_ref() != Some(&reason) {
-                        tracing::warn!(file = %self.path.display(), error = %reason, "cannot read log file; retrying");
-                        self.last_error = Some(reason);
-                    }
-                    false
-                }
-            };
-            if !batch.is_empty() || position != self.reported {
-                self.reported = position;
-                return true;
-            }
-            if !more {
-                self.wait().await;
-            }
-        }
-    }
-
-    fn position(&self) -> Option<Vec<u8>> {
-        self.reported.map(encode_position)
+/// Opens `path` for reading when it is a regular file, without ever blocking: a FIFO,
+/// a device (a symlink to `/dev/zero`) or a directory put at a log's path is refused,
+/// never waited on nor read without end.
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if f.metadata()?.is_file() {
+        Ok(f)
+    } else {
+        Err(io::Error::other(
+            "is not a regular file (a pipe, a device or a directory): only regular files are followed (a named pipe goes in `pipe`)",
+        ))
     }
 }
 
@@ -420,6 +284,8 @@ fn first_line_hash(file: &File) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::file_source::file_key;
+    use crate::source::{decode_position, encode_position};
     use std::io::Write;
 
     fn append(path: &Path, text: &[u8]) {
@@ -674,6 +540,50 @@ mod tests {
         assert_eq!(
             file_key(Path::new("/var/log/auth.log")),
             b"f//var/log/auth.log"
+        );
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn a_fifo_a_device_or_a_directory_at_a_logpath_is_refused_without_blocking() {
+        // Regressions (issue 19): a FIFO at a logpath blocked its reader in open; a
+        // symlink to /dev/zero read without end ("log file truncated" 8,600 times a
+        // second); a log re-created as a directory, then a file, left the jail blind.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.log");
+        mkfifo(&fifo);
+        let mut tail = FileTail::new(&fifo, 1024);
+        let e = tail.resume(None).expect_err("refused");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let mut lines = Lines::default();
+        assert!(tail.read(&mut lines).is_err() && lines.is_empty());
+
+        let zero = dir.path().join("zero.log");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        let mut tail = FileTail::new(&zero, 1024);
+        assert!(tail.resume(None).is_err());
+        assert!(tail.read(&mut lines).is_err() && lines.is_empty());
+
+        // A followed log replaced by a directory, then by a file again.
+        let path = dir.path().join("a.log");
+        append(&path, b"");
+        let (mut tail, _) = restarted(&path, None);
+        append(&path, b"before\n");
+        assert_eq!(strs(&read_all(&mut tail)), vec!["before"]);
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::create_dir(&path).expect("a directory at the path");
+        assert!(tail.read(&mut lines).is_err(), "the directory is refused");
+        std::fs::remove_dir(&path).expect("rmdir");
+        append(&path, b"after\n");
+        assert_eq!(
+            strs(&read_all(&mut tail)),
+            vec!["after"],
+            "followed again, no reload"
         );
     }
 }

@@ -7,6 +7,7 @@
 //! the store: positions are opaque bytes behind [`Positions`].
 
 pub mod file;
+mod file_source;
 mod follow;
 pub mod journal;
 mod lines;
@@ -19,7 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-pub use file::{FilePosition, FileSource, FileTail, Start, Unsaved};
+pub use file::{FilePosition, FileTail, Start};
+pub use file_source::{FileSource, Unsaved};
 pub use follow::{follow, Follow};
 pub use journal::JournalSource;
 pub use lines::{Batch, Fields, LineSplitter, Lines, Meta, Record};

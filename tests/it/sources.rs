@@ -112,3 +112,52 @@ fn a_partial_line_waits_for_its_newline() {
     cfg.append("auth.log", tail.as_bytes());
     wait_for(WAIT, "the completed line", || failures(cfg.path()) == 1);
 }
+
+#[test]
+fn fifos_and_devices_at_logpaths_never_stall_the_start_a_reload_or_the_stop() {
+    // Regression (issue 19): a FIFO at a logpath blocked its reader in open; after
+    // that reload never returned and SIGTERM was ignored, and with two FIFOs at start
+    // the daemon never became ready. A symlink to /dev/zero was read without end.
+    let cfg = ConfigDir::new(
+        "backend = \"log\"",
+        "filter = \"sshd\"\nlogpath = [\"one.fifo\", \"two.fifo\", \"zero.log\", \"auth.log\"]\nmaxretry = 2\n",
+    );
+    for f in ["one.fifo", "two.fifo"] {
+        let status = std::process::Command::new("mkfifo")
+            .arg(cfg.path().join(f))
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+    }
+    std::os::unix::fs::symlink("/dev/zero", cfg.path().join("zero.log")).expect("symlink");
+    let started = std::time::Instant::now();
+    let mut d = Daemon::start(cfg.path(), None);
+    assert!(started.elapsed() < Duration::from_secs(5), "ready at once");
+    // The regular file among them is followed.
+    cfg.sshd_failure("203.0.113.40");
+    cfg.sshd_failure("203.0.113.40");
+    wait_for(WAIT, "the ban from the regular file", || {
+        banned_ips(cfg.path()) == vec!["203.0.113.40".to_string()]
+    });
+    let t = std::time::Instant::now();
+    let out = gaoler(cfg.path(), &["ctl", "reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "reload returned at once"
+    );
+    // One refusal logged per path, not one per read.
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = d.output();
+    // Per path and generation (start, reload): at most the open's and the first
+    // read's line, whatever the number of polls since.
+    let refusals = log.matches("not a regular file").count();
+    assert!((3..=12).contains(&refusals), "{refusals} refusals:\n{log}");
+    assert!(!log.contains("truncated"), "/dev/zero is never read: {log}");
+    let t = std::time::Instant::now();
+    d.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "SIGTERM stops it at once"
+    );
+}
