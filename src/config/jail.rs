@@ -290,18 +290,14 @@ impl Loader {
         };
         let vars = opts.filter_vars.clone().unwrap_or_default();
         let filter = self.filter(&filter_name, &filter_pos, &vars);
-        let logpath: Vec<PathBuf> = opts
-            .logpath
-            .unwrap_or_default()
-            .iter()
-            .map(|p| self.path(p))
-            .collect();
-        let pipe: Vec<PathBuf> = opts
-            .pipe
-            .unwrap_or_default()
-            .iter()
-            .map(|p| self.path(p))
-            .collect();
+        let paths = |list: Option<Vec<String>>| -> Vec<PathBuf> {
+            list.unwrap_or_default()
+                .iter()
+                .map(|p| self.path(p))
+                .collect()
+        };
+        let logpath = paths(opts.logpath);
+        let pipe = paths(opts.pipe);
         let journal = opts.journal;
         let enabled = opts.enabled.unwrap_or(true);
         if enabled && logpath.is_empty() && pipe.is_empty() && journal.is_none() {
@@ -311,18 +307,17 @@ impl Loader {
         }
         for p in &pipe {
             use std::os::unix::fs::FileTypeExt;
-            if std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_fifo()) {
+            if logpath.contains(p) {
+                self.errors.push(whole.error(format!(
+                    "jail `{name}` names {} as both a logpath and a pipe: a named pipe goes in `pipe` only",
+                    p.display()
+                )));
+            } else if std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_fifo()) {
                 self.errors.push(whole.error(format!(
                     "pipe {} exists and is not a named pipe: gaoler creates the pipe itself, or name a file in `logpath`",
                     p.display()
                 )));
             }
-        }
-        for p in pipe.iter().filter(|p| logpath.contains(p)) {
-            self.errors.push(whole.error(format!(
-                "jail `{name}` names {} as both a logpath and a pipe: a named pipe goes in `pipe` only",
-                p.display()
-            )));
         }
         if enabled && !logpath.is_empty() && journal.is_some() {
             self.warnings.push(whole.error(format!(

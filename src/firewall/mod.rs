@@ -86,6 +86,9 @@ pub enum FirewallError {
     Spawn(String),
     #[error("nft rejected the transaction ({what}): {stderr}")]
     Rejected { what: String, stderr: String },
+    /// nft refused because gaoler's table, or a set or chain of it, is not there.
+    #[error("nft rejected the transaction ({what}): {stderr}")]
+    TableMissing { what: String, stderr: String },
     #[error("the firewall table is not installed yet")]
     NotInstalled,
 }
@@ -94,11 +97,10 @@ impl FirewallError {
     /// True when the change failed because gaoler's table (or a set or chain of it)
     /// is not in the kernel: the table must be rebuilt, not the change retried.
     pub fn table_missing(&self) -> bool {
-        match self {
-            FirewallError::NotInstalled => true,
-            FirewallError::Rejected { stderr, .. } => stderr.contains("No such file or directory"),
-            _ => false,
-        }
+        matches!(
+            self,
+            FirewallError::NotInstalled | FirewallError::TableMissing { .. }
+        )
     }
 }
 

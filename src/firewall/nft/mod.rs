@@ -85,9 +85,12 @@ impl NftFirewall {
             } else {
                 stderr
             };
-            Err(FirewallError::Rejected {
-                what: what.to_string(),
-                stderr,
+            let what = what.to_string();
+            // ENOENT: the table, or a set or chain of it, is not there.
+            Err(if stderr.contains("No such file or directory") {
+                FirewallError::TableMissing { what, stderr }
+            } else {
+                FirewallError::Rejected { what, stderr }
             })
         }
     }
@@ -184,11 +187,7 @@ impl Firewall for NftFirewall {
         match self.run("listing the table", &args, None).await {
             Ok(out) => Ok(Some(parse_inventory(&out, layout))),
             // No table at all: nothing is there.
-            Err(FirewallError::Rejected { stderr, .. })
-                if stderr.contains("No such file or directory") =>
-            {
-                Ok(Some(Inventory::default()))
-            }
+            Err(FirewallError::TableMissing { .. }) => Ok(Some(Inventory::default())),
             Err(e) => Err(e),
         }
     }
