@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
 
 use super::events::{BanEvent, Ended};
-use super::{transaction, BanError, BanManager};
+use super::policy::set_of;
+use super::{isolate, transaction, BanError, BanManager};
 use crate::firewall::Firewall;
 use crate::store::StoreChange;
 use crate::types::{Ban, Target, Timestamp};
@@ -34,7 +35,7 @@ impl<F: Firewall> BanManager<F> {
         let store = &mut self.store;
         let joined = std::time::Instant::now();
         let (applied, stored) = tokio::join!(
-            transaction(&self.stats, self.firewall.apply(&kernel)),
+            isolate::apply(&mut self.firewall, &self.stats, &kernel),
             async { store.commit(&changes) }
         );
         tracing::debug!(
@@ -48,30 +49,47 @@ impl<F: Firewall> BanManager<F> {
             }
             return Err(e.into());
         }
-        match applied {
-            Ok(()) => {
-                if !self.waiting.pending.is_empty() {
-                    for ban in &bans {
-                        self.waiting.pending.remove(&(ban.jail.clone(), ban.target));
-                    }
-                }
-                self.banned(bans);
-                // The kernel takes changes again: what waits for a retry goes now.
-                self.waiting.kernel_works(Instant::now());
-                Ok(())
-            }
+        let refused = match applied {
+            Ok(refused) => refused,
             Err(e) => {
                 tracing::error!(error = %e, bans = bans.len(), "kernel did not take the bans; they are saved and will be retried");
                 self.kernel_failed(&e);
-                for ban in bans {
-                    self.waiting
-                        .pending
-                        .insert((ban.jail.clone(), ban.target), ban);
-                }
-                self.waiting.schedule(Instant::now());
-                Err(e.into())
+                self.hold_pending(bans);
+                return Err(e.into());
+            }
+        };
+        // What nft refused alone waits for the retry; the rest is in force.
+        let (landed, held): (Vec<Ban>, Vec<Ban>) = if refused.is_empty() {
+            (bans, Vec::new())
+        } else {
+            bans.into_iter()
+                .partition(|b| !refused.holds(set_of(&self.jails, &b.jail), &b.target))
+        };
+        if !held.is_empty() {
+            self.hold_pending(held);
+        }
+        if landed.is_empty() {
+            return Err(BanError::Firewall(refused.error()));
+        }
+        if !self.waiting.pending.is_empty() {
+            for ban in &landed {
+                self.waiting.pending.remove(&(ban.jail.clone(), ban.target));
             }
         }
+        self.banned(landed);
+        // The kernel takes changes again: what waits for a retry goes now.
+        self.waiting.kernel_works(Instant::now());
+        Ok(())
+    }
+
+    /// Saved bans the kernel did not take: they wait for the retry.
+    pub(super) fn hold_pending(&mut self, bans: Vec<Ban>) {
+        for ban in bans {
+            self.waiting
+                .pending
+                .insert((ban.jail.clone(), ban.target), ban);
+        }
+        self.waiting.schedule(Instant::now());
     }
 
     /// Puts the elements of `bans` back as the book and pending bans say, after the
@@ -127,14 +145,24 @@ impl<F: Firewall> BanManager<F> {
         self.forget(&lifted)?;
         let now = self.clock.now();
         let kernel = self.desired().settle(&keys, now);
-        if let Err(e) = transaction(&self.stats, self.firewall.apply(&kernel)).await {
-            tracing::error!(error = %e, "kernel did not take the unbans; retrying");
-            self.kernel_failed(&e);
-            self.waiting.unbans.extend(keys);
-            self.waiting.schedule(Instant::now());
-            return Err(e.into());
+        match isolate::apply(&mut self.firewall, &self.stats, &kernel).await {
+            Ok(refused) if refused.is_empty() => Ok(lifted),
+            // Lifted from the store and the book; the kernel's part is retried.
+            Ok(refused) => {
+                self.waiting
+                    .unbans
+                    .extend(keys.into_iter().filter(|(s, t)| refused.holds(s, t)));
+                self.waiting.schedule(Instant::now());
+                Ok(lifted)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "kernel did not take the unbans; retrying");
+                self.kernel_failed(&e);
+                self.waiting.unbans.extend(keys);
+                self.waiting.schedule(Instant::now());
+                Err(e.into())
+            }
         }
-        Ok(lifted)
     }
 
     /// Current and pending bans matching the optional jail and target.

@@ -2,6 +2,7 @@
 //! the prefixes its jail holds, handed to the pure `policy`; a ban by hand; and the
 //! recidive bans that follow a batch, from the store's recent bans.
 
+use super::policy::set_of;
 use super::{policy, recidive, BanError, BanManager};
 use crate::config::RECIDIVE;
 use crate::firewall::Firewall;
@@ -85,12 +86,23 @@ impl<F: Firewall> BanManager<F> {
             }
             None => None,
         };
-        let held = self.book.targets_in(jail).chain(
-            pending
-                .values()
-                .filter(|b| b.jail == jail)
-                .map(|b| &b.target),
-        );
+        // Prefixes must not overlap within a kernel set, whichever of the set's jails
+        // holds them (current or pending); only a prefix needs the list.
+        let mut held: Vec<&Target> = Vec::new();
+        if !target.is_single() {
+            let set = set_of(&self.jails, jail);
+            for (name, p) in &self.jails {
+                if p.set == set || name == jail {
+                    held.extend(self.book.targets_in(name));
+                    held.extend(
+                        pending
+                            .values()
+                            .filter(|b| b.jail == *name)
+                            .map(|b| &b.target),
+                    );
+                }
+            }
+        }
         let request = policy::Request {
             jail,
             target,

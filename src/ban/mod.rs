@@ -13,6 +13,7 @@ mod book;
 mod commit;
 mod desired;
 mod events;
+mod isolate;
 mod making;
 mod messages;
 mod policy;

@@ -88,13 +88,33 @@ impl RetryQueue {
         }
     }
 
-    /// The whole table was installed with every ban: nothing waits for the kernel.
-    /// Returns the pending bans, now in force.
-    pub fn installed(&mut self) -> Vec<Ban> {
-        self.unbans.clear();
+    /// The kernel took what waited for it, but for what `landed` says it did not.
+    /// Returns the pending bans now in force; the rest keep waiting.
+    pub fn took(
+        &mut self,
+        landed: impl Fn(&Ban) -> bool,
+        unban_landed: impl Fn(&(String, Target)) -> bool,
+    ) -> Vec<Ban> {
+        self.unbans.retain(|k| !unban_landed(k));
+        let mut in_force = Vec::with_capacity(self.pending.len());
+        self.pending.retain(|_, b| {
+            if landed(b) {
+                in_force.push(b.clone());
+                false
+            } else {
+                true
+            }
+        });
+        in_force
+    }
+
+    /// The whole table was installed with every ban (but those `landed` says were
+    /// refused): no unban waits for the kernel. Returns the pending bans now in force.
+    pub fn installed(&mut self, landed: impl Fn(&Ban) -> bool) -> Vec<Ban> {
+        let in_force = self.took(landed, |_| true);
         self.at = None;
         self.delay = FIRST;
-        self.pending.drain().map(|(_, b)| b).collect()
+        in_force
     }
 
     /// True when a ban of `target` in `jail` waits for the store.
@@ -177,7 +197,7 @@ mod tests {
         q.kernel_works(now);
         assert_eq!(q.next(), Some(now));
         q.unbans.push(("sshd".into(), b.target));
-        assert_eq!(q.installed(), vec![b]);
+        assert_eq!(q.installed(|_| true), vec![b]);
         assert!(q.unbans.is_empty() && q.pending.is_empty() && q.next().is_none());
     }
 }

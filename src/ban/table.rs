@@ -5,9 +5,9 @@
 use tokio::time::Instant;
 
 use super::desired::elements_for;
-use super::{
-    transaction, BanBook, BanError, BanManager, Reconfig, Reconfigured, Restored, MAX_SLEEP,
-};
+use super::isolate::{self, Refused};
+use super::policy::set_of;
+use super::{BanBook, BanError, BanManager, Reconfig, Reconfigured, Restored, MAX_SLEEP};
 use crate::firewall::{Firewall, Layout};
 use crate::store::StoreChange;
 use crate::types::Ban;
@@ -42,7 +42,7 @@ impl<F: Firewall> BanManager<F> {
         // The book fills while nft loads the table: both stand before ready.
         let book = &mut self.book;
         let (installed, ()) = tokio::join!(
-            transaction(&self.stats, self.firewall.install(layout, &elements)),
+            isolate::install(&mut self.firewall, &self.stats, layout, &elements),
             async {
                 for ban in live {
                     book.insert(ban);
@@ -50,11 +50,15 @@ impl<F: Firewall> BanManager<F> {
             }
         );
         report.kernel_ms = started.elapsed().as_millis() as u64;
-        if let Err(e) = installed {
-            self.book = BanBook::default();
-            return Err(BanError::Install(e));
-        }
+        let refused = match installed {
+            Ok(refused) => refused,
+            Err(e) => {
+                self.book = BanBook::default();
+                return Err(BanError::Install(e));
+            }
+        };
         self.layout = Some(layout.clone());
+        self.hold_back(&refused);
         if !drop.is_empty() {
             self.store.commit(&drop).map_err(BanError::Load)?;
         }
@@ -81,6 +85,7 @@ impl<F: Firewall> BanManager<F> {
             rebuilt: false,
         };
         // The table first: if the kernel refuses it, nothing has changed.
+        let mut refused = Refused::default();
         if self.layout.as_ref() != Some(&new.layout) {
             let now = self.clock.now();
             let kept: Vec<Ban> = self
@@ -89,7 +94,7 @@ impl<F: Firewall> BanManager<F> {
                 .filter(|b| !gone.contains(&b.jail))
                 .collect();
             let elements = elements_for(&new.jails, &kept, now);
-            transaction(&self.stats, self.firewall.install(&new.layout, &elements))
+            refused = isolate::install(&mut self.firewall, &self.stats, &new.layout, &elements)
                 .await
                 .map_err(BanError::Install)?;
             self.layout = Some(new.layout.clone());
@@ -103,7 +108,7 @@ impl<F: Firewall> BanManager<F> {
             self.reconcile_at = Instant::now() + new.reconcile_every.unwrap_or(MAX_SLEEP);
         }
         if report.rebuilt {
-            self.installed();
+            self.installed(&refused);
         }
         // Already out of the kernel; a store that refuses keeps them until the next
         // start, which drops bans of jails no longer enabled.
@@ -113,12 +118,39 @@ impl<F: Firewall> BanManager<F> {
         Ok(report)
     }
 
-    /// After a whole table was installed with every current and pending ban: the
-    /// pending ones are in force now, and no older unban is left to retry.
-    pub(super) fn installed(&mut self) {
-        let now_in_force = self.waiting.installed();
+    /// After a whole table was installed with every current and pending ban (but
+    /// the `refused`): the pending ones are in force now, and no older unban is left
+    /// to retry.
+    pub(super) fn installed(&mut self, refused: &Refused) {
+        let jails = &self.jails;
+        let now_in_force = self
+            .waiting
+            .installed(|b| !refused.holds(set_of(jails, &b.jail), &b.target));
         if !now_in_force.is_empty() {
             self.banned(now_in_force);
         }
+        self.hold_back(refused);
+    }
+
+    /// Bans in the book whose element the kernel refused leave it and wait for the
+    /// retry: the book shows only what the kernel holds.
+    pub(super) fn hold_back(&mut self, refused: &Refused) {
+        if refused.is_empty() {
+            return;
+        }
+        let mut held = Vec::new();
+        for (set, target) in &refused.keys {
+            for (jail, policy) in &self.jails {
+                if policy.set == *set {
+                    held.extend(self.book.remove(jail, target));
+                }
+            }
+        }
+        tracing::error!(
+            bans = held.len(),
+            "bans whose element nft refused are kept out of the book and retried"
+        );
+        self.hold_pending(held);
+        self.refresh_counts();
     }
 }

@@ -866,3 +866,102 @@ async fn a_table_wiped_under_the_manager_is_rebuilt_at_once_with_every_ban() {
         kernel_has(&r.fw, "203.0.113.5").is_some() && kernel_has(&r.fw, "203.0.113.6").is_some()
     );
 }
+
+fn refuse(fw: &MemoryFirewall, ips: &[&str], on: bool) {
+    let mut k = fw.kernel.lock().unwrap_or_else(|p| p.into_inner());
+    for ip in ips {
+        if on {
+            k.refused.insert(target(ip));
+        } else {
+            k.refused.remove(&target(ip));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_element_the_kernel_refuses_never_takes_its_batch_or_the_restore_down() {
+    let store = Shared::default();
+    let mut r = rig(store.clone());
+    r.manager.restore(&layout()).await.expect("restore");
+    refuse(&r.fw, &["203.0.113.7"], true);
+    let batch: Vec<Decision> = (1..=20)
+        .map(|i| decision(&format!("203.0.113.{i}")))
+        .collect();
+    r.manager.decide(batch).await;
+    // Nineteen in force; the refused one saved and waiting, not shown.
+    assert_eq!(r.manager.book().len(), 19);
+    assert!(ban_of(&r, "sshd", "203.0.113.7").is_none());
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.8"),
+        Some(Some(Duration::from_secs(600)))
+    );
+    assert_eq!(r.store.get().bans.len(), 20);
+    // A ban by hand that the kernel refuses says so.
+    refuse(&r.fw, &["198.51.100.9"], true);
+    let e = r
+        .manager
+        .manual_ban("sshd", target("198.51.100.9"), None)
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, BanError::Firewall(_)), "{e}");
+
+    // A restart with both refused elements in the store: the table is built and the
+    // other bans are in force; the refused ones wait.
+    let mut again = rig(store);
+    refuse(&again.fw, &["203.0.113.7", "198.51.100.9"], true);
+    again
+        .manager
+        .restore(&layout())
+        .await
+        .expect("restore never fails for one element");
+    assert_eq!(again.manager.book().len(), 19);
+    assert_eq!(
+        kernel_has(&again.fw, "203.0.113.1"),
+        Some(Some(Duration::from_secs(600)))
+    );
+    // Once the kernel takes them, the retry puts them in force.
+    refuse(&again.fw, &["203.0.113.7", "198.51.100.9"], false);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    again.manager.retry().await;
+    assert_eq!(again.manager.book().len(), 21);
+    assert!(kernel_has(&again.fw, "203.0.113.7").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefixes_of_jails_sharing_a_set_never_overlap() {
+    let mut r = rig(Shared::default());
+    r.manager.jails.insert(
+        "web".to_string(),
+        BanPolicy {
+            set: "sshd".into(),
+            bantime: BanTime::Finite(Duration::from_secs(60)),
+            ignore: IgnoreList::default(),
+            increment: None,
+        },
+    );
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager
+        .manual_ban("sshd", target("203.0.113.0/24"), None)
+        .await
+        .expect("prefix");
+    let e = r
+        .manager
+        .manual_ban("web", target("203.0.0.0/16"), None)
+        .await
+        .expect_err("overlaps the other jail's prefix in the shared set");
+    assert!(matches!(e, BanError::Overlaps { .. }), "{e}");
+    // A jail with a set of its own may.
+    r.manager.jails.insert(
+        "other".to_string(),
+        BanPolicy {
+            set: "other".into(),
+            bantime: BanTime::Finite(Duration::from_secs(60)),
+            ignore: IgnoreList::default(),
+            increment: None,
+        },
+    );
+    r.manager
+        .manual_ban("other", target("203.0.0.0/16"), None)
+        .await
+        .expect("own set");
+}

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 
 use super::desired::elements_for;
 use super::events::Ended;
-use super::{reconcile, transaction, BanError, BanManager, Doubt, MAX_SLEEP, PURGE_EVERY};
+use super::policy::set_of;
+use super::{isolate, reconcile, BanError, BanManager, Doubt, MAX_SLEEP, PURGE_EVERY};
 use crate::firewall::{Change, Firewall};
 use crate::store::StoreChange;
 use crate::types::Ban;
@@ -148,12 +149,24 @@ impl<F: Firewall> BanManager<F> {
         if changes.is_empty() {
             return;
         }
-        match transaction(&self.stats, self.firewall.apply(&changes)).await {
-            Ok(()) => {
-                tracing::info!(changes = changes.len(), "kernel took the retried changes");
-                let now_in_force = self.waiting.installed();
+        match isolate::apply(&mut self.firewall, &self.stats, &changes).await {
+            Ok(refused) => {
+                let jails = &self.jails;
+                let now_in_force = self.waiting.took(
+                    |b| !refused.holds(set_of(jails, &b.jail), &b.target),
+                    |(set, target)| !refused.holds(set, target),
+                );
+                tracing::info!(
+                    changes = changes.len(),
+                    refused = refused.keys.len(),
+                    "kernel took the retried changes"
+                );
                 self.banned(now_in_force);
-                self.waiting.succeeded();
+                if refused.is_empty() {
+                    self.waiting.succeeded();
+                } else {
+                    self.waiting.back_off(Instant::now());
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, changes = changes.len(), "kernel still refuses; retrying later");
@@ -181,11 +194,11 @@ impl<F: Firewall> BanManager<F> {
         let now = self.clock.now();
         if !inventory.complete {
             let every = elements_for(&self.jails, &self.matching(None, None), now);
-            match transaction(&self.stats, self.firewall.install(&layout, &every)).await {
-                Ok(()) => {
+            match isolate::install(&mut self.firewall, &self.stats, &layout, &every).await {
+                Ok(refused) => {
                     tracing::warn!(bans = every.len(), table = %layout.table, "reconciler: the table, its chain, rules or sets were missing; rebuilt with every ban");
                     self.stats.repairs.fetch_add(1, Relaxed);
-                    self.installed();
+                    self.installed(&refused);
                 }
                 Err(e) => tracing::error!(error = %e, "reconciler could not rebuild the table"),
             }
@@ -199,8 +212,8 @@ impl<F: Firewall> BanManager<F> {
         if r.changes.is_empty() {
             return;
         }
-        match transaction(&self.stats, self.firewall.apply(&r.changes)).await {
-            Ok(()) => {
+        match isolate::apply(&mut self.firewall, &self.stats, &r.changes).await {
+            Ok(_) => {
                 tracing::warn!(
                     missing = r.missing,
                     unknown = r.unknown,

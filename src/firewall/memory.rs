@@ -1,7 +1,7 @@
 //! A fake firewall for unit tests of the core: keeps the sets in a map and can be told
 //! to fail, so retry paths are testable without a kernel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,23 @@ pub struct MemoryKernel {
     pub transactions: usize,
     /// While above zero, each call fails and decrements it.
     pub failures_left: usize,
+    /// Targets nft would refuse: a transaction that adds one fails as a whole.
+    pub refused: HashSet<Target>,
+    /// Every call, failed or not.
+    pub attempts: usize,
+}
+
+impl MemoryKernel {
+    /// Fails, as nft does, a transaction that adds a refused target.
+    fn refuse<'a>(&self, mut added: impl Iterator<Item = &'a Target>) -> Result<(), FirewallError> {
+        match added.find(|t| self.refused.contains(t)) {
+            Some(t) => Err(FirewallError::Rejected {
+                what: "memory firewall".into(),
+                stderr: format!("{t}: an element the test refuses"),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Default, Clone)]
@@ -30,6 +47,7 @@ impl MemoryFirewall {
         f: impl FnOnce(&mut MemoryKernel) -> Result<T, FirewallError>,
     ) -> Result<T, FirewallError> {
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        k.attempts += 1;
         if k.failures_left > 0 {
             k.failures_left -= 1;
             return Err(FirewallError::Rejected {
@@ -49,6 +67,7 @@ impl Firewall for MemoryFirewall {
 
     async fn install(&mut self, layout: &Layout, bans: &[Element]) -> Result<(), FirewallError> {
         self.with(|k| {
+            k.refuse(bans.iter().map(|e| &e.target))?;
             k.installed = Some(layout.clone());
             k.elements = bans
                 .iter()
@@ -63,6 +82,10 @@ impl Firewall for MemoryFirewall {
             if k.installed.is_none() {
                 return Err(FirewallError::NotInstalled);
             }
+            k.refuse(changes.iter().filter_map(|c| match c {
+                Change::Ban(e) | Change::Renew(e) => Some(&e.target),
+                Change::Unban { .. } => None,
+            }))?;
             for c in changes {
                 match c {
                     Change::Ban(e) | Change::Renew(e) => {

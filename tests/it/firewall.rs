@@ -267,3 +267,62 @@ fn a_ten_year_ban_reaches_the_kernel_and_a_longer_one_is_refused_before_it() {
         text(&out.stderr)
     );
 }
+
+/// Two jails each ban an overlapping prefix in sets of their own; then they are made
+/// to share one set, where nft refuses overlapping intervals. The restart must not
+/// fail as a whole: the table is built, every other ban lands, the refused prefix
+/// waits and lands once the overlap is lifted.
+#[test]
+fn an_element_nft_refuses_never_takes_the_restore_or_the_other_bans_down() {
+    let lab = Lab::new();
+    lab.listen(2222);
+    let cfg = ConfigDir::new(
+        "backend = \"nftables\"\ntable = \"giso\"",
+        &jail("ports = [\"2222\"]"),
+    );
+    cfg.write("jails/web.toml", &jail("ports = [\"2222\"]"));
+    let mut d = Daemon::start(cfg.path(), Some(&lab.server));
+    ctl_json(cfg.path(), &["ban", "sshd", "203.0.113.0/24"]);
+    ctl_json(cfg.path(), &["ban", "web", "203.0.0.0/16"]);
+    ctl_json(cfg.path(), &["ban", "sshd", ATTACKER_V4]);
+    d.stop();
+    for name in ["sshd", "web"] {
+        cfg.write(
+            &format!("jails/{name}.toml"),
+            &jail("ports = [\"2222\"]\nset = \"shared\""),
+        );
+    }
+    let d = Daemon::start(cfg.path(), Some(&lab.server));
+    assert!(
+        !lab.attacker_connects(SERVER_V4, 2222, SHORT),
+        "the other bans are in force"
+    );
+    let prefixes = lab.elements("giso", "shared-n4");
+    assert_eq!(
+        prefixes.len(),
+        1,
+        "one of the overlapping prefixes: {prefixes:?}"
+    );
+    let banned = banned_ips(cfg.path());
+    assert_eq!(
+        banned.len(),
+        2,
+        "ctl shows only what the kernel holds: {banned:?}"
+    );
+    assert!(
+        d.output().contains("nft refused this change alone"),
+        "logged"
+    );
+    // Lifting the prefix that holds the place lets the other in at its retry.
+    let held = prefixes[0].0.clone();
+    ctl_json(cfg.path(), &["unban", &held]);
+    wait_for(
+        Duration::from_secs(20),
+        "the refused prefix landing",
+        || {
+            let now = lab.elements("giso", "shared-n4");
+            now.len() == 1 && now[0].0 != held
+        },
+    );
+    assert_eq!(banned_ips(cfg.path()).len(), 2);
+}
