@@ -151,6 +151,7 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
                 "TRACKED",
                 "EVICTED",
                 "REPAIRS",
+                "LINES CUT",
             ],
             vec![vec![
                 s.lines_read.to_string(),
@@ -159,6 +160,7 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
                 s.tracked.to_string(),
                 s.evicted.to_string(),
                 s.repairs.to_string(),
+                s.lines_cut.to_string(),
             ]],
         ),
         Response::Error { message, .. } => format!("error: {message}\n"),

@@ -25,6 +25,8 @@ pub struct JailCounters {
 pub struct Stats {
     /// Written by the sources (the sum of every source's own counter).
     pub lines_read: AtomicU64,
+    /// Lines longer than `max_line_length`, never matched (written by the sources).
+    pub lines_cut: AtomicU64,
     /// Written by the jail task.
     pub failures: AtomicU64,
     pub evicted: AtomicU64,

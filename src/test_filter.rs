@@ -37,6 +37,9 @@ pub struct Report {
     /// Failures that name no client (logged for a trusted proxy, or with
     /// `trusted_proxies_only`, without one in X-Forwarded-For): never counted.
     pub no_client: usize,
+    /// Lines longer than the cap (64 KiB): never matched, since what is left of
+    /// them may carry a forged address where the server's was cut off.
+    pub cut: usize,
     /// Every match with `all_matches`, else the first few.
     pub matches: Vec<Match>,
     pub regex_hits: Vec<usize>,
@@ -57,7 +60,8 @@ pub struct Options {
 }
 
 /// Runs `filter` over every line of `input`, reading offset-less timestamps in `tz`.
-/// Lines longer than the cap are cut.
+/// Lines longer than the cap are counted as `cut` and never matched, as the daemon
+/// does.
 pub fn run(
     filter: &Filter,
     tz: LogTz,
@@ -83,10 +87,14 @@ pub fn run(
         filled += n;
         let mut from = 0;
         while let Some(pos) = memchr::memchr(b'\n', &buf[from..filled]) {
-            let line = &buf[from..from + pos.min(DEFAULT_MAX_LINE)];
+            let line = &buf[from..from + pos];
             from += pos + 1;
             if std::mem::take(&mut skipping) {
-                continue; // the rest of a cut line
+                continue; // the rest of a cut line, counted already
+            }
+            if line.len() > DEFAULT_MAX_LINE {
+                report.cut_line();
+                continue;
             }
             examine(filter, &framer, line, now, opts, &mut report);
         }
@@ -100,15 +108,23 @@ pub fn run(
         // Keep the partial line; cut it when it outgrows the cap.
         buf.copy_within(from..filled, 0);
         filled -= from;
-        if filled >= DEFAULT_MAX_LINE {
-            let line = buf[..DEFAULT_MAX_LINE].to_vec();
-            examine(filter, &framer, &line, now, opts, &mut report);
+        if filled > DEFAULT_MAX_LINE {
+            if !skipping {
+                report.cut_line();
+            }
             filled = 0;
             skipping = true;
         }
     }
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+impl Report {
+    fn cut_line(&mut self) {
+        self.lines += 1;
+        self.cut += 1;
+    }
 }
 
 fn examine(
@@ -163,6 +179,12 @@ pub fn render(report: &Report, filter: &Filter) -> String {
         report.ignored,
         report.missed
     );
+    if report.cut > 0 {
+        out.push_str(&format!(
+            "  {} lines longer than 64 KiB were cut and not matched\n",
+            report.cut
+        ));
+    }
     if report.no_client > 0 {
         out.push_str(&format!(
             "  {} matched lines name no client (logged for a trusted proxy, or with trusted_proxies_only, without a client in X-Forwarded-For): not counted\n",
@@ -236,12 +258,55 @@ mod tests {
             ..Options::default()
         };
         let r = run(&sshd_like(), LogTz::Local, &input[..], &opts).expect("run");
-        assert_eq!((r.lines, r.matched, r.missed), (4, 2, 2));
+        assert_eq!((r.lines, r.matched, r.missed, r.cut), (4, 2, 1, 1));
         assert_eq!(r.matches[0].user.as_deref(), Some("root"));
         assert_eq!(r.matches[1].host, "2001:db8::1");
         assert!(r.matches[0].time.is_some() && r.matches[1].time.is_none());
-        assert_eq!(r.missed_lines[1].1, "nothing");
-        assert!(r.missed_lines[0].1.len() <= DEFAULT_MAX_LINE);
+        assert_eq!(r.missed_lines[0].1, "nothing");
+    }
+
+    #[test]
+    fn a_cut_line_never_yields_the_forged_address_at_its_end() {
+        // A user name padded so that a forged tail ends right at the cap, and the
+        // server's own ` from <real> port` is cut off; in one read and across reads.
+        let forged = " from 203.0.113.66";
+        let head = "Failed for ";
+        let pad = DEFAULT_MAX_LINE - head.len() - forged.len();
+        let line = format!("{head}{}{forged} from 192.0.2.7\n", "u".repeat(pad));
+        let whole = &line[..DEFAULT_MAX_LINE];
+        assert!(
+            matches!(sshd_like().examine(whole.as_bytes()), Verdict::Failure(_)),
+            "the head alone would match the forged address"
+        );
+        let r = run(
+            &sshd_like(),
+            LogTz::Local,
+            line.as_bytes(),
+            &Options::default(),
+        )
+        .expect("run");
+        assert_eq!((r.lines, r.matched, r.cut), (1, 0, 1));
+        // Read a few bytes at a time, the cut happens while the line is incomplete.
+        let r = run(
+            &sshd_like(),
+            LogTz::Local,
+            Trickle(line.as_bytes()),
+            &Options::default(),
+        )
+        .expect("run");
+        assert_eq!((r.lines, r.matched, r.cut), (1, 0, 1));
+    }
+
+    /// A reader that hands out 4,096 bytes at a time.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(4096).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct Examiner {
     clock: Arc<dyn Clock>,
     /// Most jails detect timestamps in local time: such a line is split only once.
     any_auto: bool,
+    source: String,
+    /// A cut line was logged already for this source.
+    told_cut: bool,
 }
 
 impl Examiner {
@@ -98,10 +101,23 @@ impl Examiner {
         Examiner {
             any_auto: subscribers.iter().any(|s| s.framer == auto),
             read_here: stats.source(source),
+            source: source.to_string(),
+            told_cut: false,
             subscribers,
             failures,
             stats,
             clock,
+        }
+    }
+}
+
+impl Examiner {
+    /// Counts lines cut at `max_line_length`; says so once per source.
+    fn cut_lines(&mut self, n: usize) {
+        self.stats.lines_cut.fetch_add(n as u64, Relaxed);
+        if !self.told_cut {
+            self.told_cut = true;
+            tracing::warn!(source = %self.source, "a line longer than max_line_length was read: such lines are counted (lines_cut) and never matched, since a forged address may stand where the server's was cut off; raise max_line_length if this service writes such lines");
         }
     }
 }
@@ -112,7 +128,16 @@ impl Sink for Examiner {
         self.read_here.fetch_add(batch.len() as u64, Relaxed);
         let now = self.clock.now();
         let auto = Framer::default();
+        let cut = batch.cut();
+        if cut > 0 {
+            self.cut_lines(cut);
+        }
         for record in batch.records() {
+            // A cut line's end, where the server writes the client's address after
+            // the client's own text, is gone: what is left may carry a forged one.
+            if record.cut {
+                continue;
+            }
             let shared =
                 (record.meta.is_none() && self.any_auto).then(|| auto.split(record.text, now));
             for sub in &self.subscribers {

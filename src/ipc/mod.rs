@@ -114,6 +114,9 @@ pub struct StatsReport {
     /// Kernel repairs made by the reconciler since start.
     #[serde(default)]
     pub repairs: u64,
+    /// Lines longer than `max_line_length`: counted, never matched.
+    #[serde(default)]
+    pub lines_cut: u64,
 }
 
 /// What `ctl reload` did: jails by what happened to them, and to the bans.

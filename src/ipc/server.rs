@@ -223,6 +223,7 @@ impl Handler {
                 tracked: self.stats.tracked(),
                 evicted: self.stats.evicted.load(Relaxed),
                 repairs: self.stats.repairs.load(Relaxed),
+                lines_cut: self.stats.lines_cut.load(Relaxed),
             }),
             Request::LogLevel { level } => match self.logs.set_level(&level) {
                 Ok(()) => {

@@ -7,17 +7,31 @@ use std::collections::HashMap;
 
 use crate::types::Timestamp;
 
-/// A batch of complete lines in one buffer.
+/// A batch of complete lines in one buffer. A line cut at the cap is marked: its
+/// end, where the server wrote what comes after the client's text, is gone.
 #[derive(Default, Debug)]
 pub struct Lines {
     data: Vec<u8>,
     ends: Vec<usize>,
+    /// Indexes of the lines that were cut, in order (rare).
+    cut: Vec<usize>,
 }
 
 impl Lines {
     pub(crate) fn push(&mut self, line: &[u8]) {
         self.data.extend_from_slice(line);
         self.ends.push(self.data.len());
+    }
+
+    /// Pushes the first bytes of a line that was longer than the cap.
+    pub(crate) fn push_cut(&mut self, head: &[u8]) {
+        self.cut.push(self.ends.len());
+        self.push(head);
+    }
+
+    /// How many of the lines were cut.
+    pub fn cut(&self) -> usize {
+        self.cut.len()
     }
 
     pub fn len(&self) -> usize {
@@ -31,15 +45,22 @@ impl Lines {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
+        self.cut.clear();
     }
 
     /// The lines, without their newline.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.iter_marked().map(|(line, _)| line)
+    }
+
+    /// The lines, each with whether it was cut.
+    pub fn iter_marked(&self) -> impl Iterator<Item = (&[u8], bool)> {
         let mut start = 0;
-        self.ends.iter().map(move |&end| {
+        let mut cut = self.cut.iter().peekable();
+        self.ends.iter().enumerate().map(move |(i, &end)| {
             let line = &self.data[start..end];
             start = end;
-            line
+            (line, cut.next_if_eq(&&i).is_some())
         })
     }
 }
@@ -61,8 +82,13 @@ impl LineSplitter {
         let mut done = 0;
         let mut rest = bytes;
         while let Some(pos) = memchr::memchr(b'\n', rest) {
+            let cut = self.overlong || self.partial.len() + pos > cap;
             self.extend(&rest[..pos], cap);
-            out.push(&self.partial);
+            if cut {
+                out.push_cut(&self.partial);
+            } else {
+                out.push(&self.partial);
+            }
             self.partial.clear();
             self.overlong = false;
             done += pos + 1;
@@ -87,7 +113,9 @@ impl LineSplitter {
 
     /// The last line of a finished stream may lack its newline: it is complete.
     pub fn finish(&mut self, out: &mut Lines) {
-        if !self.partial.is_empty() {
+        if self.overlong {
+            out.push_cut(&self.partial);
+        } else if !self.partial.is_empty() {
             out.push(&self.partial);
         }
         self.clear();
@@ -127,6 +155,9 @@ pub struct Batch {
 pub struct Record<'a> {
     pub text: &'a [u8],
     pub meta: Option<&'a Meta>,
+    /// The record was longer than the cap and `text` is its head: what the server
+    /// wrote after the client's text may be gone, so it is never matched.
+    pub cut: bool,
 }
 
 impl Batch {
@@ -154,14 +185,27 @@ impl Batch {
     /// A plain line, cut at `cap`.
     pub fn push_line(&mut self, text: &[u8]) {
         debug_assert!(self.meta.is_empty(), "plain lines after structured records");
-        self.lines.push(&text[..text.len().min(self.cap)]);
+        self.push_capped(text);
     }
 
     /// A structured record: `text` (cut at `cap`) with its time and fields.
     pub fn push_entry(&mut self, text: &[u8], meta: Meta) {
         debug_assert_eq!(self.meta.len(), self.lines.len(), "structured after plain");
-        self.lines.push(&text[..text.len().min(self.cap)]);
+        self.push_capped(text);
         self.meta.push(meta);
+    }
+
+    fn push_capped(&mut self, text: &[u8]) {
+        if text.len() > self.cap {
+            self.lines.push_cut(&text[..self.cap]);
+        } else {
+            self.lines.push(text);
+        }
+    }
+
+    /// How many records were cut at the cap.
+    pub fn cut(&self) -> usize {
+        self.lines.cut()
     }
 
     pub fn len(&self) -> usize {
@@ -179,9 +223,10 @@ impl Batch {
 
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         let mut meta = self.meta.iter();
-        self.lines.iter().map(move |text| Record {
+        self.lines.iter_marked().map(move |(text, cut)| Record {
             text,
             meta: meta.next(),
+            cut,
         })
     }
 }
@@ -210,10 +255,33 @@ mod tests {
         s.feed(b"789abcdef", 8, &mut out);
         assert_eq!(s.feed(b"ghij\nnext\n", 8, &mut out), 10);
         assert_eq!(strs(&out), ["01234567", "next"]);
+        let marks: Vec<bool> = out.iter_marked().map(|(_, cut)| cut).collect();
+        assert_eq!(marks, [true, false], "the cut line is marked");
+        out.clear();
+        // Exactly the cap is whole; one byte over is cut, also in one feed.
+        s.feed(
+            b"abcdefgh
+abcdefghi
+",
+            8,
+            &mut out,
+        );
+        let marks: Vec<bool> = out.iter_marked().map(|(_, cut)| cut).collect();
+        assert_eq!(
+            (strs(&out), marks),
+            (
+                vec!["abcdefgh".into(), "abcdefgh".into()],
+                vec![false, true]
+            )
+        );
         out.clear();
         s.feed(b"tail", 8, &mut out);
         s.finish(&mut out);
         assert_eq!(strs(&out), ["tail"]);
+        assert_eq!(out.cut(), 0);
+        s.feed(b"a long tail", 8, &mut out);
+        s.finish(&mut out);
+        assert_eq!(out.cut(), 1, "an unfinished overlong last line is cut");
     }
 
     #[test]
@@ -237,6 +305,8 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [(&b"abcd"[..], Some("a")), (&b"xy"[..], Some("b"))]);
+        let cut: Vec<bool> = b.records().map(|r| r.cut).collect();
+        assert_eq!(cut, [true, false]);
         b.clear();
         b.lines_mut().push(b"plain");
         assert!(b.records().all(|r| r.meta.is_none()));

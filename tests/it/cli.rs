@@ -100,6 +100,55 @@ fn huge_lines_and_invalid_utf8_do_not_stop_matching() {
     assert_eq!(status["jails"][0]["total_failed"], 4, "{status}");
 }
 
+/// The probe: a user name padded so that a forged ` from <addr> port 1 ssh2` ends
+/// exactly at `max_line_length`, the server's own ` from <real> port` cut off. A cut
+/// line is counted and never matched, at the 64 KiB default and at 16 MiB.
+#[test]
+fn a_line_cut_at_max_line_length_never_bans_the_address_forged_at_its_end() {
+    for cap in [None, Some(16 * 1024 * 1024)] {
+        let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+        if let Some(cap) = cap {
+            let toml = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("toml");
+            cfg.write(
+                "gaoler.toml",
+                &toml.replace(
+                    "[daemon]\n",
+                    &format!("[daemon]\nmax_line_length = {cap}\n"),
+                ),
+            );
+        }
+        let limit = cap.unwrap_or(64 * 1024);
+        let _d = Daemon::start(cfg.path(), None);
+        let stamp = chrono::Local::now().format("%b %e %H:%M:%S").to_string();
+        let head = format!("{stamp} h sshd[1]: Failed password for invalid user ");
+        let forged = " from 203.0.113.66 port 1 ssh2";
+        let pad = "u".repeat(limit - head.len() - forged.len());
+        let line = format!("{head}{pad}{forged} from 192.0.2.7 port 22 ssh2\n");
+        for _ in 0..3 {
+            cfg.append("auth.log", line.as_bytes());
+        }
+        for _ in 0..3 {
+            cfg.sshd_failure("203.0.113.5");
+        }
+        wait_for(
+            Duration::from_secs(15),
+            "the ban of the real offender",
+            || banned_ips(cfg.path()).contains(&"203.0.113.5".to_string()),
+        );
+        let stats = ctl_json(cfg.path(), &["stats"]);
+        assert_eq!(stats["lines_cut"], 3, "cap {limit}: {stats}");
+        assert_eq!(
+            stats["failures"], 3,
+            "cap {limit}: only the whole lines count: {stats}"
+        );
+        assert_eq!(
+            banned_ips(cfg.path()),
+            vec!["203.0.113.5".to_string()],
+            "cap {limit}"
+        );
+    }
+}
+
 fn raw_request(socket: &Path, bytes: &[u8]) -> String {
     let mut s = UnixStream::connect(socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
