@@ -36,6 +36,11 @@ pub struct Stats {
     pub repairs: AtomicU64,
     /// Firewall transactions and their latency (written by the ban manager).
     pub transactions: Transactions,
+    /// Metrics connections closed early, to make room at the connection cap (written by
+    /// the metrics server's accept loop) and past the deadline for a request head or an
+    /// answer (by its connections).
+    pub metrics_dropped_cap: AtomicU64,
+    pub metrics_dropped_deadline: AtomicU64,
     /// Per jail; a reload adds and removes jails.
     jails: RwLock<BTreeMap<String, Arc<JailCounters>>>,
     /// Lines read per source, each counter written only by the reader that registered it.

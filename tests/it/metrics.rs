@@ -1,10 +1,14 @@
 //! `[metrics] listen`: the real daemon (log backend) scraped over plain TCP; counters
 //! follow a ban and an unban; wrong paths, methods and garbage get answers without
-//! harming the daemon; a bad or taken address is an error that says where.
+//! harming the daemon; scrapes and bans get through a slowloris of 1,000 connections;
+//! a bad or taken address is an error that says where.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -214,4 +218,186 @@ fn a_bad_metrics_address_is_a_config_error_at_its_position() {
         !text(&out.stderr).contains("metrics"),
         "no warning any more"
     );
+}
+
+/// Slow-header clients: connections that send a request head a byte every 100 ms, or
+/// nothing at all, spread over a few threads; a client the server drops connects again
+/// at its next turn, so the attack holds as many connections as it can for as long as
+/// it runs.
+struct Slowloris {
+    stop: Arc<AtomicBool>,
+    /// Connections made, first ones and reconnections.
+    connects: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Slowloris {
+    const THREADS: usize = 4;
+    const TICK: Duration = Duration::from_millis(100);
+
+    /// Opens `n` connections to `addr` (returns once all are open) and keeps them open.
+    fn start(addr: SocketAddr, n: usize) -> Slowloris {
+        let stop = Arc::new(AtomicBool::new(false));
+        let connects = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads = (0..Self::THREADS)
+            .map(|t| {
+                let (stop, connects, tx) = (stop.clone(), connects.clone(), tx.clone());
+                let mine = n / Self::THREADS + usize::from(t < n % Self::THREADS);
+                std::thread::spawn(move || Self::run(addr, mine, &stop, &connects, &tx))
+            })
+            .collect();
+        for _ in 0..Self::THREADS {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("slowloris connections open");
+        }
+        Slowloris {
+            stop,
+            connects,
+            threads,
+        }
+    }
+
+    fn run(
+        addr: SocketAddr,
+        n: usize,
+        stop: &AtomicBool,
+        connects: &AtomicU64,
+        ready: &std::sync::mpsc::Sender<()>,
+    ) {
+        let connect = || {
+            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+            s.set_nonblocking(true).ok()?;
+            connects.fetch_add(1, Ordering::Relaxed);
+            Some(s)
+        };
+        // Even ones trickle a request head, odd ones stay silent.
+        let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| connect()).collect();
+        let _ = ready.send(());
+        let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+        let mut tick = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let byte = head.get(tick).copied().unwrap_or(b'a');
+            for (i, conn) in conns.iter_mut().enumerate() {
+                let mut buf = [0u8; 64];
+                let alive = match conn {
+                    None => false,
+                    // A trickler: its byte is taken (or waits in a full buffer).
+                    Some(s) if i % 2 == 0 => s
+                        .write(&[byte])
+                        .map_or_else(|e| e.kind() == ErrorKind::WouldBlock, |_| true),
+                    // A silent one: nothing to read, not even the end.
+                    Some(s) => {
+                        matches!(s.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
+                    }
+                };
+                if !alive {
+                    *conn = connect();
+                }
+            }
+            tick += 1;
+            std::thread::sleep(Self::TICK);
+        }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("slowloris thread");
+        }
+        self.connects.load(Ordering::Relaxed)
+    }
+}
+
+/// Raises this process's soft limit on open files to at least `want` (up to the hard
+/// limit), for tests that hold many sockets; the daemon it starts inherits it.
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    assert!(
+        lim.rlim_cur >= want,
+        "open-file limit {} is below the {want} this test needs",
+        lim.rlim_cur
+    );
+}
+
+/// One scrape with `timeout` for each step: its latency if it got a 200 with metrics.
+fn timed_scrape(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("read: {e}"))?;
+    let answer = text(&out);
+    if answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.contains("\ngaoler_bans_total") {
+        Ok(start.elapsed())
+    } else {
+        Err(format!("answer: {answer:?}"))
+    }
+}
+
+#[test]
+fn metrics_scrapes_and_bans_get_through_a_slowloris_of_1000_connections() {
+    const ATTACKERS: usize = 1000;
+    raise_nofile(ATTACKERS as u64 + 512);
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let cfg = config(&addr.to_string());
+    let mut d = Daemon::start(cfg.path(), None);
+    wait_for(Duration::from_secs(5), "the metrics log line", || {
+        d.output().contains("serving Prometheus metrics")
+    });
+
+    let attack = Slowloris::start(addr, ATTACKERS);
+    let mut latencies = Vec::new();
+    let mut failed = Vec::new();
+    for _ in 0..20 {
+        match timed_scrape(addr, Duration::from_secs(5)) {
+            Ok(latency) => latencies.push(latency),
+            Err(e) => failed.push(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The ban path is untouched by the attack.
+    for _ in 0..3 {
+        cfg.sshd_failure("203.0.113.60");
+    }
+    wait_for(Duration::from_secs(10), "the ban during the attack", || {
+        banned_ips(cfg.path()).contains(&"203.0.113.60".to_string())
+    });
+    let connects = attack.stop();
+
+    latencies.sort();
+    eprintln!(
+        "slowloris of {ATTACKERS} ({connects} connects): {} of 20 scrapes answered, \
+         latency min {:?} median {:?} max {:?}",
+        latencies.len(),
+        latencies.first(),
+        latencies.get(latencies.len() / 2),
+        latencies.last()
+    );
+    assert!(latencies.len() >= 19, "failed scrapes: {failed:?}");
+    let body = scrape(addr);
+    let dropped = sample(
+        &body,
+        "gaoler_metrics_connections_dropped_total{reason=\"cap\"}",
+    );
+    assert!(
+        dropped.is_some_and(|n| n >= (ATTACKERS - 64) as f64),
+        "{body}"
+    );
+    d.stop();
 }
