@@ -14,14 +14,26 @@ use crate::firewall::Firewall;
 use crate::store::StoreChange;
 use crate::types::{Ban, Target, Timestamp};
 
+/// What becomes of the kernel elements of bans the store refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum IfUnsaved {
+    /// Taken out again: the request failed as a whole (a ban by hand, recidive).
+    TakeBack,
+    /// Left in: the caller keeps the bans and saves them by the retry (decisions
+    /// from the logs: a full disk must not let the offenders in).
+    Keep,
+}
+
 impl<F: Firewall> BanManager<F> {
     /// Store and kernel, then the book: a ban `ctl` shows is in both. The store's
     /// flush runs while nft works (one waits for the disk, the other for the kernel);
-    /// when the store refuses, the kernel change is taken back.
+    /// when the store refuses, the kernel change stays or is taken back, as `unsaved`
+    /// says.
     pub(super) async fn commit_bans(
         &mut self,
         bans: Vec<Ban>,
         now: Timestamp,
+        unsaved: IfUnsaved,
     ) -> Result<(), BanError> {
         if bans.is_empty() {
             return Ok(());
@@ -44,7 +56,7 @@ impl<F: Firewall> BanManager<F> {
             "bans stored and sent"
         );
         if let Err(e) = stored {
-            if applied.is_ok() {
+            if applied.is_ok() && unsaved == IfUnsaved::TakeBack {
                 self.take_back(&bans, now).await;
             }
             return Err(e.into());

@@ -17,6 +17,8 @@ pub struct Desired<'a> {
     pub jails: &'a BTreeMap<String, BanPolicy>,
     pub book: &'a BanBook,
     pub pending: &'a PendingBans,
+    /// Decided bans the store refused: in the kernel while they wait to be saved.
+    pub unsaved: &'a PendingBans,
 }
 
 impl Desired<'_> {
@@ -37,10 +39,12 @@ impl Desired<'_> {
             if let Some(ban) = self.book.get(jail, target) {
                 best = longer(best, element(ban, set, now));
             }
-            // Pending bans are rare: no key is built unless there are some.
-            if !self.pending.is_empty() {
-                if let Some(ban) = self.pending.get(&(jail.clone(), *target)) {
-                    best = longer(best, element(ban, set, now));
+            // Pending and unsaved bans are rare: no key is built unless there are some.
+            for waiting in [self.pending, self.unsaved] {
+                if !waiting.is_empty() {
+                    if let Some(ban) = waiting.get(&(jail.clone(), *target)) {
+                        best = longer(best, element(ban, set, now));
+                    }
                 }
             }
         }
@@ -50,7 +54,9 @@ impl Desired<'_> {
     /// True when `jail` holds a ban of `target`, in force or pending.
     pub fn holds(&self, jail: &str, target: &Target) -> bool {
         self.book.get(jail, target).is_some()
-            || (!self.pending.is_empty() && self.pending.contains_key(&(jail.to_string(), *target)))
+            || [self.pending, self.unsaved]
+                .iter()
+                .any(|w| !w.is_empty() && w.contains_key(&(jail.to_string(), *target)))
     }
 
     /// The kernel changes that put `bans` in force. Per (set, target): the longest of
@@ -235,6 +241,7 @@ mod tests {
             jails: &j,
             book: &book,
             pending: &pending,
+            unsaved: &PendingBans::new(),
         };
         let now = t0();
         assert_eq!(
@@ -267,6 +274,7 @@ mod tests {
             jails: &j,
             book: &book,
             pending: &pending,
+            unsaved: &PendingBans::new(),
         };
         let now = t0();
         let changes = d.ban_changes(

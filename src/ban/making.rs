@@ -2,6 +2,7 @@
 //! the prefixes its jail holds, handed to the pure `policy`; a ban by hand; and the
 //! recidive bans that follow a batch, from the store's recent bans.
 
+use super::commit::IfUnsaved;
 use super::policy::set_of;
 use super::{policy, recidive, BanError, BanManager};
 use crate::config::RECIDIVE;
@@ -38,7 +39,7 @@ impl<F: Firewall> BanManager<F> {
             }
         }
         if !bans.is_empty() {
-            if let Err(e) = self.commit_bans(bans, now).await {
+            if let Err(e) = self.commit_bans(bans, now, IfUnsaved::TakeBack).await {
                 tracing::error!(error = %e, "recidive bans could not be applied");
             }
         }
@@ -52,7 +53,8 @@ impl<F: Firewall> BanManager<F> {
     ) -> Result<Ban, BanError> {
         let now = self.clock.now();
         let ban = self.new_ban(jail, target, bantime, None, now)?;
-        self.commit_bans(vec![ban.clone()], now).await?;
+        self.commit_bans(vec![ban.clone()], now, IfUnsaved::TakeBack)
+            .await?;
         self.recidive(std::slice::from_ref(&ban), now).await;
         Ok(ban)
     }

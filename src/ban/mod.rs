@@ -44,6 +44,7 @@ use crate::stats::Stats;
 use crate::store::BanStore;
 use crate::types::{Ban, Clock, Target};
 use banlog::BanLog;
+use commit::IfUnsaved;
 use desired::Desired;
 use events::Outputs;
 use retry::RetryQueue;
@@ -154,6 +155,7 @@ impl<F: Firewall> BanManager<F> {
             jails: &self.jails,
             book: &self.book,
             pending: &self.waiting.pending,
+            unsaved: &self.waiting.unsaved,
         }
     }
 
@@ -266,9 +268,7 @@ impl<F: Firewall> BanManager<F> {
         let mut seen: HashSet<(&str, Target)> = HashSet::with_capacity(batch.len());
         let mut bans = Vec::with_capacity(batch.len());
         for d in &batch {
-            if self.desired().holds(&d.jail, &d.target)
-                || (!self.waiting.unsaved.is_empty() && self.waiting.is_unsaved(&d.jail, &d.target))
-                || !seen.insert((d.jail.as_str(), d.target))
+            if self.desired().holds(&d.jail, &d.target) || !seen.insert((d.jail.as_str(), d.target))
             {
                 tracing::debug!(jail = %d.jail, target = %d.target, "already banned");
                 continue;
@@ -285,7 +285,7 @@ impl<F: Firewall> BanManager<F> {
         // the store refuses them.
         let made = bans.clone();
         let decided = started.elapsed();
-        let result = self.commit_bans(bans, now).await;
+        let result = self.commit_bans(bans, now, IfUnsaved::Keep).await;
         tracing::debug!(
             bans = count,
             decide_us = decided.as_micros() as u64,
@@ -300,8 +300,8 @@ impl<F: Firewall> BanManager<F> {
             // Saved; the kernel gets them when it takes changes again.
             Err(BanError::Firewall(_)) => true,
             Err(e @ BanError::Store(_)) => {
-                tracing::error!(error = %e, bans = made.len(), "the store refused the bans; they are kept and retried");
-                self.waiting.unsaved.extend(made);
+                tracing::error!(error = %e, bans = made.len(), "the store refused the bans; they are in the kernel, kept in memory and saved by the retry");
+                self.waiting.keep_unsaved(made);
                 self.waiting.schedule(Instant::now());
                 false
             }

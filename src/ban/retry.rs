@@ -1,5 +1,6 @@
 //! What waits for a retry, and when the retry comes. Bans the store refused (disk
-//! full, read-only) wait unsaved, and so do the readers' barriers behind them; saved
+//! full, read-only) wait unsaved (in the kernel, not yet in `ctl banned`), and so do
+//! the readers' barriers behind them; saved
 //! bans and unbans the kernel refused wait pending. One timer serves both, with a
 //! delay that doubles after each failed retry (at most a minute) and starts again at
 //! a second after a success. Pure: every call that reads the time takes `now`.
@@ -26,8 +27,9 @@ pub struct RetryQueue {
     pub pending: PendingBans,
     /// (set, target) whose unban the kernel refused; their elements are recomputed.
     pub unbans: Vec<(String, Target)>,
-    /// Bans the store refused; saved, then sent to the kernel, by the retry.
-    pub unsaved: Vec<Ban>,
+    /// Decided bans the store refused, by (jail, target): in the kernel already
+    /// (a full disk must not open the door), saved by the retry.
+    pub unsaved: PendingBans,
     /// Readers' barriers waiting for `unsaved` to be saved.
     held: Vec<Barrier>,
     at: Option<Instant>,
@@ -39,7 +41,7 @@ impl Default for RetryQueue {
         RetryQueue {
             pending: PendingBans::new(),
             unbans: Vec::new(),
-            unsaved: Vec::new(),
+            unsaved: PendingBans::new(),
             held: Vec::new(),
             at: None,
             delay: FIRST,
@@ -117,11 +119,10 @@ impl RetryQueue {
         in_force
     }
 
-    /// True when a ban of `target` in `jail` waits for the store.
-    pub fn is_unsaved(&self, jail: &str, target: &Target) -> bool {
+    /// Keeps `bans` until the store takes them.
+    pub fn keep_unsaved(&mut self, bans: impl IntoIterator<Item = Ban>) {
         self.unsaved
-            .iter()
-            .any(|b| b.jail == jail && b.target == *target)
+            .extend(bans.into_iter().map(|b| ((b.jail.clone(), b.target), b)));
     }
 
     /// Holds `barriers` until no ban waits for the store, then answers them.
@@ -175,11 +176,11 @@ mod tests {
     #[test]
     fn barriers_wait_while_a_ban_is_unsaved() {
         let mut q = RetryQueue::default();
-        q.unsaved.push(ban("203.0.113.5"));
+        q.keep_unsaved([ban("203.0.113.5")]);
         let (tx, mut rx) = oneshot::channel();
         q.hold([tx]);
         assert!(rx.try_recv().is_err(), "held");
-        assert!(q.is_unsaved("sshd", &"203.0.113.5".parse().expect("t")));
+        assert_eq!(q.unsaved.len(), 1);
         q.unsaved.clear();
         q.release();
         assert!(rx.try_recv().is_ok(), "answered once saved");

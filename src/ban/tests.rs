@@ -273,25 +273,39 @@ async fn a_failing_kernel_keeps_the_ban_saved_and_retries() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_refusing_store_leaves_no_ban_in_the_kernel_or_the_book() {
+async fn a_refusing_store_keeps_decided_bans_in_the_kernel_and_takes_back_manual_ones() {
     let mut r = rig(Shared::default());
     r.manager.restore(&layout()).await.expect("restore");
     r.manager.decide(vec![decision("203.0.113.5")]).await;
     let held = kernel_has(&r.fw, "203.0.113.5");
     assert!(held.is_some());
     r.store.get().fail = true;
-    // A new ban is taken back from the kernel; a re-ban keeps the ban it had.
-    r.manager.decide(vec![decision("203.0.113.6")]).await;
+    // A decided ban reaches the kernel (a full disk must not let the offender in),
+    // but not the book: `ctl banned` shows what is in the kernel and the store.
+    assert!(
+        !r.manager.decide(vec![decision("203.0.113.6")]).await,
+        "not saved"
+    );
+    assert!(kernel_has(&r.fw, "203.0.113.6").is_some());
+    assert!(ban_of(&r, "sshd", "203.0.113.6").is_none());
+    // A ban by hand fails as a whole; the re-banned address keeps the ban it had.
     let manual = r
         .manager
         .manual_ban("sshd", target("203.0.113.5"), Some(BanTime::Permanent))
         .await;
     assert!(matches!(manual, Err(BanError::Store(_))), "{manual:?}");
-    assert_eq!(kernel_has(&r.fw, "203.0.113.6"), None);
     assert_eq!(kernel_has(&r.fw, "203.0.113.5"), held);
     assert_eq!(r.manager.book().len(), 1);
+    // The reconciler leaves the unsaved ban's element alone.
+    r.manager.reconcile().await;
+    assert!(kernel_has(&r.fw, "203.0.113.6").is_some());
+    // The store works again: the retry saves it and it is in force.
     r.store.get().fail = false;
-    assert_eq!(r.store.get().bans.len(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    r.manager.retry().await;
+    assert_eq!(r.store.get().bans.len(), 2);
+    assert!(ban_of(&r, "sshd", "203.0.113.6").is_some());
+    assert!(kernel_has(&r.fw, "203.0.113.6").is_some());
 }
 
 /// What `ctl banned` would get from the running manager.

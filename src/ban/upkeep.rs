@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::commit::IfUnsaved;
 use super::desired::elements_for;
 use super::events::Ended;
 use super::policy::set_of;
@@ -119,14 +120,14 @@ impl<F: Firewall> BanManager<F> {
         let now = self.clock.now();
         if !self.waiting.unsaved.is_empty() {
             let bans: Vec<Ban> = std::mem::take(&mut self.waiting.unsaved)
-                .into_iter()
+                .into_values()
                 .filter(|b| !b.is_expired(now))
                 .collect();
             let count = bans.len();
-            match self.commit_bans(bans.clone(), now).await {
+            match self.commit_bans(bans.clone(), now, IfUnsaved::Keep).await {
                 Err(BanError::Store(e)) => {
                     tracing::error!(error = %e, bans = count, "the store still refuses the bans; retrying later");
-                    self.waiting.unsaved.extend(bans);
+                    self.waiting.keep_unsaved(bans);
                     self.waiting.back_off(Instant::now());
                     return;
                 }

@@ -45,7 +45,13 @@ struct Database {
     open: RwLock<Option<Handles>>,
     /// A write failed with an I/O error: sled will fail every later one.
     broken: AtomicBool,
+    /// The last reopen that failed, and why: another is tried only a while later,
+    /// so that a storm of reads and writes on a full disk fails fast.
+    failed_reopen: Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long after a failed reopen the next one is tried.
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Database {
     /// Runs `f` on the open handles; an I/O error marks the database for a reopen.
@@ -98,8 +104,28 @@ impl Database {
         if slot.is_some() && !self.broken.load(Ordering::Acquire) {
             return Ok(()); // another thread reopened it meanwhile
         }
+        let mut failed = self.failed_reopen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, reason)) = failed.as_ref() {
+            if at.elapsed() < REOPEN_AFTER {
+                return Err(StoreError::Open {
+                    path: self.state_dir.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
         drop(slot.take());
-        let handles = open_handles(&self.state_dir)?;
+        let handles = match open_handles(&self.state_dir) {
+            Ok(h) => h,
+            Err(e) => {
+                let reason = match &e {
+                    StoreError::Open { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                *failed = Some((std::time::Instant::now(), reason));
+                return Err(e);
+            }
+        };
+        *failed = None;
         *slot = Some(handles);
         self.broken.store(false, Ordering::Release);
         tracing::warn!(path = %self.state_dir.display(), "reopened the state database after a write error");
@@ -180,6 +206,7 @@ impl SledStore {
                 state_dir: state_dir.to_path_buf(),
                 open: RwLock::new(Some(handles)),
                 broken: AtomicBool::new(false),
+                failed_reopen: Mutex::new(None),
             }),
             ahead: Mutex::new(None),
         })

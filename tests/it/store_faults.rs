@@ -72,6 +72,14 @@ impl PrivateDisk {
         let enter: Vec<&str> = enter.iter().map(String::as_str).collect();
         Daemon::start_in(cfg, &enter)
     }
+
+    /// The daemon on this disk, in the network namespace `netns`.
+    fn start_in_netns(&self, cfg: &Path, netns: &str) -> Daemon {
+        let mut wrapper = self.enter();
+        wrapper.extend(["ip", "netns", "exec", netns].map(String::from));
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        Daemon::start_in(cfg, &wrapper)
+    }
 }
 
 impl Drop for PrivateDisk {
@@ -146,6 +154,61 @@ fn a_full_state_disk_is_reported_and_caught_up_once_it_has_room() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(failures(cfg.path()), 0, "no line is read again");
     drop(d);
+}
+
+/// The probe: a 1 MB state disk and a storm of 20,000 offenders. The store soon
+/// refuses, yet every offender reaches the kernel; `ctl banned` shows only what is
+/// saved; once the disk has room the retry saves them all, and a restart starts with
+/// every one, from a store that is not damaged.
+#[test]
+fn a_1_mb_state_disk_full_in_a_storm_keeps_every_offender_in_the_kernel() {
+    const OFFENDERS: u32 = 20_000;
+    let lab = Lab::new();
+    let cfg = ConfigDir::new("backend = \"nftables\"\ntable = \"gfull\"", BAN_AT_FIRST);
+    let state = cfg.path().join("state");
+    let disk = PrivateDisk::new(
+        &state,
+        &format!("mount -t tmpfs -o size=1m tmpfs '{}'", state.display()),
+    );
+    let mut d = disk.start_in_netns(cfg.path(), &lab.server);
+    let auth = cfg.path().join("auth.log");
+    storm(
+        &auth,
+        sshd_lines(0..OFFENDERS),
+        2_000,
+        Duration::from_millis(10),
+    );
+    wait_for(
+        Duration::from_secs(90),
+        "every offender in the kernel",
+        || lab.elements("gfull", "sshd-v4").len() == OFFENDERS as usize,
+    );
+    let log = d.output();
+    assert!(
+        log.contains("the store refused the bans"),
+        "the disk filled up"
+    );
+    assert!(
+        log.to_lowercase().contains("no space left"),
+        "the cause is named"
+    );
+    let shown = ctl_count(cfg.path(), "banned");
+    assert!(
+        shown < OFFENDERS as usize,
+        "ctl shows only saved bans: {shown}"
+    );
+    assert_answers(cfg.path());
+    // Room again: the retry saves every ban, and they are shown.
+    let grown = disk.run(&format!("mount -o remount,size=64m '{}'", state.display()));
+    assert!(grown.status.success(), "{}", text(&grown.stderr));
+    wait_for(Duration::from_secs(90), "every ban saved and shown", || {
+        ctl_count(cfg.path(), "banned") == OFFENDERS as usize
+    });
+    d.stop();
+    let d = disk.start_in_netns(cfg.path(), &lab.server);
+    assert_eq!(ctl_count(cfg.path(), "banned"), OFFENDERS as usize);
+    assert_eq!(lab.elements("gfull", "sshd-v4").len(), OFFENDERS as usize);
+    assert!(!d.output().contains("damaged"), "{}", d.output());
 }
 
 #[test]
