@@ -61,6 +61,7 @@ impl<F: Firewall> BanManager<F> {
             }
             return Err(e.into());
         }
+        self.heal_store();
         let refused = match applied {
             Ok(refused) => refused,
             Err(e) => {
@@ -92,6 +93,29 @@ impl<F: Firewall> BanManager<F> {
         // The kernel takes changes again: what waits for a retry goes now.
         self.waiting.kernel_works(Instant::now());
         Ok(())
+    }
+
+    /// After the store started a new database in place of a damaged one: every ban
+    /// held (in force, or waiting for the kernel) is saved again. What cannot be
+    /// saved now is tried again after the next commit.
+    fn heal_store(&mut self) {
+        let Some(damage) = self.store.damage() else {
+            return;
+        };
+        let held = self.matching(None, None);
+        let puts: Vec<StoreChange> = held.iter().cloned().map(StoreChange::Put).collect();
+        match self.store.commit(&puts) {
+            Ok(()) => {
+                self.store.healed();
+                tracing::error!(
+                    reason = %damage.reason,
+                    moved_to = ?damage.moved_to,
+                    bans = held.len(),
+                    "the state database was damaged and replaced: every ban in force is saved again; the history of ended bans and the read positions are lost"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "the state database was replaced, and the bans in force cannot be saved into the new one yet; retrying after the next commit"),
+        }
     }
 
     /// Saved bans the kernel did not take: they wait for the retry.

@@ -139,6 +139,8 @@ impl BanError {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Restored {
     pub loaded: usize,
+    /// Bans rebuilt from the kernel's table after the store was found damaged.
+    pub recovered: usize,
     pub expired: usize,
     pub orphaned: usize,
     /// Time spent reading the store, and building the table in the kernel.

@@ -10,7 +10,8 @@ use super::policy::set_of;
 use super::{BanBook, BanError, BanManager, Reconfig, Reconfigured, Restored, MAX_SLEEP};
 use crate::firewall::{Firewall, Layout};
 use crate::store::StoreChange;
-use crate::types::Ban;
+use crate::types::{Ban, Target, Timestamp};
+use std::collections::HashSet;
 
 impl<F: Firewall> BanManager<F> {
     /// Builds the kernel table and puts back every unexpired ban of an enabled jail
@@ -22,8 +23,21 @@ impl<F: Firewall> BanManager<F> {
         let mut drop = Vec::new();
         let mut live = Vec::new();
         let started = Instant::now();
-        let stored = self.store.bans().map_err(BanError::Load)?;
+        let mut stored = self.store.bans().map_err(BanError::Load)?;
         report.store_ms = started.elapsed().as_millis() as u64;
+        if let Some(damage) = self.store.damage() {
+            let recovered = self.recover_from_kernel(layout, &stored, now).await;
+            tracing::error!(
+                reason = %damage.reason,
+                moved_to = ?damage.moved_to,
+                missing = ?damage.missing,
+                recovered_from_kernel = recovered.len(),
+                read_from_store = stored.len(),
+                "the state database was damaged: the bans the kernel's table still holds are saved again (with the time they have left, counted as first bans); others, ban history and read positions are lost"
+            );
+            report.recovered = recovered.len();
+            stored.extend(recovered);
+        }
         for ban in stored {
             if ban.is_expired(now) {
                 report.expired += 1;
@@ -116,6 +130,54 @@ impl<F: Firewall> BanManager<F> {
             tracing::error!(error = %e, "could not remove the bans of removed jails from the store");
         }
         Ok(report)
+    }
+
+    /// The bans the kernel's table holds that `stored` lacks, saved to the store: a
+    /// damaged store is rebuilt from what is enforced. Each element becomes a ban of
+    /// the jail its set is named after (or the first jail sharing the set), with the
+    /// time the kernel has left for it.
+    async fn recover_from_kernel(&mut self, layout: &Layout, stored: &[Ban], now: Timestamp) -> Vec<Ban> {
+        let inventory = match self.firewall.inventory(layout).await {
+            Ok(Some(inv)) => inv,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the kernel's table to rebuild the damaged store");
+                return Vec::new();
+            }
+        };
+        let known: HashSet<(&str, Target)> = stored
+            .iter()
+            .map(|b| (set_of(&self.jails, &b.jail), b.target))
+            .collect();
+        let mut recovered = Vec::new();
+        for ((set, target), left) in inventory.elements {
+            if known.contains(&(set.as_str(), target)) {
+                continue;
+            }
+            let Some(jail) = self
+                .jails
+                .get_key_value(&set)
+                .filter(|(_, p)| p.set == set)
+                .or_else(|| self.jails.iter().find(|(_, p)| p.set == set))
+                .map(|(j, _)| j.clone())
+            else {
+                continue;
+            };
+            let expires_at = left.map(|secs| now + chrono::Duration::seconds(secs as i64));
+            recovered.push(Ban {
+                target,
+                jail,
+                banned_at: now,
+                expires_at,
+                count: 1,
+            });
+        }
+        let puts: Vec<StoreChange> = recovered.iter().cloned().map(StoreChange::Put).collect();
+        match self.store.commit(&puts) {
+            Ok(()) => self.store.healed(),
+            Err(e) => tracing::error!(error = %e, bans = recovered.len(), "cannot save the bans recovered from the kernel; the next start recovers them again"),
+        }
+        recovered
     }
 
     /// After a whole table was installed with every current and pending ban (but

@@ -62,6 +62,13 @@ pub trait BanStore: Send {
     fn purge_history(&mut self, before: Timestamp) -> Result<usize, StoreError>;
     /// The latest bans of `target` in any jail, oldest first (at most `RECENT_BANS`).
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError>;
+    /// Damage not yet healed: the database was found damaged (at open, or by a
+    /// reopen) and a new one started. Kept across restarts until `healed`.
+    fn damage(&self) -> Option<Damage> {
+        None
+    }
+    /// The caller saved every ban it could into the new database.
+    fn healed(&mut self) {}
 }
 
 /// How many recent bans are remembered per target (for recidive).
@@ -106,6 +113,23 @@ pub enum StoreError {
     Newer { path: PathBuf, found: u32 },
     #[error("state database error while {doing}: {reason}")]
     Db { doing: &'static str, reason: String },
+    /// sled cannot read its own files (a flipped bit, a torn write on a full disk),
+    /// or panicked reading them.
+    #[error("the state database in {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// What a store lost to damage and where the damaged files went: the ban manager
+/// then saves again every ban it holds, or at start rebuilds from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Why the database was found damaged.
+    pub reason: String,
+    /// Where the damaged database was moved, kept for a post-mortem.
+    pub moved_to: Option<PathBuf>,
+    /// Current bans the store should hold (by its count kept apart) but does not;
+    /// `None` when the whole database was replaced.
+    pub missing: Option<u64>,
 }
 
 /// A stored ban: the ban plus the record format version.

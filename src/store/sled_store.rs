@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::{
-    ban_key, history_key, recent_key, with_recent, BanRecord, BanStore, History, HistoryRecord,
-    RecentBan, RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
+    ban_key, history_key, recent_key, with_recent, BanRecord, BanStore, Damage, History,
+    HistoryRecord, RecentBan, RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
 };
 use crate::source::{PositionError, Positions};
 use crate::types::{Ban, Target};
@@ -48,6 +48,10 @@ struct Database {
     /// The last reopen that failed, and why: another is tried only a while later,
     /// so that a storm of reads and writes on a full disk fails fast.
     failed_reopen: Mutex<Option<(std::time::Instant, String)>>,
+    /// Why the database was last found damaged, while it is not healed.
+    damage: Mutex<Option<String>>,
+    /// sled reported its files damaged: the next reopen starts a new database.
+    corrupt: Mutex<Option<String>>,
 }
 
 /// How long after a failed reopen the next one is tried.
@@ -68,10 +72,19 @@ impl Database {
             });
         };
         f(handles).map_err(|e| {
-            if matches!(e, sled::Error::Io(_)) {
+            let corrupt = is_corruption(&e);
+            if corrupt || matches!(e, sled::Error::Io(_)) {
                 self.broken.store(true, Ordering::Release);
             }
-            db_err(doing)(e)
+            if corrupt {
+                *self.corrupt.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                StoreError::Corrupt {
+                    path: self.state_dir.clone(),
+                    reason: e.to_string(),
+                }
+            } else {
+                db_err(doing)(e)
+            }
         })
     }
 
@@ -98,6 +111,47 @@ impl Database {
         Ok(self.open.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Moves the damaged database aside and starts a new one.
+    fn replace(&self, reason: String) -> Result<(), StoreError> {
+        let mut slot = self.open.write().unwrap_or_else(|p| p.into_inner());
+        drop(slot.take());
+        self.note_damage(&reason);
+        move_aside(&self.state_dir, &reason)?;
+        *slot = Some(open_checked(&self.state_dir)?);
+        self.broken.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn note_damage(&self, reason: &str) {
+        *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
+
+    /// Damage not yet healed: a database moved aside, now or before a restart.
+    fn damage(&self) -> Option<Damage> {
+        let moved = unhealed(&self.state_dir);
+        let reason = self.damage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if moved.is_empty() {
+            return None;
+        }
+        Some(Damage {
+            reason: reason.unwrap_or_else(|| "found damaged before the last restart".into()),
+            moved_to: moved.last().cloned(),
+            missing: None,
+        })
+    }
+
+    /// Marks every damaged database moved aside as healed.
+    fn healed(&self) {
+        for path in unhealed(&self.state_dir) {
+            let mut done = path.clone().into_os_string();
+            done.push(HEALED);
+            if let Err(e) = std::fs::rename(&path, &done) {
+                tracing::warn!(path = %path.display(), error = %crate::util::io_reason(&e), "cannot mark the damaged database as healed; the next start rebuilds from the kernel again");
+            }
+        }
+        *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Drops the handles (sled's file lock goes with them) and opens the database again.
     fn reopen(&self) -> Result<(), StoreError> {
         let mut slot = self.open.write().unwrap_or_else(|p| p.into_inner());
@@ -114,7 +168,19 @@ impl Database {
             }
         }
         drop(slot.take());
-        let handles = match open_handles(&self.state_dir) {
+        let corrupt = self
+            .corrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let opened = match corrupt {
+            Some(reason) => {
+                self.note_damage(&reason);
+                move_aside(&self.state_dir, &reason).and_then(|()| open_checked(&self.state_dir))
+            }
+            None => open_or_move_aside(&self.state_dir),
+        };
+        let handles = match opened {
             Ok(h) => h,
             Err(e) => {
                 let reason = match &e {
@@ -141,11 +207,21 @@ fn open_handles(state_dir: &Path) -> Result<Handles, StoreError> {
         reason,
     };
     std::fs::create_dir_all(state_dir).map_err(|e| open_err(crate::util::io_reason(&e)))?;
-    let db = sled::Config::new()
-        .path(&path)
-        .cache_capacity(64 * 1024 * 1024)
-        .open()
-        .map_err(|e| match e {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: state_dir.to_path_buf(),
+        reason,
+    };
+    // sled panics on some damage (`tried to serialize Uninitialized`): caught here,
+    // at the boundary, and reported as damage rather than a crash loop.
+    let opened = std::panic::catch_unwind(|| {
+        sled::Config::new()
+            .path(&path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+    })
+    .map_err(|panic| corrupt(format!("sled panicked opening it: {}", panic_text(&panic))))?;
+    let db = opened.map_err(|e| match e {
+            e if is_corruption(&e) => corrupt(e.to_string()),
             // sled reports a held lock as an I/O error with this text.
             sled::Error::Io(io)
                 if io.kind() == std::io::ErrorKind::WouldBlock
@@ -163,10 +239,15 @@ fn open_handles(state_dir: &Path) -> Result<Handles, StoreError> {
     // empty database over the old one (seen in the read-only disk test).
     sync_files(&[&path.join("conf"), &path, state_dir])
         .map_err(|e| open_err(crate::util::io_reason(&e)))?;
-    let tree = db.open_tree("state").map_err(|e| open_err(e.to_string()))?;
-    let positions = db
-        .open_tree("positions")
-        .map_err(|e| open_err(e.to_string()))?;
+    let tree_err = |e: sled::Error| {
+        if is_corruption(&e) {
+            corrupt(e.to_string())
+        } else {
+            open_err(e.to_string())
+        }
+    };
+    let tree = db.open_tree("state").map_err(tree_err)?;
+    let positions = db.open_tree("positions").map_err(tree_err)?;
     let log =
         std::fs::File::open(path.join("db")).map_err(|e| open_err(crate::util::io_reason(&e)))?;
     Ok(Handles {
@@ -185,6 +266,89 @@ fn sync_files(paths: &[&Path]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens the database; a damaged one is moved aside (`db.damaged-<unix time>`,
+/// kept for a post-mortem, and the mark of damage not yet healed) and a new one
+/// started.
+fn open_or_move_aside(state_dir: &Path) -> Result<Handles, StoreError> {
+    match open_checked(state_dir) {
+        Err(StoreError::Corrupt { reason, .. }) => {
+            move_aside(state_dir, &reason)?;
+            open_checked(state_dir)
+        }
+        other => other,
+    }
+}
+
+fn open_checked(state_dir: &Path) -> Result<Handles, StoreError> {
+    let handles = open_handles(state_dir)?;
+    check_format(state_dir, &handles)?;
+    Ok(handles)
+}
+
+/// Prefix of a damaged database moved aside; `.healed` is added once the bans
+/// were saved again into the new one.
+const DAMAGED: &str = "db.damaged-";
+const HEALED: &str = ".healed";
+
+/// Renames the damaged `state_dir/db` to a free `db.damaged-<unix time>[-n]`: a
+/// rename needs no room on a full disk, and survives a crash.
+fn move_aside(state_dir: &Path, reason: &str) -> Result<(), StoreError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut target = state_dir.join(format!("{DAMAGED}{stamp}"));
+    let mut n = 1;
+    while target.exists() {
+        target = state_dir.join(format!("{DAMAGED}{stamp}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(state_dir.join("db"), &target)
+        .and_then(|()| std::fs::File::open(state_dir)?.sync_all())
+        .map_err(|e| StoreError::Open {
+            path: state_dir.to_path_buf(),
+            reason: format!(
+                "it is damaged ({reason}) and cannot be moved aside: {}",
+                crate::util::io_reason(&e)
+            ),
+        })?;
+    tracing::error!(state_dir = %state_dir.display(), moved_to = %target.display(), %reason, "the state database is damaged: moved aside, starting a new one; the bans are saved again from what the daemon holds, or at start from the kernel's table");
+    Ok(())
+}
+
+/// The damaged databases moved aside and not yet healed.
+fn unhealed(state_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(DAMAGED) && !n.ends_with(HEALED))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// sled's words for "my files are damaged".
+fn is_corruption(e: &sled::Error) -> bool {
+    matches!(
+        e,
+        sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+    )
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// A thread reading every stored ban.
 type ReadAhead = std::thread::JoinHandle<Result<Vec<Ban>, StoreError>>;
 
@@ -199,14 +363,15 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (creating if needed) the database in `state_dir/db`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        let handles = open_handles(state_dir)?;
-        check_format(state_dir, &handles)?;
+        let handles = open_or_move_aside(state_dir)?;
         Ok(SledStore {
             db: Arc::new(Database {
                 state_dir: state_dir.to_path_buf(),
                 open: RwLock::new(Some(handles)),
                 broken: AtomicBool::new(false),
                 failed_reopen: Mutex::new(None),
+                damage: Mutex::new(None),
+                corrupt: Mutex::new(None),
             }),
             ahead: Mutex::new(None),
         })
@@ -327,20 +492,43 @@ fn read_bans(db: &Database) -> Result<Vec<Ban>, StoreError> {
             }
             match walker.join() {
                 Ok(walked) => walked.map(|()| out),
-                Err(panic) => std::panic::resume_unwind(panic),
+                Err(panic) => Err(sled::Error::ReportableBug(format!(
+                    "sled panicked reading the bans: {}",
+                    panic_text(&panic)
+                ))),
             }
         })
     })
 }
 
 impl BanStore for SledStore {
+    /// Every stored ban. A database found damaged while reading is moved aside and
+    /// a new one started: no bans, and the damage to report (`take_damage`).
     fn bans(&self) -> Result<Vec<Ban>, StoreError> {
         let ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match ahead.map(std::thread::JoinHandle::join) {
+        let read = match ahead.map(std::thread::JoinHandle::join) {
             Some(Ok(read)) => read,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            Some(Err(panic)) => Err(StoreError::Corrupt {
+                path: self.db.state_dir.clone(),
+                reason: format!("reading the bans panicked: {}", panic_text(&panic)),
+            }),
             None => read_bans(&self.db),
+        };
+        match read {
+            Err(StoreError::Corrupt { reason, .. }) => {
+                self.db.replace(reason)?;
+                Ok(Vec::new())
+            }
+            other => other,
         }
+    }
+
+    fn damage(&self) -> Option<Damage> {
+        self.db.damage()
+    }
+
+    fn healed(&mut self) {
+        self.db.healed();
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {

@@ -204,6 +204,8 @@ fn a_1_mb_state_disk_full_in_a_storm_keeps_every_offender_in_the_kernel() {
     wait_for(Duration::from_secs(90), "every ban saved and shown", || {
         ctl_count(cfg.path(), "banned") == OFFENDERS as usize
     });
+    let replaced = d.output().contains("damaged and replaced");
+    eprintln!("the store was damaged by the full disk and replaced: {replaced}");
     d.stop();
     let d = disk.start_in_netns(cfg.path(), &lab.server);
     assert_eq!(ctl_count(cfg.path(), "banned"), OFFENDERS as usize);
