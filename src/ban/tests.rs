@@ -297,11 +297,8 @@ async fn a_refusing_store_leaves_no_ban_in_the_kernel_or_the_book() {
 /// What `ctl banned` would get from the running manager.
 async fn list(commands: &mpsc::Sender<Command>) -> Vec<Ban> {
     let (reply, rx) = oneshot::channel();
-    commands
-        .send(Command::List { jail: None, reply })
-        .await
-        .expect("send");
-    rx.await.expect("reply")
+    commands.send(Command::List { reply }).await.expect("send");
+    rx.await.expect("reply").to_vec()
 }
 
 #[tokio::test(start_paused = true)]
