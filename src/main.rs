@@ -138,6 +138,20 @@ fn run(cli: &Cli) -> i32 {
             return 1;
         }
     };
+    // systemd starts services at 1024 open files (soft): room for nft's pipes, the
+    // store and the logs beside the ctl and metrics connections (`server::serve` caps
+    // ctl at a quarter of the limit).
+    match gaoler::util::raise_fd_limit() {
+        Ok((before, now)) if now > before => {
+            tracing::debug!(before, now, "open-files limit raised to the hard limit");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %gaoler::util::io_reason(&e),
+            limit = gaoler::util::fd_limit(),
+            "cannot raise the open-files limit (ctl serves at most a quarter of it at once)"
+        ),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

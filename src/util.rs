@@ -1,6 +1,6 @@
 //! Small helpers every stage uses: turning OS errors into words a user can act on,
-//! reading a configuration file safely, and the host's own addresses (for
-//! `ignoreself`).
+//! reading a configuration file safely, the host's own addresses (for
+//! `ignoreself`), and the open-files limit.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -71,6 +71,40 @@ pub fn io_reason(e: &io::Error) -> String {
     }
 }
 
+/// The soft limit on open files (RLIMIT_NOFILE); 1024, the usual default, when it
+/// cannot be read.
+pub fn fd_limit() -> u64 {
+    nofile().map_or(1024, |l| l.rlim_cur)
+}
+
+/// Raises the soft limit on open files to the hard one (systemd starts a service at
+/// 1024 soft), so that ctl, the metrics, nft's pipes and the followed logs have room.
+/// Returns the soft limit before and after.
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    let mut limit = nofile()?;
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit for the duration of the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
+
+fn nofile() -> io::Result<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `limit`, valid for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit)
+}
+
 /// Every address configured on this host's interfaces (in its network namespace).
 pub fn host_addresses() -> Vec<IpAddr> {
     let mut out = Vec::new();
@@ -111,6 +145,14 @@ pub fn host_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_soft_fd_limit_is_raised_to_the_hard_one() {
+        let (before, now) = raise_fd_limit().expect("raise");
+        assert!(now >= before);
+        assert_eq!(fd_limit(), now);
+        assert_eq!(now, nofile().expect("getrlimit").rlim_max);
+    }
 
     #[test]
     fn the_host_has_at_least_its_loopback_address() {

@@ -2,6 +2,7 @@
 //! passed in; the ban manager is its only owner.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
 
 use crate::types::{Ban, Target, Timestamp};
 
@@ -11,12 +12,15 @@ pub struct BanBook {
     /// Per jail, per target: looked up without building a key.
     bans: HashMap<String, HashMap<Target, Ban>>,
     expiry: BTreeSet<(Timestamp, String, Target)>,
+    /// The last `listing`, while anyone still holds it and nothing changed since.
+    listing: Weak<Vec<Ban>>,
 }
 
 impl BanBook {
     /// Adds or replaces the ban of `ban.target` in `ban.jail`; returns the old one.
     pub fn insert(&mut self, ban: Ban) -> Option<Ban> {
         let old = self.remove(&ban.jail, &ban.target);
+        self.listing = Weak::new();
         if let Some(end) = ban.expires_at {
             self.expiry.insert((end, ban.jail.clone(), ban.target));
         }
@@ -34,6 +38,7 @@ impl BanBook {
 
     pub fn remove(&mut self, jail: &str, target: &Target) -> Option<Ban> {
         let ban = self.bans.get_mut(jail)?.remove(target)?;
+        self.listing = Weak::new();
         if let Some(end) = ban.expires_at {
             self.expiry.remove(&(end, ban.jail.clone(), ban.target));
         }
@@ -61,7 +66,22 @@ impl BanBook {
                 out.push(ban);
             }
         }
+        if !out.is_empty() {
+            self.listing = Weak::new();
+        }
         out
+    }
+
+    /// Every ban, sorted like `select`, shared: whoever asks again before the book
+    /// changes gets the same list (`ctl banned` from many clients costs one copy), and
+    /// it is freed when the last holder drops it.
+    pub fn listing(&mut self) -> Arc<Vec<Ban>> {
+        if let Some(list) = self.listing.upgrade() {
+            return list;
+        }
+        let list = Arc::new(self.select(None, None));
+        self.listing = Arc::downgrade(&list);
+        list
     }
 
     /// Bans matching the optional jail and target, sorted by jail then target.
@@ -156,5 +176,36 @@ mod tests {
         assert_eq!(book.count_in("sshd"), 1);
         assert!(book.remove("web", &t).is_some());
         assert_eq!(book.select(None, Some(&t)).len(), 1);
+    }
+
+    #[test]
+    fn a_listing_is_shared_until_the_book_changes_and_freed_with_its_last_holder() {
+        let mut book = BanBook::default();
+        book.insert(ban("web", "192.0.2.2", Some(10)));
+        book.insert(ban("sshd", "192.0.2.1", Some(20)));
+        let first = book.listing();
+        assert_eq!(*first, book.select(None, None), "sorted like select");
+        assert!(
+            Arc::ptr_eq(&first, &book.listing()),
+            "shared while unchanged"
+        );
+
+        book.insert(ban("sshd", "192.0.2.3", None));
+        let second = book.listing();
+        assert_eq!(
+            (first.len(), second.len()),
+            (2, 3),
+            "a change makes a new one"
+        );
+        book.take_expired(t0() + chrono::Duration::seconds(15));
+        assert_eq!(book.listing().len(), 2, "expiry too");
+        let t: Target = "192.0.2.3".parse().expect("ip");
+        let before = book.listing();
+        book.remove("sshd", &t);
+        assert_eq!((before.len(), book.listing().len()), (2, 1), "and removal");
+
+        drop((first, second, before));
+        let weak = Arc::downgrade(&book.listing());
+        assert!(weak.upgrade().is_none(), "nobody holds it: freed");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -49,9 +50,10 @@ pub enum Command {
         jail: Option<String>,
         reply: oneshot::Sender<Result<Vec<Ban>, BanError>>,
     },
+    /// Every current ban, sorted by jail then target; one list shared by whoever asks
+    /// before the next change, so the manager neither copies nor sorts per client.
     List {
-        jail: Option<String>,
-        reply: oneshot::Sender<Vec<Ban>>,
+        reply: oneshot::Sender<Arc<Vec<Ban>>>,
     },
     /// Answered as soon as the manager gets to it: the systemd watchdog's sign of life.
     Alive { reply: oneshot::Sender<()> },

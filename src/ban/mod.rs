@@ -244,8 +244,8 @@ impl<F: Firewall> BanManager<F> {
             } => {
                 let _ = reply.send(self.unban(target.as_ref(), jail.as_deref()).await);
             }
-            Command::List { jail, reply } => {
-                let _ = reply.send(self.book.select(jail.as_deref(), None));
+            Command::List { reply } => {
+                let _ = reply.send(self.book.listing());
             }
             Command::Alive { reply } => {
                 let _ = reply.send(());

@@ -311,11 +311,8 @@ async fn a_refusing_store_keeps_decided_bans_in_the_kernel_and_takes_back_manual
 /// What `ctl banned` would get from the running manager.
 async fn list(commands: &mpsc::Sender<Command>) -> Vec<Ban> {
     let (reply, rx) = oneshot::channel();
-    commands
-        .send(Command::List { jail: None, reply })
-        .await
-        .expect("send");
-    rx.await.expect("reply")
+    commands.send(Command::List { reply }).await.expect("send");
+    rx.await.expect("reply").to_vec()
 }
 
 #[tokio::test(start_paused = true)]

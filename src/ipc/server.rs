@@ -1,7 +1,10 @@
 //! The control socket: bound safely (a live daemon on it is refused, a stale file is
 //! replaced, mode 0600, or 0660 with `socket_group`), each peer's credentials checked,
 //! and each connection's requests answered by one handler per request kind. Ban state
-//! is never touched here: requests go to the ban manager.
+//! is never touched here: requests go to the ban manager. No client can stall the
+//! daemon or grow its memory: connections are capped below the open-files limit, a
+//! client that does not read its answer is dropped, and the bans are written as they
+//! are serialized from one list shared by every client.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,9 +12,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,11 +26,29 @@ use super::{
 use crate::ban::Command;
 use crate::logging::LogControl;
 use crate::stats::Stats;
-use crate::types::Target;
+use crate::types::{Ban, Target};
 use crate::units::parse_bantime;
 
 /// How long a connection may sit idle before it is closed.
 const IDLE: Duration = Duration::from_secs(60);
+/// How long a client may take to read one `CHUNK` of its answer before it is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Answers are written in pieces of this size; the bans as they are serialized.
+const CHUNK: usize = 32 * 1024;
+/// The most connections served at once, whatever the open-files limit.
+const MAX_CONNECTIONS: usize = 256;
+/// The pause after a failed accept (EMFILE): the connection stays queued, so retrying
+/// at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How many connections are served at once under a limit of `fd_limit` open files: a
+/// quarter of them at most, so that nft's pipes, the store, the followed logs and the
+/// metrics keep the rest.
+pub fn connection_cap(fd_limit: u64) -> usize {
+    usize::try_from(fd_limit / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(1, MAX_CONNECTIONS)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -94,25 +115,110 @@ pub struct Handler {
     pub logs: Arc<LogControl>,
 }
 
-/// Accepts connections until `shutdown`.
+/// Accepts connections until `shutdown`, serving at most `connection_cap` of the
+/// open-files limit at once; a connection over the cap is told the daemon is busy and
+/// closed. Each connection has its own task, and its reads and writes their deadlines,
+/// so nothing here waits on a client.
 pub async fn serve(listener: UnixListener, handler: Arc<Handler>, shutdown: CancellationToken) {
+    let cap = connection_cap(crate::util::fd_limit());
+    tracing::debug!(
+        cap,
+        "control socket: at most {cap} connections served at once"
+    );
+    accept_loop(listener, handler, shutdown, cap).await;
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+    cap: usize,
+) {
     let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(cap));
+    // Both come in bursts: each is logged when it starts, and with its count when it ends.
+    let (mut refused, mut failed) = (Burst::default(), Burst::default());
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tracker.spawn(connection(stream, handler.clone(), shutdown.clone()));
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if failed.hit() {
+                    tracing::warn!(
+                        error = %crate::util::io_reason(&e),
+                        "control socket: accept failed; retrying every {} ms",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
                 }
-                Err(e) => {
-                    tracing::warn!(error = %crate::util::io_reason(&e), "control socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        if let Some(n) = failed.end() {
+            tracing::info!(failed = n, "control socket: accepting again");
+        }
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                if let Some(n) = refused.end() {
+                    tracing::info!(
+                        refused = n,
+                        "control socket: serving again after refusing {n} connections over the cap"
+                    );
                 }
+                let (handler, shutdown) = (handler.clone(), shutdown.clone());
+                tracker.spawn(async move {
+                    connection(stream, handler, shutdown).await;
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                if refused.hit() {
+                    tracing::warn!(
+                        cap,
+                        "control socket: {cap} connections are open, the most served at once; refusing new ones until some close"
+                    );
+                }
+                refuse(stream, cap);
             }
         }
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// A run of the same trouble, counted so that it is logged twice, not once per event.
+#[derive(Default)]
+struct Burst(u64);
+
+impl Burst {
+    /// Counts one more; true for the first of a run.
+    fn hit(&mut self) -> bool {
+        self.0 += 1;
+        self.0 == 1
+    }
+
+    /// Ends the run: how many there were, if any.
+    fn end(&mut self) -> Option<u64> {
+        (self.0 > 0).then(|| std::mem::take(&mut self.0))
+    }
+}
+
+/// Tells a connection over the cap that the daemon is busy, and closes it. A fresh
+/// socket takes a short line at once, so the (non-blocking) write never waits.
+fn refuse(stream: UnixStream, cap: usize) {
+    use std::io::Write;
+    let busy = Response::Error {
+        usage: false,
+        message: format!(
+            "the daemon is busy: {cap} ctl connections are open, the most it serves at once; try again in a moment"
+        ),
+    };
+    if let (Ok(stream), Some(bytes)) = (stream.into_std(), frame_bytes(busy)) {
+        let _ = (&stream).write(&bytes);
+    }
 }
 
 async fn connection(stream: UnixStream, handler: Arc<Handler>, shutdown: CancellationToken) {
@@ -121,27 +227,26 @@ async fn connection(stream: UnixStream, handler: Arc<Handler>, shutdown: Cancell
         gid: c.gid(),
         pid: c.pid(),
     });
+    let (read, write) = stream.into_split();
+    let mut out = Out {
+        half: write,
+        shutdown: shutdown.clone(),
+    };
     if !peer.is_some_and(|p| allowed(&p, handler.group.as_ref())) {
         tracing::warn!(
             uid = peer.map(|p| p.uid),
             pid = peer.and_then(|p| p.pid),
             "refused a control connection from a user that is neither root nor in socket_group"
         );
-        let frame = ResponseFrame {
-            v: PROTOCOL_VERSION,
-            response: Response::Error {
-                usage: false,
-                message: denied_message(handler.group.as_ref().map(|g| g.name.as_str())),
-            },
+        let denied = Response::Error {
+            usage: false,
+            message: denied_message(handler.group.as_ref().map(|g| g.name.as_str())),
         };
-        let mut stream = stream;
-        if let Ok(mut bytes) = serde_json::to_vec(&frame) {
-            bytes.push(b'\n');
-            let _ = stream.write_all(&bytes).await;
+        if let Some(bytes) = frame_bytes(denied) {
+            out.send(&bytes).await;
         }
         return;
     }
-    let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
         let mut line = Vec::new();
@@ -150,32 +255,126 @@ async fn connection(stream: UnixStream, handler: Arc<Handler>, shutdown: Cancell
             _ = shutdown.cancelled() => return,
             r = tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut line)) => r,
         };
-        let (response, close) = match read {
+        let (answer, close) = match read {
             Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return,
             Ok(Ok(_)) if line.len() > MAX_FRAME => (
-                Response::Error {
-                    usage: true,
-                    message: format!("request larger than {} KiB refused", MAX_FRAME / 1024),
-                },
+                Answer::Frame(usage(format!(
+                    "request larger than {} KiB refused",
+                    MAX_FRAME / 1024
+                ))),
                 true,
             ),
             Ok(Ok(_)) => match decode_request(&line) {
                 Ok(request) => (handler.handle(request).await, false),
-                Err(response) => (response, false),
+                Err(response) => (Answer::Frame(response), false),
             },
         };
-        let frame = ResponseFrame {
-            v: PROTOCOL_VERSION,
-            response,
+        let sent = match answer {
+            Answer::Frame(response) => match frame_bytes(response) {
+                Some(bytes) => out.send(&bytes).await,
+                None => false,
+            },
+            Answer::Bans { all, jail } => send_bans(&mut out, &all, jail.as_deref()).await,
         };
-        let Ok(mut bytes) = serde_json::to_vec(&frame) else {
-            return;
-        };
-        bytes.push(b'\n');
-        if write.write_all(&bytes).await.is_err() || close {
+        if !sent || close {
             return;
         }
     }
+}
+
+/// What a request is answered with.
+pub enum Answer {
+    /// One frame, serialized whole.
+    Frame(Response),
+    /// A `Response::Bans` frame with the bans of `jail` (every ban when `None`) out of
+    /// the manager's shared list, serialized piece by piece as the client reads it.
+    Bans {
+        all: Arc<Vec<Ban>>,
+        jail: Option<String>,
+    },
+}
+
+/// A frame as it is sent: one line of JSON.
+fn frame_bytes(response: Response) -> Option<Vec<u8>> {
+    let frame = ResponseFrame {
+        v: PROTOCOL_VERSION,
+        response,
+    };
+    let mut bytes = serde_json::to_vec(&frame).ok()?;
+    bytes.push(b'\n');
+    Some(bytes)
+}
+
+/// The sending half of a connection: each `CHUNK` must be taken within
+/// `WRITE_TIMEOUT`, and nothing more is sent once the daemon stops.
+struct Out<W> {
+    half: W,
+    shutdown: CancellationToken,
+}
+
+impl<W: AsyncWrite + Unpin> Out<W> {
+    /// Sends `bytes`; false when the client is gone or too slow, or the daemon stops.
+    async fn send(&mut self, bytes: &[u8]) -> bool {
+        for piece in bytes.chunks(CHUNK) {
+            let written = tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                w = tokio::time::timeout(WRITE_TIMEOUT, self.half.write_all(piece)) => w,
+            };
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    tracing::debug!(
+                        "control socket: a client did not read its answer for {} s; dropped",
+                        WRITE_TIMEOUT.as_secs()
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Sends the `Response::Bans` frame of those of `bans` in `jail` (all when `None`),
+/// byte for byte what serde writes for the whole frame, serialized one `CHUNK` at a
+/// time: a connection holds a piece of its answer, never a copy of it.
+async fn send_bans<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    bans: &[Ban],
+    jail: Option<&str>,
+) -> bool {
+    let Some((head, tail)) = bans_frame_ends() else {
+        return false;
+    };
+    let mut buf = Vec::with_capacity(CHUNK + 1024);
+    buf.extend_from_slice(&head);
+    let wanted = bans.iter().filter(|b| jail.is_none_or(|j| b.jail == j));
+    for (i, ban) in wanted.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        if serde_json::to_writer(&mut buf, &BanView::from(ban)).is_err() {
+            return false;
+        }
+        if buf.len() >= CHUNK {
+            if !out.send(&buf).await {
+                return false;
+            }
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(&tail);
+    out.send(&buf).await
+}
+
+/// A `Bans` frame's bytes before and after its list, as serde writes them (the
+/// frame's newline included).
+fn bans_frame_ends() -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut head = frame_bytes(Response::Bans { bans: Vec::new() })?;
+    let at = head.windows(2).position(|w| w == b"[]")? + 1;
+    let tail = head.split_off(at);
+    Some((head, tail))
 }
 
 fn usage(message: impl Into<String>) -> Response {
@@ -193,8 +392,9 @@ fn gone() -> Response {
 }
 
 impl Handler {
-    pub async fn handle(&self, request: Request) -> Response {
-        match request {
+    pub async fn handle(&self, request: Request) -> Answer {
+        let response = match request {
+            Request::Banned { jail } => return self.banned(jail).await,
             Request::Ping => Response::Pong {
                 version: env!("CARGO_PKG_VERSION").into(),
             },
@@ -203,17 +403,6 @@ impl Handler {
                 protocol: PROTOCOL_VERSION,
             },
             Request::Status { jail } => self.status(jail).await,
-            Request::Banned { jail } => {
-                if let Some(j) = &jail {
-                    if !self.knows(j) {
-                        return usage(format!("no enabled jail named `{j}`"));
-                    }
-                }
-                match self.list(jail).await {
-                    Some(bans) => Response::Bans { bans },
-                    None => gone(),
-                }
-            }
             Request::Ban { jail, ip, bantime } => self.ban(jail, ip, bantime).await,
             Request::Unban { ip, jail, all } => self.unban(ip, jail, all).await,
             Request::Stats => Response::Stats(StatsReport {
@@ -245,11 +434,24 @@ impl Handler {
             },
             Request::Reload => {
                 let (reply, answer) = oneshot::channel();
-                if self.reload.send(reply).await.is_err() {
-                    return gone();
+                match self.reload.send(reply).await {
+                    Ok(()) => answer.await.unwrap_or_else(|_| gone()),
+                    Err(_) => gone(),
                 }
-                answer.await.unwrap_or_else(|_| gone())
             }
+        };
+        Answer::Frame(response)
+    }
+
+    async fn banned(&self, jail: Option<String>) -> Answer {
+        if let Some(j) = &jail {
+            if !self.knows(j) {
+                return Answer::Frame(usage(format!("no enabled jail named `{j}`")));
+            }
+        }
+        match self.list().await {
+            Some(all) => Answer::Bans { all, jail },
+            None => Answer::Frame(gone()),
         }
     }
 
@@ -262,15 +464,12 @@ impl Handler {
         self.rows().iter().any(|(j, _)| j == jail)
     }
 
-    async fn list(&self, jail: Option<String>) -> Option<Vec<BanView>> {
+    /// Every current ban: the manager's list, shared with whoever else asked since
+    /// the last change.
+    async fn list(&self) -> Option<Arc<Vec<Ban>>> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::List { jail, reply })
-            .await
-            .ok()?;
-        rx.await
-            .ok()
-            .map(|bans| bans.iter().map(BanView::from).collect())
+        self.commands.send(Command::List { reply }).await.ok()?;
+        rx.await.ok()
     }
 
     async fn status(&self, jail: Option<String>) -> Response {
@@ -280,8 +479,12 @@ impl Handler {
             }
         }
         let banned = match &jail {
-            Some(_) => match self.list(jail.clone()).await {
-                Some(bans) => bans.into_iter().map(|b| b.ip).collect(),
+            Some(j) => match self.list().await {
+                Some(all) => all
+                    .iter()
+                    .filter(|b| &b.jail == j)
+                    .map(|b| b.target.to_string())
+                    .collect(),
                 None => return gone(),
             },
             None => Vec::new(),
@@ -372,5 +575,196 @@ impl Handler {
             },
             Err(_) => gone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::types::{test_ban, test_time};
+
+    /// `n` bans, every third in jail `web`, the rest in `sshd`; some expire.
+    fn bans(n: u32) -> Vec<Ban> {
+        (0..n)
+            .map(|i| {
+                let jail = if i % 3 == 0 { "web" } else { "sshd" };
+                let ip = std::net::Ipv4Addr::from(0x0A00_0000 + i).to_string();
+                let mut ban = test_ban(jail, &ip);
+                if i % 2 == 0 {
+                    ban.expires_at = Some(test_time() + chrono::Duration::hours(1));
+                }
+                ban
+            })
+            .collect()
+    }
+
+    /// A handler whose ban manager answers `List` with `bans`.
+    fn handler_with(bans: Vec<Ban>) -> Arc<Handler> {
+        let (commands, mut rx) = mpsc::channel(8);
+        let all = Arc::new(bans);
+        tokio::spawn(async move {
+            while let Some(command) = rx.recv().await {
+                if let Command::List { reply } = command {
+                    let _ = reply.send(all.clone());
+                }
+            }
+        });
+        Arc::new(Handler {
+            commands,
+            stats: Arc::new(Stats::new(["sshd", "web"])),
+            jails: RwLock::new(vec![
+                ("sshd".into(), "sshd".into()),
+                ("web".into(), "nginx".into()),
+            ]),
+            group: None,
+            reload: mpsc::channel(1).0,
+            logs: Arc::new(LogControl::detached()),
+        })
+    }
+
+    /// Sends `request` and reads one answer line; `None` when the daemon closed first.
+    async fn ask(stream: &mut UnixStream, request: Request) -> Option<Response> {
+        let mut bytes = serde_json::to_vec(&super::super::RequestFrame {
+            v: PROTOCOL_VERSION,
+            request,
+        })
+        .expect("json");
+        bytes.push(b'\n');
+        let _ = stream.write_all(&bytes).await;
+        let mut line = Vec::new();
+        BufReader::new(stream)
+            .read_until(b'\n', &mut line)
+            .await
+            .ok()?;
+        let frame: ResponseFrame = serde_json::from_slice(&line).ok()?;
+        Some(frame.response)
+    }
+
+    #[test]
+    fn the_cap_is_a_quarter_of_the_fd_limit_and_at_most_256() {
+        assert_eq!(connection_cap(256), 64);
+        assert_eq!(connection_cap(1024), 256);
+        assert_eq!(connection_cap(524_288), 256);
+        assert_eq!(connection_cap(u64::MAX), 256);
+        assert_eq!(connection_cap(3), 1);
+    }
+
+    #[test]
+    fn bursts_are_counted_from_their_first_event_to_their_end() {
+        let mut burst = Burst::default();
+        assert_eq!(burst.end(), None);
+        assert!(burst.hit());
+        assert!(!burst.hit());
+        assert!(!burst.hit());
+        assert_eq!(burst.end(), Some(3));
+        assert!(burst.hit(), "a new burst");
+    }
+
+    #[tokio::test]
+    async fn the_bans_are_streamed_byte_for_byte_as_serde_writes_the_whole_frame() {
+        let all = bans(2_000);
+        for jail in [None, Some("web"), Some("none")] {
+            let mut out = Out {
+                half: Vec::new(),
+                shutdown: CancellationToken::new(),
+            };
+            assert!(send_bans(&mut out, &all, jail).await);
+            let views = all
+                .iter()
+                .filter(|b| jail.is_none_or(|j| b.jail == j))
+                .map(BanView::from)
+                .collect();
+            let whole = frame_bytes(Response::Bans { bans: views }).expect("json");
+            assert!(out.half == whole, "jail {jail:?}");
+        }
+        assert!(frame_bytes(Response::Bans { bans: Vec::new() }).is_some_and(|b| b.len() < CHUNK));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_dropped_and_others_are_still_served() {
+        // About 3 MB of answer: far more than the socket's buffer takes.
+        let handler = handler_with(bans(20_000));
+        let shutdown = CancellationToken::new();
+        let (mut lazy, server) = UnixStream::pair().expect("socketpair");
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(connection(server, handler.clone(), shutdown.clone()));
+        let request = serde_json::to_vec(&super::super::RequestFrame {
+            v: PROTOCOL_VERSION,
+            request: Request::Banned { jail: None },
+        })
+        .expect("json");
+        lazy.write_all(&request).await.expect("send");
+        lazy.write_all(b"\n").await.expect("send");
+
+        // Meanwhile another client is answered.
+        let (mut other, server) = UnixStream::pair().expect("socketpair");
+        tokio::spawn(connection(server, handler.clone(), shutdown.clone()));
+        let answer = ask(&mut other, Request::Ping).await;
+        assert!(matches!(answer, Some(Response::Pong { .. })), "{answer:?}");
+
+        tokio::time::timeout(WRITE_TIMEOUT * 3, task)
+            .await
+            .expect("the lazy client is dropped")
+            .expect("task");
+        assert!(started.elapsed() >= WRITE_TIMEOUT, "not before its timeout");
+        let mut got = Vec::new();
+        lazy.read_to_end(&mut got).await.expect("read");
+        assert!(
+            !got.is_empty() && got.len() < 1024 * 1024 && !got.ends_with(b"\n"),
+            "a piece of the answer, then the end: {} bytes",
+            got.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_told_the_daemon_is_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ctl.sock");
+        let listener = bind(&path, None).expect("bind");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(accept_loop(
+            listener,
+            handler_with(bans(10)),
+            shutdown.clone(),
+            2,
+        ));
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = UnixStream::connect(&path).await.expect("connect");
+            assert!(matches!(
+                ask(&mut s, Request::Ping).await,
+                Some(Response::Pong { .. })
+            ));
+            held.push(s);
+        }
+        let mut third = UnixStream::connect(&path).await.expect("connect");
+        match ask(&mut third, Request::Ping).await {
+            Some(Response::Error {
+                usage: false,
+                message,
+            }) => {
+                assert!(message.contains("busy: 2 ctl connections"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // One leaves: its slot is free again once the daemon saw it go.
+        drop(held.pop());
+        let mut served = false;
+        for _ in 0..100 {
+            let mut s = UnixStream::connect(&path).await.expect("connect");
+            if let Some(Response::Bans { bans }) = ask(&mut s, Request::Banned { jail: None }).await
+            {
+                assert_eq!(bans.len(), 10);
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(served, "a connection is served again");
+        shutdown.cancel();
+        drop(held);
+        server.await.expect("the server stops");
     }
 }

@@ -191,6 +191,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (wrappers such as `ip netns exec` and `prlimit` exec it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// The daemon's stderr so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
@@ -558,3 +563,22 @@ pub fn ctl_count(cfg: &Path, what: &str) -> usize {
 /// Jail `sshd` on auth.log banning at the first failure, for an hour.
 pub const BAN_AT_FIRST: &str =
     "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 1\nbantime = \"1h\"\n";
+
+/// The resident memory of process `pid` in KiB (`VmRSS`), 0 when it is gone.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// How many files process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
