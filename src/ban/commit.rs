@@ -114,7 +114,9 @@ impl<F: Firewall> BanManager<F> {
                     "the state database was damaged and replaced: every ban in force is saved again; the history of ended bans and the read positions are lost"
                 );
             }
-            Err(e) => tracing::error!(error = %e, "the state database was replaced, and the bans in force cannot be saved into the new one yet; retrying after the next commit"),
+            Err(e) => {
+                tracing::error!(error = %e, "the state database was replaced, and the bans in force cannot be saved into the new one yet; retrying after the next commit")
+            }
         }
     }
 

@@ -136,7 +136,12 @@ impl<F: Firewall> BanManager<F> {
     /// damaged store is rebuilt from what is enforced. Each element becomes a ban of
     /// the jail its set is named after (or the first jail sharing the set), with the
     /// time the kernel has left for it.
-    async fn recover_from_kernel(&mut self, layout: &Layout, stored: &[Ban], now: Timestamp) -> Vec<Ban> {
+    async fn recover_from_kernel(
+        &mut self,
+        layout: &Layout,
+        stored: &[Ban],
+        now: Timestamp,
+    ) -> Vec<Ban> {
         let inventory = match self.firewall.inventory(layout).await {
             Ok(Some(inv)) => inv,
             Ok(None) => return Vec::new(),
@@ -175,7 +180,9 @@ impl<F: Firewall> BanManager<F> {
         let puts: Vec<StoreChange> = recovered.iter().cloned().map(StoreChange::Put).collect();
         match self.store.commit(&puts) {
             Ok(()) => self.store.healed(),
-            Err(e) => tracing::error!(error = %e, bans = recovered.len(), "cannot save the bans recovered from the kernel; the next start recovers them again"),
+            Err(e) => {
+                tracing::error!(error = %e, bans = recovered.len(), "cannot save the bans recovered from the kernel; the next start recovers them again")
+            }
         }
         recovered
     }

@@ -976,3 +976,55 @@ async fn prefixes_of_jails_sharing_a_set_never_overlap() {
         .await
         .expect("own set");
 }
+
+fn damage() -> crate::store::Damage {
+    crate::store::Damage {
+        reason: "a test".into(),
+        moved_to: None,
+        missing: Some(2),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_damaged_at_start_is_rebuilt_from_the_kernels_table() {
+    let store = Shared::default();
+    let mut r = rig(store.clone());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager
+        .decide(vec![decision("203.0.113.5"), decision("203.0.113.6")])
+        .await;
+    // The store loses its bans; the kernel (kept at stop) still holds them.
+    store.get().bans.clear();
+    store.get().damage = Some(damage());
+    let mut again = rig(store.clone());
+    again.fw = r.fw.clone();
+    again.manager.firewall = r.fw.clone();
+    tokio::time::advance(Duration::from_secs(100)).await;
+    let report = again.manager.restore(&layout()).await.expect("restore");
+    assert_eq!(report.recovered, 2);
+    assert_eq!(again.manager.book().len(), 2);
+    assert_eq!(store.get().bans.len(), 2, "saved again");
+    assert!(store.get().damage.is_none(), "healed");
+    // With the time the kernel had left, never more.
+    let ban = ban_of(&again, "sshd", "203.0.113.5").expect("recovered");
+    let left = ban
+        .remaining(again.manager.clock.now())
+        .flatten()
+        .expect("finite");
+    assert!(left <= Duration::from_secs(600), "{left:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_replaced_at_run_time_gets_every_ban_held_again() {
+    let store = Shared::default();
+    let mut r = rig(store.clone());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager
+        .decide(vec![decision("203.0.113.5"), decision("203.0.113.6")])
+        .await;
+    store.get().bans.clear();
+    store.get().damage = Some(damage());
+    r.manager.decide(vec![decision("203.0.113.7")]).await;
+    assert_eq!(store.get().bans.len(), 3, "every ban held is saved again");
+    assert!(store.get().damage.is_none(), "healed");
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{with_recent, BanStore, History, RecentBan, StoreChange, StoreError};
+use super::{with_recent, BanStore, Damage, History, RecentBan, StoreChange, StoreError};
 use crate::types::{Ban, Target};
 
 /// Bans and history in maps; `fail` makes every read and commit fail, as an
@@ -15,6 +15,8 @@ pub struct MemoryStore {
     pub history: BTreeMap<(String, Target), History>,
     pub recent: BTreeMap<Target, Vec<RecentBan>>,
     pub fail: bool,
+    /// Damage to report until healed (as a replaced database would).
+    pub damage: Option<Damage>,
 }
 
 impl MemoryStore {
@@ -80,6 +82,14 @@ impl BanStore for MemoryStore {
         self.check()?;
         Ok(self.recent.get(target).cloned().unwrap_or_default())
     }
+
+    fn damage(&self) -> Option<Damage> {
+        self.damage.clone()
+    }
+
+    fn healed(&mut self) {
+        self.damage = None;
+    }
 }
 
 /// A memory store the test can still look into after handing it to the manager.
@@ -107,5 +117,11 @@ impl BanStore for SharedStore {
     }
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
         self.get().recent_bans(target)
+    }
+    fn damage(&self) -> Option<Damage> {
+        self.get().damage()
+    }
+    fn healed(&mut self) {
+        self.get().healed()
     }
 }

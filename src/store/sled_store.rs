@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
+use super::ledger::{Counts, Ledger};
 use super::{
     ban_key, history_key, recent_key, with_recent, BanRecord, BanStore, Damage, History,
     HistoryRecord, RecentBan, RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
@@ -52,6 +53,15 @@ struct Database {
     damage: Mutex<Option<String>>,
     /// sled reported its files damaged: the next reopen starts a new database.
     corrupt: Mutex<Option<String>>,
+    /// The count kept apart (`None` when its file cannot be opened: logged).
+    ledger: Option<Ledger>,
+    /// What the ledger held at open, until the database's count is known.
+    expected: Mutex<Option<Counts>>,
+    /// Ban records in the database, once counted (read at start, or before the first
+    /// commit).
+    count: Mutex<Option<u64>>,
+    /// Bans the ledger counts and the database lost, while not healed.
+    missing: Mutex<Option<u64>>,
 }
 
 /// How long after a failed reopen the next one is tried.
@@ -114,12 +124,92 @@ impl Database {
     /// Moves the damaged database aside and starts a new one.
     fn replace(&self, reason: String) -> Result<(), StoreError> {
         let mut slot = self.open.write().unwrap_or_else(|p| p.into_inner());
-        drop(slot.take());
+        close(slot.take());
         self.note_damage(&reason);
         move_aside(&self.state_dir, &reason)?;
+        self.started_over();
         *slot = Some(open_checked(&self.state_dir)?);
         self.broken.store(false, Ordering::Release);
         Ok(())
+    }
+
+    /// The database holds `records` ban records, `readable` of which decode: checked
+    /// against the ledger the first time, and the count to keep from then on.
+    fn counted(&self, records: u64, readable: u64) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        if count.is_some() {
+            return;
+        }
+        *count = Some(records);
+        let expected = self
+            .expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = expected {
+            if !c.accepts(readable) {
+                let lost = c.after.max(c.before).saturating_sub(readable);
+                tracing::error!(ledger_before = c.before, ledger_after = c.after, records, readable, "the state database holds other bans than its ledger counts: sled lost or damaged some of its records");
+                *self.missing.lock().unwrap_or_else(|p| p.into_inner()) = Some(lost);
+                self.note_damage(&format!(
+                    "{readable} readable bans found where the ledger counts {}",
+                    c.after
+                ));
+            }
+        }
+    }
+
+    /// The ban records in the database, counted now if they were not yet.
+    fn count(&self) -> Result<u64, StoreError> {
+        if let Some(n) = *self.count.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(n);
+        }
+        let records = self.with("counting bans", |h| {
+            let mut n = 0u64;
+            for item in h.tree.scan_prefix(b"b/").keys() {
+                item?;
+                n += 1;
+            }
+            Ok(n)
+        })?;
+        self.counted(records, records);
+        Ok(records)
+    }
+
+    /// Records in the ledger that a commit takes the count from `before` to `after`.
+    fn ledger(&self, before: u64, after: u64) -> Result<(), StoreError> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(());
+        };
+        ledger
+            .write(Counts { before, after })
+            .map_err(|e| StoreError::Db {
+                doing: "writing the ledger",
+                reason: crate::util::io_reason(&e),
+            })
+    }
+
+    /// After a reopen: the database is counted again before the next commit and
+    /// must hold what it held, or it lost records on the way (a torn write).
+    fn recount(&self) {
+        if let Some(n) = self.count.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            *self.expected.lock().unwrap_or_else(|p| p.into_inner()) = Some(Counts {
+                before: n,
+                after: n,
+            });
+        }
+    }
+
+    /// A new, empty database replaces the damaged one: its count is 0.
+    fn started_over(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) = Some(0);
+        self.expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Err(e) = self.ledger(0, 0) {
+            tracing::warn!(error = %e, "cannot reset the ledger for the new database");
+        }
     }
 
     fn note_damage(&self, reason: &str) {
@@ -129,14 +219,19 @@ impl Database {
     /// Damage not yet healed: a database moved aside, now or before a restart.
     fn damage(&self) -> Option<Damage> {
         let moved = unhealed(&self.state_dir);
-        let reason = self.damage.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if moved.is_empty() {
+        let reason = self
+            .damage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let missing = *self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        if moved.is_empty() && missing.is_none() {
             return None;
         }
         Some(Damage {
             reason: reason.unwrap_or_else(|| "found damaged before the last restart".into()),
             moved_to: moved.last().cloned(),
-            missing: None,
+            missing,
         })
     }
 
@@ -150,6 +245,7 @@ impl Database {
             }
         }
         *self.damage.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.missing.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Drops the handles (sled's file lock goes with them) and opens the database again.
@@ -167,7 +263,7 @@ impl Database {
                 });
             }
         }
-        drop(slot.take());
+        close(slot.take());
         let corrupt = self
             .corrupt
             .lock()
@@ -176,9 +272,25 @@ impl Database {
         let opened = match corrupt {
             Some(reason) => {
                 self.note_damage(&reason);
-                move_aside(&self.state_dir, &reason).and_then(|()| open_checked(&self.state_dir))
+                move_aside(&self.state_dir, &reason).and_then(|()| {
+                    self.started_over();
+                    open_checked(&self.state_dir)
+                })
             }
-            None => open_or_move_aside(&self.state_dir),
+            None => match open_checked(&self.state_dir) {
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    self.note_damage(&reason);
+                    move_aside(&self.state_dir, &reason).and_then(|()| {
+                        self.started_over();
+                        open_checked(&self.state_dir)
+                    })
+                }
+                Ok(h) => {
+                    self.recount();
+                    Ok(h)
+                }
+                Err(e) => Err(e),
+            },
         };
         let handles = match opened {
             Ok(h) => h,
@@ -196,6 +308,28 @@ impl Database {
         self.broken.store(false, Ordering::Release);
         tracing::warn!(path = %self.state_dir.display(), "reopened the state database after a write error");
         Ok(())
+    }
+}
+
+/// Drops sled's handles. sled syncs its file when the last handle goes and panics
+/// if that fails (a file system turned read-only before sled itself saw an error):
+/// caught here, since the sync failing is already known and reported.
+fn close(handles: Option<Handles>) {
+    if let Some(h) = handles {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(h))).is_err() {
+            tracing::warn!("sled could not sync its file while closing the state database");
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        close(
+            self.open
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }
 
@@ -221,19 +355,19 @@ fn open_handles(state_dir: &Path) -> Result<Handles, StoreError> {
     })
     .map_err(|panic| corrupt(format!("sled panicked opening it: {}", panic_text(&panic))))?;
     let db = opened.map_err(|e| match e {
-            e if is_corruption(&e) => corrupt(e.to_string()),
-            // sled reports a held lock as an I/O error with this text.
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("could not acquire lock") =>
-            {
-                StoreError::Locked {
-                    path: state_dir.to_path_buf(),
-                }
+        e if is_corruption(&e) => corrupt(e.to_string()),
+        // sled reports a held lock as an I/O error with this text.
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            StoreError::Locked {
+                path: state_dir.to_path_buf(),
             }
-            sled::Error::Io(io) => open_err(crate::util::io_reason(&io)),
-            other => open_err(other.to_string()),
-        })?;
+        }
+        sled::Error::Io(io) => open_err(crate::util::io_reason(&io)),
+        other => open_err(other.to_string()),
+    })?;
     // sled writes its `conf` file without syncing it: a crash (or an ext4 journal
     // abort) soon after the first start left it empty, and sled then began a new,
     // empty database over the old one (seen in the read-only disk test).
@@ -264,19 +398,6 @@ fn sync_files(paths: &[&Path]) -> std::io::Result<()> {
         std::fs::File::open(path)?.sync_all()?;
     }
     Ok(())
-}
-
-/// Opens the database; a damaged one is moved aside (`db.damaged-<unix time>`,
-/// kept for a post-mortem, and the mark of damage not yet healed) and a new one
-/// started.
-fn open_or_move_aside(state_dir: &Path) -> Result<Handles, StoreError> {
-    match open_checked(state_dir) {
-        Err(StoreError::Corrupt { reason, .. }) => {
-            move_aside(state_dir, &reason)?;
-            open_checked(state_dir)
-        }
-        other => other,
-    }
 }
 
 fn open_checked(state_dir: &Path) -> Result<Handles, StoreError> {
@@ -362,17 +483,41 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (creating if needed) the database in `state_dir/db`.
+    /// A damaged database is moved aside (`db.damaged-<unix time>`, kept for a
+    /// post-mortem, and the mark of damage not yet healed) and a new one started.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        let handles = open_or_move_aside(state_dir)?;
+        let (handles, moved) = match open_checked(state_dir) {
+            Err(StoreError::Corrupt { reason, .. }) => {
+                move_aside(state_dir, &reason)?;
+                (open_checked(state_dir)?, Some(reason))
+            }
+            other => (other?, None),
+        };
+        let (ledger, expected) = match Ledger::open(state_dir) {
+            Ok((ledger, counts)) => (Some(ledger), counts),
+            Err(e) => {
+                tracing::warn!(state_dir = %state_dir.display(), error = %crate::util::io_reason(&e), "cannot open the ledger: bans the database loses would go unnoticed");
+                (None, None)
+            }
+        };
+        let db = Database {
+            state_dir: state_dir.to_path_buf(),
+            open: RwLock::new(Some(handles)),
+            broken: AtomicBool::new(false),
+            failed_reopen: Mutex::new(None),
+            damage: Mutex::new(None),
+            corrupt: Mutex::new(None),
+            ledger,
+            expected: Mutex::new(expected),
+            count: Mutex::new(None),
+            missing: Mutex::new(None),
+        };
+        if let Some(reason) = moved {
+            db.note_damage(&reason);
+            db.started_over();
+        }
         Ok(SledStore {
-            db: Arc::new(Database {
-                state_dir: state_dir.to_path_buf(),
-                open: RwLock::new(Some(handles)),
-                broken: AtomicBool::new(false),
-                failed_reopen: Mutex::new(None),
-                damage: Mutex::new(None),
-                corrupt: Mutex::new(None),
-            }),
+            db: Arc::new(db),
             ahead: Mutex::new(None),
         })
     }
@@ -458,6 +603,13 @@ fn db_err(doing: &'static str) -> impl Fn(sled::Error) -> StoreError {
 /// Every stored ban. sled's scan and the decoding cost about the same: one thread
 /// walks the tree and hands records over in chunks while this one decodes them.
 fn read_bans(db: &Database) -> Result<Vec<Ban>, StoreError> {
+    let (bans, records) = scan_bans(db)?;
+    db.counted(records, bans.len() as u64);
+    Ok(bans)
+}
+
+/// The decodable bans, and how many ban records there are.
+fn scan_bans(db: &Database) -> Result<(Vec<Ban>, u64), StoreError> {
     const CHUNK: usize = 1024;
     db.with("reading bans", |h| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(sled::IVec, sled::IVec)>>(8);
@@ -477,7 +629,9 @@ fn read_bans(db: &Database) -> Result<Vec<Ban>, StoreError> {
                 Ok(())
             });
             let mut out = Vec::new();
+            let mut records = 0u64;
             for (key, value) in rx.iter().flatten() {
+                records += 1;
                 // Read as a plain `Ban` (its `v` is ignored): serde's `flatten`
                 // buffers every field first, which made reading 100,000 bans twice
                 // as slow.
@@ -491,7 +645,7 @@ fn read_bans(db: &Database) -> Result<Vec<Ban>, StoreError> {
                 }
             }
             match walker.join() {
-                Ok(walked) => walked.map(|()| out),
+                Ok(walked) => walked.map(|()| (out, records)),
                 Err(panic) => Err(sled::Error::ReportableBug(format!(
                     "sled panicked reading the bans: {}",
                     panic_text(&panic)
@@ -551,6 +705,8 @@ impl BanStore for SledStore {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        // Ban records put (true) or removed (false), in order, for the count.
+        let mut ban_keys: Vec<(Vec<u8>, bool)> = Vec::with_capacity(changes.len());
         // Recent-ban lists changed by this batch (a target may be banned twice in it).
         let mut recent: std::collections::HashMap<Target, Vec<RecentBan>> =
             std::collections::HashMap::new();
@@ -561,14 +717,18 @@ impl BanStore for SledStore {
                         v: FORMAT_VERSION,
                         ban: ban.clone(),
                     };
-                    batch.insert(ban_key(&ban.jail, &ban.target), to_json(&rec)?);
+                    let key = ban_key(&ban.jail, &ban.target);
+                    batch.insert(key.clone(), to_json(&rec)?);
+                    ban_keys.push((key, true));
                 }
                 StoreChange::Remove(ban) => {
                     let hist = HistoryRecord {
                         v: FORMAT_VERSION,
                         history: History::of(ban),
                     };
-                    batch.remove(ban_key(&ban.jail, &ban.target));
+                    let key = ban_key(&ban.jail, &ban.target);
+                    batch.remove(key.clone());
+                    ban_keys.push((key, false));
                     batch.insert(history_key(&ban.jail, &ban.target), to_json(&hist)?);
                 }
                 StoreChange::NoteRecent(ban) => {
@@ -587,6 +747,30 @@ impl BanStore for SledStore {
             };
             batch.insert(recent_key(&target), to_json(&rec)?);
         }
+        // The ledger first: a crash after it leaves the count before or after this.
+        let before = self.db.count()?;
+        let after = if ban_keys.is_empty() {
+            before
+        } else {
+            let delta = self.db.with("counting bans", |h| {
+                let mut present: std::collections::HashMap<&[u8], bool> =
+                    std::collections::HashMap::new();
+                let mut delta = 0i64;
+                for (key, put) in &ban_keys {
+                    let was = match present.get(key.as_slice()) {
+                        Some(p) => *p,
+                        None => h.tree.contains_key(key)?,
+                    };
+                    delta += i64::from(*put) - i64::from(was);
+                    present.insert(key, *put);
+                }
+                Ok(delta)
+            })?;
+            before.saturating_add_signed(delta)
+        };
+        if after != before {
+            self.db.ledger(before, after)?;
+        }
         self.db.write("writing bans", |h| {
             let t0 = std::time::Instant::now();
             h.tree.apply_batch(batch)?;
@@ -599,7 +783,9 @@ impl BanStore for SledStore {
                 "store commit"
             );
             Ok(())
-        })
+        })?;
+        *self.db.count.lock().unwrap_or_else(|p| p.into_inner()) = Some(after);
+        Ok(())
     }
 
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {

@@ -237,3 +237,53 @@ fn bans_read_ahead_go_stale_on_a_commit_and_are_read_once() {
         "read again after the read-ahead is taken"
     );
 }
+
+#[test]
+fn a_damaged_database_is_moved_aside_and_a_lost_ban_is_counted_until_healed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut store = SledStore::open(dir.path()).expect("open");
+        store
+            .commit(&[
+                StoreChange::Put(ban("192.0.2.1", 1)),
+                StoreChange::Put(ban("192.0.2.2", 1)),
+            ])
+            .expect("commit");
+        assert_eq!(store.damage(), None);
+    }
+    // The ledger counts two; a database that holds one lost the other.
+    {
+        let store = reopen(dir.path()).expect("reopen");
+        assert_eq!(store.bans().expect("bans").len(), 2);
+        store.raw(|h| {
+            h.tree
+                .remove(ban_key("sshd", &"192.0.2.2".parse().expect("t")))
+                .expect("rm");
+            h.flush().expect("flush");
+        });
+    }
+    {
+        let mut store = reopen(dir.path()).expect("reopen");
+        assert_eq!(store.bans().expect("bans").len(), 1);
+        let damage = store.damage().expect("the loss is noticed");
+        assert_eq!(damage.missing, Some(1));
+        store.healed();
+        assert_eq!(store.damage(), None);
+    }
+    // sled's file overwritten with garbage: moved aside, a new database, reported
+    // until healed, across a restart too.
+    let file = dir.path().join("db").join("db");
+    let len = std::fs::metadata(&file).expect("file").len() as usize;
+    std::fs::write(&file, vec![0x5a; len.max(4096)]).expect("garble");
+    let store = reopen(dir.path()).expect("a damaged database does not stop the start");
+    assert_eq!(store.bans().expect("bans"), Vec::<Ban>::new());
+    let damage = store.damage().expect("reported");
+    let moved = damage.moved_to.expect("moved aside");
+    assert!(moved.exists(), "{}", moved.display());
+    drop(store);
+    let mut store = reopen(dir.path()).expect("reopen");
+    assert!(store.damage().is_some(), "still to heal after a restart");
+    store.healed();
+    assert_eq!(store.damage(), None);
+    assert!(!moved.exists(), "marked healed");
+}
