@@ -3,7 +3,7 @@
 //! files created later are picked up), however many jails read it; one per named
 //! pipe; and one for the journal. Each runs `source::follow` with its subscribers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +29,11 @@ struct Pattern {
 /// The file readers started so far, and what is needed to start more.
 pub struct FileSources {
     patterns: Vec<Pattern>,
+    /// The patterns naming each literal path, and those that are globs (indices into
+    /// `patterns`): a file's subscribers are found without comparing its path with
+    /// every jail's (10,000 jails with a log each made that 10^8 comparisons).
+    literal: HashMap<PathBuf, Vec<usize>>,
+    globs: Vec<usize>,
     running: HashSet<PathBuf>,
     watcher: Option<DirWatcher>,
     /// Fired by changes in the directories globs look into.
@@ -73,8 +78,17 @@ impl FileSources {
                 w.wake_on(&dir, glob_dirs_changed.clone());
             }
         }
+        let (mut literal, mut globs) = (HashMap::<PathBuf, Vec<usize>>::new(), Vec::new());
+        for (i, p) in patterns.iter().enumerate() {
+            match p.glob {
+                Some(_) => globs.push(i),
+                None => literal.entry(p.literal.clone()).or_default().push(i),
+            }
+        }
         FileSources {
             patterns,
+            literal,
+            globs,
             running: HashSet::new(),
             watcher,
             glob_dirs_changed,
@@ -129,15 +143,19 @@ impl FileSources {
         opened
     }
 
-    /// Every jail whose logpath names or matches `path`.
+    /// Every jail whose logpath names or matches `path`, in jail order.
     fn subscribers(&self, path: &Path) -> Vec<Subscriber> {
-        self.patterns
-            .iter()
-            .filter(|p| match &p.glob {
-                Some(g) => g.matches_path(path),
-                None => p.literal == path,
-            })
-            .map(|p| p.subscriber.clone())
+        let mut found: Vec<usize> = self.literal.get(path).cloned().unwrap_or_default();
+        found.extend(self.globs.iter().copied().filter(|&i| {
+            self.patterns[i]
+                .glob
+                .as_ref()
+                .is_some_and(|g| g.matches_path(path))
+        }));
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|i| self.patterns[i].subscriber.clone())
             .collect()
     }
 }

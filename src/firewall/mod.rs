@@ -16,7 +16,8 @@ pub use nft::NftFirewall;
 use crate::config::{Action, Config, PortRange, Protocol};
 use crate::types::Target;
 
-/// gaoler's table: one chain on the input hook and, per jail, its sets and rules.
+/// What gaoler's table enforces: per jail, traffic from its set group's bans to its
+/// ports is dropped or rejected. How (chains, maps, sets) is the backend's business.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub table: String,
@@ -107,7 +108,8 @@ impl FirewallError {
 /// What the kernel holds of gaoler's table, for the reconciler.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
-    /// The table, its chain, every set and every rule of the layout are there.
+    /// The table, its chains, every rule and every set gaoler created are there (a
+    /// backend may create a set only with its first element).
     pub complete: bool,
     /// Elements by (set, target): seconds until the kernel drops them (`None`: never).
     pub elements: std::collections::HashMap<(String, Target), Option<u64>>,

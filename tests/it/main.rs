@@ -10,6 +10,7 @@ mod firewall;
 mod import;
 mod journal;
 mod lifecycle;
+mod many_jails;
 mod metrics;
 mod reload;
 mod scripts;

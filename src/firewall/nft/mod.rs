@@ -2,12 +2,16 @@
 //! nft's own syntax (`script`), runs `nft -f -` itself so that nft's error text is
 //! captured and reported, and reads the table back as JSON (`inventory`).
 //!
-//! Layout: table `inet <table>`, per set group (a jail, or a shared `set`) the sets
-//! `<set>-v4` / `<set>-v6` (addresses, `flags timeout`) and `<set>-n4` / `<set>-n6`
-//! (prefixes, `flags interval,timeout`), and one chain `input` hooked at the
-//! configured priority with the jails' rules.
+//! Layout (`plan`): table `inet <table>`; one chain `input` hooked at the configured
+//! priority, whose verdict maps (`tcp dport vmap`, `udp dport vmap`) jump to dispatch
+//! chains `ports-<n>` holding the rules of the jails guarding those ports (rules of
+//! jails on all ports sit in `input`); per set group (a jail, or a shared `set`) the
+//! sets `<set>-v4` / `<set>-v6` (addresses, `flags timeout`) and `<set>-n4` /
+//! `<set>-n6` (prefixes, `flags interval,timeout`), each created with its rules by
+//! the transaction that adds its first element.
 
 mod inventory;
+mod plan;
 mod script;
 
 use std::path::PathBuf;
@@ -17,12 +21,16 @@ use std::io::Write;
 
 use super::{Change, Element, Firewall, FirewallError, Inventory, Layout};
 pub use inventory::parse_inventory;
-pub use script::{change_script, install_script, set_name, CHAIN};
+pub use plan::{Plan, CHAIN};
+pub use script::{change_script, install_script, set_name};
 
 /// Runs `nft` for gaoler's table.
 pub struct NftFirewall {
     nft: PathBuf,
     table: String,
+    /// The table as gaoler built it (which sets are in the kernel); `None` until the
+    /// first `install`. Boxed: the backend is a variant of `firewall::Backend`.
+    plan: Option<Box<Plan>>,
 }
 
 impl NftFirewall {
@@ -31,6 +39,7 @@ impl NftFirewall {
         NftFirewall {
             nft: PathBuf::from("nft"),
             table: table.to_string(),
+            plan: None,
         }
     }
 
@@ -111,28 +120,46 @@ impl NftFirewall {
 }
 
 impl Firewall for NftFirewall {
+    /// `nft list chains`: nft 1.0.6 answers `list tables` only after fetching every
+    /// set's elements, one kernel lookup per set, which takes seconds once a ruleset
+    /// holds tens of thousands of sets; the chains come without them.
     async fn probe(&mut self) -> Result<(), FirewallError> {
-        self.run("listing tables", &["list", "tables"], None)
+        self.run("listing chains", &["list", "chains"], None)
             .await
             .map(|_| ())
     }
 
+    /// A fresh plan for `layout`: on success it replaces the old one, on failure the
+    /// kernel (one transaction) and the old plan are as they were.
     async fn install(&mut self, layout: &Layout, bans: &[Element]) -> Result<(), FirewallError> {
-        self.table = layout.table.clone();
+        let mut plan = Plan::new(layout);
+        let (script, sets) = install_script(&plan, bans);
         let what = format!(
             "building table inet {} with {} bans",
             layout.table,
             bans.len()
         );
-        self.send(&what, install_script(layout, bans)).await
+        self.send(&what, script).await?;
+        plan.created(sets);
+        self.table = layout.table.clone();
+        self.plan = Some(Box::new(plan));
+        Ok(())
     }
 
     async fn apply(&mut self, changes: &[Change]) -> Result<(), FirewallError> {
-        if changes.is_empty() {
+        let Some(plan) = self.plan.as_ref() else {
+            return Err(FirewallError::NotInstalled);
+        };
+        let (script, sets) = change_script(plan, changes);
+        if script.is_empty() {
             return Ok(());
         }
         let what = format!("{} set changes", changes.len());
-        self.send(&what, change_script(&self.table, changes)).await
+        self.send(&what, script).await?;
+        if let Some(plan) = self.plan.as_mut() {
+            plan.created(sets);
+        }
+        Ok(())
     }
 
     async fn remove(&mut self) -> Result<(), FirewallError> {
@@ -140,11 +167,12 @@ impl Firewall for NftFirewall {
         self.send(&what, script::remove_script(&self.table)).await
     }
 
+    /// Cheaply, as `probe`: `nft list chains inet` names each table with its chains.
     async fn table_exists(&mut self) -> Result<Option<bool>, FirewallError> {
         let out = self
-            .run("listing tables", &["list", "tables", "inet"], None)
+            .run("listing chains", &["list", "chains", "inet"], None)
             .await?;
-        let ours = format!("table inet {}", self.table);
+        let ours = format!("table inet {} {{", self.table);
         Ok(Some(
             String::from_utf8_lossy(&out)
                 .lines()
@@ -183,9 +211,25 @@ impl Firewall for NftFirewall {
     }
 
     async fn inventory(&mut self, layout: &Layout) -> Result<Option<Inventory>, FirewallError> {
+        // Built for another layout, or never (a table left by the last run): its
+        // elements are read from whichever of the layout's sets are there, and it is
+        // incomplete, so it is built.
+        let own = self.plan.as_ref().filter(|p| p.layout == *layout);
+        let other;
+        let plan = match own {
+            Some(plan) => plan,
+            None => {
+                other = Plan::with_every_set(layout);
+                &other
+            }
+        };
         let args = ["-j", "list", "table", "inet", layout.table.as_str()];
         match self.run("listing the table", &args, None).await {
-            Ok(out) => Ok(Some(parse_inventory(&out, layout))),
+            Ok(out) => {
+                let mut inventory = parse_inventory(&out, plan);
+                inventory.complete &= own.is_some();
+                Ok(Some(inventory))
+            }
             // No table at all: nothing is there.
             Err(FirewallError::TableMissing { .. }) => Ok(Some(Inventory::default())),
             Err(e) => Err(e),

@@ -7,42 +7,23 @@
 //! `[A-Za-z][A-Za-z0-9_-]*`, and targets, ports and timeouts are numbers, so nothing
 //! needs quoting except the rule comments, which are fixed text plus a jail name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::super::{Change, Element, Layout, Rule};
-use crate::config::{Action, Protocol};
+use super::plan::{Kind, Plan, SetKey};
+use crate::firewall::{Change, Element};
 use crate::types::Target;
 
-/// Name of gaoler's base chain inside its table.
-pub const CHAIN: &str = "input";
 /// Longest element timeout sent to the kernel: the longest finite ban (10 years).
 pub const MAX_TIMEOUT_SECS: u64 = crate::units::MAX_BANTIME.as_secs();
 /// nft 1.0.6 refuses a timeout of this many seconds or more written in seconds
 /// ("value too large"), and takes it written in days, hours, minutes and seconds.
 const SECONDS_LIMIT: u64 = 100_000_000;
 
-/// The four sets of a jail: single addresses (`v4`, `v6`) and prefixes (`n4`, `n6`),
-/// kept apart because nft rejects an address inside an overlapping interval.
-pub const SET_KINDS: [(bool, bool); 4] =
-    [(true, false), (false, false), (true, true), (false, true)];
-
-pub fn set_suffix(v4: bool, prefix: bool) -> &'static str {
-    match (v4, prefix) {
-        (true, false) => "v4",
-        (false, false) => "v6",
-        (true, true) => "n4",
-        (false, true) => "n6",
-    }
-}
-
 /// The set holding `target` for the set group `set` (a jail's name or a shared name).
 pub fn set_name(set: &str, target: &Target) -> String {
-    format!(
-        "{set}-{}",
-        set_suffix(target.is_ipv4(), !target.is_single())
-    )
+    SetKey::of(set, target).name()
 }
 
 /// Removing the table: adding it first makes the delete succeed when it is gone.
@@ -51,112 +32,45 @@ pub fn remove_script(table: &str) -> String {
 }
 
 /// One transaction that resets the table (add, delete, add: idempotent), creates the
-/// sets, the chain and the rules, and loads `bans`.
-pub fn install_script(layout: &Layout, bans: &[Element]) -> String {
-    let t = &layout.table;
+/// chains and verdict maps, and each set `bans` need with its rules and elements.
+/// Returns the script and the sets it creates.
+pub fn install_script(plan: &Plan, bans: &[Element]) -> (String, Vec<SetKey>) {
+    let t = plan.table();
     let mut out = String::with_capacity(256 + bans.len() * 32);
     let _ = writeln!(
         out,
         "add table inet {t}\ndelete table inet {t}\nadd table inet {t}"
     );
-    // One group of sets per set name, however many jails share it.
-    let mut groups: Vec<&str> = layout.jails.iter().map(|j| j.set.as_str()).collect();
-    groups.sort();
-    groups.dedup();
-    for group in groups {
-        for (v4, prefix) in SET_KINDS {
-            let _ = writeln!(
-                out,
-                "add set inet {t} {group}-{} {{ type {}; flags {}; }}",
-                set_suffix(v4, prefix),
-                if v4 { "ipv4_addr" } else { "ipv6_addr" },
-                if prefix {
-                    "interval,timeout"
-                } else {
-                    "timeout"
-                },
-            );
-        }
+    plan.write_skeleton(&mut out);
+    // Grouped by (set group, kind) without building a set name per element; the
+    // address sets every table of up to EAGER_GROUPS groups holds from the start.
+    let mut by_set: BTreeMap<(&str, Kind), Vec<&Element>> = BTreeMap::new();
+    for key in plan.eager_sets() {
+        by_set.entry(key).or_default();
     }
-    let _ = writeln!(
-        out,
-        "add chain inet {t} {CHAIN} {{ type filter hook input priority {}; policy accept; }}",
-        layout.priority
-    );
-    for rule in &layout.jails {
-        for (v4, prefix) in SET_KINDS {
-            let _ = writeln!(
-                out,
-                "add rule inet {t} {CHAIN} {}",
-                rule_text(rule, v4, prefix)
-            );
-        }
-    }
-    // Grouped by (set group, kind) without building a set name per element.
-    let mut by_set: BTreeMap<(&str, &str), Vec<&Element>> = BTreeMap::new();
     for ban in bans {
-        let kind = set_suffix(ban.target.is_ipv4(), !ban.target.is_single());
-        by_set.entry((&ban.set, kind)).or_default().push(ban);
+        by_set
+            .entry((&ban.set, Kind::of(&ban.target)))
+            .or_default()
+            .push(ban);
     }
+    let mut created = Vec::with_capacity(by_set.len());
     for ((group, kind), elems) in by_set {
+        let key = SetKey {
+            group: group.to_string(),
+            kind,
+        };
+        plan.write_set(&mut out, &key);
         write_elements(
             &mut out,
             "add",
             t,
-            &format!("{group}-{kind}"),
+            &key.name(),
             elems.iter().map(|e| (&e.target, e.timeout)),
         );
+        created.push(key);
     }
-    out
-}
-
-/// The match and verdict of one jail's rule for one of its sets.
-fn rule_text(rule: &Rule, v4: bool, prefix: bool) -> String {
-    let mut text = format!(
-        "{} saddr @{}-{}",
-        if v4 { "ip" } else { "ip6" },
-        rule.set,
-        set_suffix(v4, prefix)
-    );
-    let proto = match rule.protocol {
-        Protocol::Tcp => Some("tcp"),
-        Protocol::Udp => Some("udp"),
-        Protocol::All => None,
-    };
-    if rule.ports.is_empty() {
-        if let Some(p) = proto {
-            let _ = write!(text, " meta l4proto {p}");
-        }
-    } else {
-        let ports = rule
-            .ports
-            .iter()
-            .map(|p| {
-                if p.first == p.last {
-                    p.first.to_string()
-                } else {
-                    format!("{}-{}", p.first, p.last)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        match proto {
-            Some(p) => {
-                let _ = write!(text, " {p} dport {{ {ports} }}");
-            }
-            None => {
-                let _ = write!(text, " meta l4proto {{ tcp, udp }} th dport {{ {ports} }}");
-            }
-        }
-    }
-    text.push_str(" counter ");
-    text.push_str(match (rule.action, rule.protocol) {
-        (Action::Drop, _) => "drop",
-        (Action::Reject, Protocol::Tcp) => "reject with tcp reset",
-        (Action::Reject, _) => "reject",
-    });
-    let _ = write!(text, " comment \"gaoler jail {}\"", rule.jail);
-    text
+    (out, created)
 }
 
 /// `verb element inet <table> <set> { a timeout 5s, b, ... }`; nothing when empty.
@@ -210,184 +124,242 @@ fn write_timeout(out: &mut String, secs: u64) {
     }
 }
 
-/// One transaction for a batch of changes. New bans are plain adds. Per set, elements
-/// that may already be there (renewals, unbans) are first added (so the `delete`
-/// cannot fail), then deleted, and then the bans and renewals are added with their
+/// One transaction for a batch of changes, and the sets it creates. A set not in the
+/// kernel yet is created, with its rules, before its first element; an unban from it
+/// is left out (nothing is there). New bans are plain adds. Per set, elements that
+/// may already be there (renewals, unbans) are first added (so the `delete` cannot
+/// fail), then deleted, and then the bans and renewals are added with their
 /// timeouts: re-banning portably, since older kernels keep the old timeout on a plain
 /// add. The last change for a target wins.
-pub fn change_script(table: &str, changes: &[Change]) -> String {
-    let mut last: HashMap<(String, Target), &Change> = HashMap::with_capacity(changes.len());
+pub fn change_script(plan: &Plan, changes: &[Change]) -> (String, Vec<SetKey>) {
+    let mut last: HashMap<(SetKey, Target), &Change> = HashMap::with_capacity(changes.len());
     for c in changes {
         let (set, target) = match c {
             Change::Ban(e) | Change::Renew(e) => (&e.set, &e.target),
             Change::Unban { set, target } => (set, target),
         };
-        last.insert((set_name(set, target), *target), c);
+        last.insert((SetKey::of(set, target), *target), c);
     }
-    let mut replaced: BTreeMap<&str, Vec<&Target>> = BTreeMap::new();
-    let mut added: BTreeMap<&str, Vec<&Element>> = BTreeMap::new();
-    for ((set, target), change) in &last {
-        if !matches!(change, Change::Ban(_)) {
-            replaced.entry(set).or_default().push(target);
-        }
-        if let Change::Ban(e) | Change::Renew(e) = change {
-            added.entry(set).or_default().push(e);
+    let mut created: BTreeSet<&SetKey> = BTreeSet::new();
+    let mut replaced: BTreeMap<&SetKey, Vec<&Target>> = BTreeMap::new();
+    let mut added: BTreeMap<&SetKey, Vec<&Element>> = BTreeMap::new();
+    for ((key, target), change) in &last {
+        let there = plan.has(key);
+        match change {
+            Change::Unban { .. } if !there => {}
+            Change::Unban { .. } => replaced.entry(key).or_default().push(target),
+            Change::Ban(e) | Change::Renew(e) => {
+                if !there {
+                    created.insert(key);
+                } else if matches!(change, Change::Renew(_)) {
+                    replaced.entry(key).or_default().push(target);
+                }
+                added.entry(key).or_default().push(e);
+            }
         }
     }
+    let t = plan.table();
     let mut out = String::with_capacity(64 + changes.len() * 32);
-    for (set, targets) in &replaced {
+    for key in &created {
+        plan.write_set(&mut out, key);
+    }
+    for (key, targets) in &replaced {
         for verb in ["add", "delete"] {
             write_elements(
                 &mut out,
                 verb,
-                table,
-                set,
+                t,
+                &key.name(),
                 targets.iter().map(|t| (*t, None)),
             );
         }
     }
-    for (set, elems) in &added {
+    for (key, elems) in &added {
         write_elements(
             &mut out,
             "add",
-            table,
-            set,
+            t,
+            &key.name(),
             elems.iter().map(|e| (&e.target, e.timeout)),
         );
     }
-    out
+    (out, created.into_iter().cloned().collect())
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
-    use crate::config::PortRange;
+    use crate::config::Protocol;
+    use crate::firewall::nft::plan::tests::jail;
+    use crate::firewall::nft::plan::EAGER_GROUPS;
+    use crate::firewall::Layout;
 
-    /// Jail `sshd`'s rule with these ports, protocol and action (also for the
-    /// inventory's tests).
-    pub(in crate::firewall::nft) fn rule(
-        ports: Vec<PortRange>,
-        protocol: Protocol,
-        action: Action,
-    ) -> Rule {
-        Rule {
-            jail: "sshd".into(),
-            set: "sshd".into(),
-            ports,
-            protocol,
-            action,
-        }
-    }
-
-    fn port(first: u16, last: u16) -> PortRange {
-        PortRange { first, last }
-    }
-
-    fn element(target: &str, secs: Option<u64>) -> Element {
+    fn element(set: &str, target: &str, secs: Option<u64>) -> Element {
         Element {
-            set: "sshd".into(),
+            set: set.into(),
             target: target.parse().expect("target"),
             timeout: secs.map(Duration::from_secs),
         }
     }
 
-    #[test]
-    fn install_resets_the_table_then_builds_sets_chain_rules_and_elements() {
-        let layout = Layout {
+    /// Jail sshd on port 22; nginx and api share the set `web` on 80 and 443.
+    fn plan() -> Plan {
+        Plan::new(&Layout {
             table: "gaoler".into(),
             priority: -10,
-            jails: vec![rule(vec![port(22, 22)], Protocol::Tcp, Action::Drop)],
-        };
+            jails: vec![
+                jail("sshd", "sshd", &[(22, 22)], Protocol::Tcp),
+                jail("nginx", "web", &[(80, 80), (443, 443)], Protocol::Tcp),
+                jail("api", "web", &[(80, 80), (443, 443)], Protocol::Tcp),
+            ],
+        })
+    }
+
+    #[test]
+    fn install_resets_the_table_then_builds_chains_maps_and_only_the_sets_bans_need() {
         let bans = [
-            element("192.0.2.7", Some(3599)),
-            element("192.0.2.8", None),
-            element("2001:db8:1:2::/64", Some(9)),
+            element("sshd", "192.0.2.7", Some(3599)),
+            element("sshd", "192.0.2.8", None),
+            element("sshd", "2001:db8:1:2::/64", Some(9)),
         ];
-        let text = install_script(&layout, &bans);
+        let (text, created) = install_script(&plan(), &bans);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            lines[..4],
+            lines[..15],
             [
                 "add table inet gaoler",
                 "delete table inet gaoler",
                 "add table inet gaoler",
+                "add chain inet gaoler input { type filter hook input priority -10; policy accept; }",
+                "add chain inet gaoler ports-0",
+                "add chain inet gaoler ports-1",
+                "add rule inet gaoler input tcp dport vmap { 22 : jump ports-0, 80 : jump ports-1, 443 : jump ports-1 }",
                 "add set inet gaoler sshd-v4 { type ipv4_addr; flags timeout; }",
+                "add rule inet gaoler ports-0 ip saddr @sshd-v4 counter drop comment \"gaoler jail sshd\"",
+                "add element inet gaoler sshd-v4 { 192.0.2.7 timeout 3599s, 192.0.2.8 }",
+                "add set inet gaoler sshd-v6 { type ipv6_addr; flags timeout; }",
+                "add rule inet gaoler ports-0 ip6 saddr @sshd-v6 counter drop comment \"gaoler jail sshd\"",
+                "add set inet gaoler sshd-n6 { type ipv6_addr; flags interval,timeout; }",
+                "add rule inet gaoler ports-0 ip6 saddr @sshd-n6 counter drop comment \"gaoler jail sshd\"",
+                "add element inet gaoler sshd-n6 { 2001:db8:1:2::/64 timeout 9s }",
             ]
         );
-        assert!(lines
-            .contains(&"add set inet gaoler sshd-n6 { type ipv6_addr; flags interval,timeout; }"));
-        assert!(lines.contains(
-            &"add chain inet gaoler input { type filter hook input priority -10; policy accept; }"
-        ));
-        assert!(lines.contains(
-            &"add rule inet gaoler input ip saddr @sshd-v4 tcp dport { 22 } counter drop comment \"gaoler jail sshd\""
-        ));
-        assert!(lines.contains(&"add rule inet gaoler input ip6 saddr @sshd-n6 tcp dport { 22 } counter drop comment \"gaoler jail sshd\""));
-        assert!(lines
-            .contains(&"add element inet gaoler sshd-v4 { 192.0.2.7 timeout 3599s, 192.0.2.8 }"));
-        assert!(lines.contains(&"add element inet gaoler sshd-n6 { 2001:db8:1:2::/64 timeout 9s }"));
-        assert_eq!(text.matches("add rule").count(), 4);
-        assert!(!text.contains("sshd-v6 {  }") && !text.contains("element inet gaoler sshd-v6"));
+        // Every group's address sets from the start (a few groups); prefix sets with
+        // their first prefix.
+        assert_eq!(
+            created.iter().map(SetKey::name).collect::<Vec<_>>(),
+            ["sshd-v4", "sshd-v6", "sshd-n6", "web-v4", "web-v6"]
+        );
+        let (empty, created) = install_script(&plan(), &[]);
+        assert_eq!(created.len(), 4);
+        assert!(!empty.contains("add element"));
+        // Past EAGER_GROUPS groups: no set and no rule but the verdict map until a
+        // set's first element.
+        let many = Plan::new(&Layout {
+            table: "gaoler".into(),
+            priority: -10,
+            jails: (0..=EAGER_GROUPS as u16)
+                .map(|i| {
+                    let name = format!("j{i}");
+                    jail(&name, &name, &[(10_000 + i, 10_000 + i)], Protocol::Tcp)
+                })
+                .collect(),
+        });
+        let (empty, created) = install_script(&many, &[]);
+        assert!(created.is_empty() && !empty.contains("add set"));
+        assert_eq!(empty.matches("add rule").count(), 1);
     }
 
     #[test]
-    fn shared_sets_are_created_once_and_read_by_every_jail() {
-        let mut web = rule(
-            vec![port(80, 80), port(443, 443)],
-            Protocol::Tcp,
-            Action::Drop,
-        );
-        web.jail = "nginx".into();
-        web.set = "web".into();
-        let mut api = web.clone();
-        api.jail = "api".into();
-        let layout = Layout {
-            table: "g".into(),
-            priority: 0,
-            jails: vec![web, api],
-        };
-        let text = install_script(&layout, &[]);
-        assert_eq!(text.matches("add set inet g web-v4 ").count(), 1);
+    fn a_shared_set_is_created_once_and_read_by_every_jail_of_it() {
+        let (text, created) = install_script(&plan(), &[element("web", "192.0.2.9", Some(60))]);
+        assert_eq!(created.len(), 4, "the address sets of both groups");
+        assert_eq!(text.matches("add set inet gaoler web-v4 ").count(), 1);
         assert_eq!(text.matches("saddr @web-v4 ").count(), 2);
-        assert!(text.contains("comment \"gaoler jail api\"") && text.contains("{ 80, 443 }"));
+        assert!(
+            text.contains("comment \"gaoler jail api\"")
+                && text.contains("comment \"gaoler jail nginx\"")
+        );
     }
 
     #[test]
-    fn protocols_ports_and_verdicts() {
-        let all = rule(vec![port(1000, 2000)], Protocol::All, Action::Reject);
+    fn the_first_element_of_a_set_creates_it_with_its_rules_in_the_same_transaction() {
+        let mut plan = plan();
+        let (_, installed) = install_script(&plan, &[element("sshd", "192.0.2.1", Some(60))]);
+        plan.created(installed);
+        // A prefix by hand in a jail without prefix config: its n4 set comes with it.
+        let changes = [
+            Change::Ban(element("sshd", "192.0.2.0/24", Some(60))),
+            Change::Ban(element("sshd", "192.0.2.2", Some(60))),
+        ];
+        let (text, created) = change_script(&plan, &changes);
         assert_eq!(
-            rule_text(&all, false, false),
-            "ip6 saddr @sshd-v6 meta l4proto { tcp, udp } th dport { 1000-2000 } counter reject comment \"gaoler jail sshd\""
+            text.lines().collect::<Vec<_>>(),
+            [
+                "add set inet gaoler sshd-n4 { type ipv4_addr; flags interval,timeout; }",
+                "add rule inet gaoler ports-0 ip saddr @sshd-n4 counter drop comment \"gaoler jail sshd\"",
+                "add element inet gaoler sshd-v4 { 192.0.2.2 timeout 60s }",
+                "add element inet gaoler sshd-n4 { 192.0.2.0/24 timeout 60s }",
+            ]
         );
-        let tcp = rule(vec![], Protocol::Tcp, Action::Reject);
         assert_eq!(
-            rule_text(&tcp, true, true),
-            "ip saddr @sshd-n4 meta l4proto tcp counter reject with tcp reset comment \"gaoler jail sshd\""
+            created.iter().map(SetKey::name).collect::<Vec<_>>(),
+            ["sshd-n4"]
         );
-        let udp = rule(vec![port(53, 53)], Protocol::Udp, Action::Drop);
-        assert!(rule_text(&udp, true, false).contains(" udp dport { 53 } counter drop "));
-        let every = rule(vec![], Protocol::All, Action::Drop);
+        // Once the transaction landed, the set is there: the next element is a plain add.
+        plan.created(created);
+        let (text, created) = change_script(
+            &plan,
+            &[Change::Ban(element("sshd", "198.51.100.0/24", Some(5)))],
+        );
         assert_eq!(
-            rule_text(&every, true, false),
-            "ip saddr @sshd-v4 counter drop comment \"gaoler jail sshd\""
+            text,
+            "add element inet gaoler sshd-n4 { 198.51.100.0/24 timeout 5s }\n"
         );
+        assert!(created.is_empty());
+    }
+
+    #[test]
+    fn unbans_from_a_set_never_created_are_left_out() {
+        let plan = plan();
+        let (text, created) = change_script(
+            &plan,
+            &[Change::Unban {
+                set: "web".into(),
+                target: "192.0.2.7".parse().expect("ip"),
+            }],
+        );
+        assert_eq!((text.as_str(), created.len()), ("", 0));
+        // A renewal into a set not there yet creates it, with no add-delete first.
+        let (text, _) = change_script(
+            &plan,
+            &[Change::Renew(element("web", "192.0.2.7", Some(9)))],
+        );
+        assert!(text.starts_with("add set inet gaoler web-v4 "));
+        assert!(!text.contains("delete"));
     }
 
     #[test]
     fn changes_add_delete_add_per_set_and_the_last_change_wins() {
+        let mut plan = plan();
+        plan.created([
+            SetKey::of("sshd", &"192.0.2.7".parse().expect("ip")),
+            SetKey::of("sshd", &"2001:db8::7".parse().expect("ip")),
+        ]);
         let t6: Target = "2001:db8::7".parse().expect("ip");
         let changes = vec![
             Change::Unban {
                 set: "sshd".into(),
                 target: "192.0.2.7".parse().expect("ip"),
             },
-            Change::Renew(element("192.0.2.7", Some(60))),
+            Change::Renew(element("sshd", "192.0.2.7", Some(60))),
             Change::Unban {
                 set: "sshd".into(),
                 target: t6,
             },
         ];
-        let text = change_script("gaoler", &changes);
+        let (text, created) = change_script(&plan, &changes);
+        assert!(created.is_empty());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
@@ -403,17 +375,22 @@ pub(super) mod tests {
 
     #[test]
     fn new_bans_are_one_plain_add_per_set() {
+        let mut plan = plan();
+        plan.created([
+            SetKey::of("sshd", &"192.0.2.1".parse().expect("ip")),
+            SetKey::of("sshd", &"192.0.2.0/24".parse().expect("net")),
+        ]);
         let changes = [
-            Change::Ban(element("192.0.2.1", Some(60))),
-            Change::Ban(element("192.0.2.1", Some(60))),
-            Change::Ban(element("192.0.2.0/24", Some(60))),
+            Change::Ban(element("sshd", "192.0.2.1", Some(60))),
+            Change::Ban(element("sshd", "192.0.2.1", Some(60))),
+            Change::Ban(element("sshd", "192.0.2.0/24", Some(60))),
         ];
-        let text = change_script("gaoler", &changes);
+        let (text, _) = change_script(&plan, &changes);
         assert_eq!(
             text,
-            "add element inet gaoler sshd-n4 { 192.0.2.0/24 timeout 60s }\nadd element inet gaoler sshd-v4 { 192.0.2.1 timeout 60s }\n"
+            "add element inet gaoler sshd-v4 { 192.0.2.1 timeout 60s }\nadd element inet gaoler sshd-n4 { 192.0.2.0/24 timeout 60s }\n"
         );
-        assert_eq!(change_script("gaoler", &[]), "");
+        assert_eq!(change_script(&plan, &[]).0, "");
     }
 
     #[test]
