@@ -235,11 +235,17 @@ impl Framer {
                 end += 1;
             }
             let rest = skip_spaces(&line[end..]);
-            let message = if syslog_like && !bracket {
+            let message = if bracket {
+                rest
+            } else if syslog_like {
                 strip_syslog_header(rest)
             } else {
-                rest
+                // An application's own stamp, or a syslog one written with a space
+                // (`2022-10-19 05:34:02 +0000 host sshd[1]: `): only the unmistakable
+                // `host tag[pid]: ` is a header there.
+                strip_pid_header(rest).unwrap_or(rest)
             };
+            let message = strip_inner_framing(message);
             return Framed {
                 time: Some(time),
                 message,
@@ -303,18 +309,15 @@ impl Framer {
         }
     }
 
-    /// `Nov 21 08:13:46`: the year is the latest that is at most a day in the future.
+    /// `Nov 21 08:13:46`, `Nov  1 08:13:46` or `Nov 1 08:13:46`: the year is the
+    /// latest that is at most a day in the future.
     fn syslog(&self, b: &[u8], now: Timestamp) -> Option<(Timestamp, usize)> {
-        if b.len() < 15 || b[3] != b' ' || b[6] != b' ' {
+        if b.len() < 14 || b[3] != b' ' {
             return None;
         }
         let month = month(&b[..3])?;
-        let day = if b[4] == b' ' {
-            digits(&b[5..6])?
-        } else {
-            digits(&b[4..6])?
-        };
-        let (h, m, s, n) = clock(b, 7)?;
+        let (day, at) = day_of_month(b, 4)?;
+        let (h, m, s, n) = clock(b, at)?;
         if !matches!(b.get(n), None | Some(b' ' | b']')) {
             return None;
         }
@@ -355,17 +358,14 @@ impl Framer {
     }
 
     /// `Sat Nov 21 08:13:46[.123456] 2026` (Apache error log, ctime).
+    /// Also `Mon Jun 8 12:08:53 2020` (vsftpd: one space before a one-digit day).
     fn ctime(&self, b: &[u8]) -> Option<(Timestamp, usize)> {
-        if b.len() < 24 || b[3] != b' ' || b[7] != b' ' || b[10] != b' ' {
+        if b.len() < 23 || b[3] != b' ' || b[7] != b' ' {
             return None;
         }
         let mon = month(&b[4..7])?;
-        let day = if b[8] == b' ' {
-            digits(&b[9..10])?
-        } else {
-            digits(&b[8..10])?
-        };
-        let (h, m, s, n) = clock(b, 11)?;
+        let (day, at) = day_of_month(b, 8)?;
+        let (h, m, s, n) = clock(b, at)?;
         let nanos = fraction(b, n);
         if b.get(nanos.1) != Some(&b' ') {
             return None;
@@ -418,6 +418,19 @@ impl Framer {
     }
 }
 
+/// The day of a month at `at`: `21 `, ` 1 ` (padded) or `1 `; with where the clock
+/// starts.
+fn day_of_month(b: &[u8], at: usize) -> Option<(u32, usize)> {
+    let (digits_at, len) = match (b.get(at)?, b.get(at + 1)?) {
+        (b' ', _) => (at + 1, 1),
+        (_, b' ') => (at, 1),
+        _ => (at, 2),
+    };
+    let day = digits(b.get(digits_at..digits_at + len)?)?;
+    (b.get(digits_at + len) == Some(&b' ') && (1..=31).contains(&day))
+        .then_some((day, digits_at + len + 1))
+}
+
 fn trim_end(mut line: &[u8]) -> &[u8] {
     while let [rest @ .., b'\n' | b'\r'] = line {
         line = rest;
@@ -457,6 +470,97 @@ fn rfc5424_message(mut rest: &[u8]) -> &[u8] {
     rest.strip_prefix("\u{feff}".as_bytes()).unwrap_or(rest)
 }
 
+/// `host tag[pid]: message` (with an optional `facility.severity` after the host)
+/// -> `message`; `None` for anything else.
+fn strip_pid_header(rest: &[u8]) -> Option<&[u8]> {
+    let host_end = rest.iter().position(|&b| b == b' ')?;
+    if host_end == 0 || rest[0] == b'[' {
+        return None;
+    }
+    let after = skip_priority(&rest[host_end + 1..]);
+    let open = after
+        .iter()
+        .position(|&b| b == b'[' || b == b' ' || b == b':')?;
+    if open == 0 || after[open] != b'[' {
+        return None;
+    }
+    tag(after)
+}
+
+/// Skips `auth.info ` (a facility.severity field some syslog daemons write after the
+/// host, and Solaris inside `[ID n ...]`).
+fn skip_priority(s: &[u8]) -> &[u8] {
+    const FACILITIES: [&[u8]; 19] = [
+        b"kern",
+        b"user",
+        b"mail",
+        b"daemon",
+        b"auth",
+        b"syslog",
+        b"lpr",
+        b"news",
+        b"uucp",
+        b"cron",
+        b"authpriv",
+        b"ftp",
+        b"local0",
+        b"local1",
+        b"local2",
+        b"local3",
+        b"local4",
+        b"local5",
+        b"local6",
+    ];
+    const SEVERITIES: [&[u8]; 10] = [
+        b"emerg", b"alert", b"crit", b"err", b"error", b"warn", b"warning", b"notice", b"info",
+        b"debug",
+    ];
+    let Some(end) = s.iter().position(|&b| b == b' ') else {
+        return s;
+    };
+    let Some(dot) = s[..end].iter().position(|&b| b == b'.') else {
+        return s;
+    };
+    let (facility, severity) = (&s[..dot], &s[dot + 1..end]);
+    if (FACILITIES.contains(&facility) || facility == b"local7") && SEVERITIES.contains(&severity) {
+        &s[end + 1..]
+    } else {
+        s
+    }
+}
+
+/// What some services put at the start of the message itself: Solaris' `[ID 800047
+/// auth.info] `, or an application's own second stamp (BIND's `19-Oct-2022
+/// 05:34:02.425 `). The syslog stamp before it already gave the time.
+fn strip_inner_framing(message: &[u8]) -> &[u8] {
+    if let Some(rest) = message.strip_prefix(b"[ID ") {
+        if let Some(close) = rest.iter().position(|&b| b == b']') {
+            let inside = &rest[..close];
+            let num_end = inside
+                .iter()
+                .position(|&b| b == b' ')
+                .unwrap_or(inside.len());
+            if num_end > 0 && inside[..num_end].iter().all(u8::is_ascii_digit) {
+                return skip_spaces(&rest[close + 1..]);
+            }
+        }
+    }
+    // `dd-Mon-yyyy HH:MM:SS[.fff] `, checked by shape only (the time is known).
+    if message.len() > 21
+        && message[2] == b'-'
+        && message[6] == b'-'
+        && message[11] == b' '
+        && day_month_year(message).is_some()
+        && clock(message, 12).is_some()
+    {
+        let (_, end) = fraction(message, 20);
+        if message.get(end) == Some(&b' ') {
+            return skip_spaces(&message[end..]);
+        }
+    }
+    message
+}
+
 /// Removes `host tag[pid]: ` or `host tag: ` when the message starts with one.
 fn strip_syslog_header(rest: &[u8]) -> &[u8] {
     let Some(host_end) = rest.iter().position(|&b| b == b' ') else {
@@ -470,7 +574,7 @@ fn strip_syslog_header(rest: &[u8]) -> &[u8] {
         // No host field: `sshd[1]: ...` right after the time.
         return tag(rest).unwrap_or(rest);
     }
-    tag(&rest[host_end + 1..]).unwrap_or(rest)
+    tag(skip_priority(&rest[host_end + 1..])).unwrap_or(rest)
 }
 
 /// `tag[pid]: message` or `tag: message` -> `message`.

@@ -252,3 +252,60 @@ fn cached_offsets_follow_dst_changes() {
         Some(utc(2026, 10, 25, 2, 30, 0))
     );
 }
+
+#[test]
+fn framings_seen_in_real_logs_lose_their_stamps_and_headers() {
+    let msg = "Failed password for root from 192.0.2.7 port 22 ssh2";
+    // A one-digit day after one space.
+    let (t, m) = split(&format!("Feb 7 16:01:07 vps sshd[1]: {msg}"));
+    assert_eq!((t, m.as_str()), (Some(utc(2026, 2, 7, 16, 1, 7)), msg));
+    // A facility.severity field after the host.
+    assert_eq!(
+        split(&format!("Feb  7 16:01:07 vps auth.info sshd[1]: {msg}")).1,
+        msg
+    );
+    assert_eq!(
+        split(&format!("Feb  7 16:01:07 vps local7.warning sshd: {msg}")).1,
+        msg
+    );
+    // Not a facility: the header is left alone.
+    assert_eq!(
+        split("Feb  7 16:01:07 vps a.b sshd[1]: x").1,
+        "vps a.b sshd[1]: x"
+    );
+    // An ISO stamp with a space and an offset, before a syslog host.
+    for stamp in ["2022-10-19 05:34:02 +0000", "2022-10-19 05:34:02+0000"] {
+        let (t, m) = split(&format!("{stamp} vps sshd[1234]: {msg}"));
+        assert_eq!(
+            (t, m.as_str()),
+            (Some(utc(2022, 10, 19, 5, 34, 2)), msg),
+            "{stamp}"
+        );
+    }
+    // ... but an application's own log after such a stamp keeps its words.
+    assert_eq!(
+        split("2022-10-19 05:34:02 worker main: started").1,
+        "worker main: started"
+    );
+    // Solaris and illumos: `[ID n facility.severity]` starts the message.
+    assert_eq!(
+        split(&format!(
+            "Feb  7 16:01:07 sol sshd[1]: [ID 800047 auth.info] {msg}"
+        ))
+        .1,
+        msg
+    );
+    // BIND's own stamp inside the message.
+    assert_eq!(
+        split("Oct 19 05:34:02 ns named[1]: 19-Oct-2022 05:34:02.425 client @0x7f 192.0.2.8#53: x")
+            .1,
+        "client @0x7f 192.0.2.8#53: x"
+    );
+    // vsftpd: ctime with one space before a one-digit day.
+    let (t, m) = split("Mon Jun 8 12:08:53 2020 [pid 1] [root] FAIL LOGIN: Client \"192.0.2.9\"");
+    assert_eq!(t, Some(utc(2020, 6, 8, 12, 8, 53)));
+    assert_eq!(m, "[pid 1] [root] FAIL LOGIN: Client \"192.0.2.9\"");
+    // A day that is no day is no stamp.
+    assert_eq!(split("Feb 0 16:01:07 vps x").0, None);
+    assert_eq!(split("Feb 32 16:01:07 vps x").0, None);
+}
