@@ -20,13 +20,23 @@ const IPV6: &str = r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*";
 /// inside, as Gunicorn writes a client's quote, does not end it).
 pub fn expand_placeholders(source: &str) -> String {
     let host = format!(r"\[?(?P<{HOST_GROUP}>{IPV4}|{IPV6})\]?");
+    // A user name before the address is lazy: it ends at the first place where the
+    // rest of the line fits, so the address is the first the server wrote after it
+    // (see `Candidates`). After the address it is greedy, up to what the server
+    // writes last.
+    let first_host = ["<HOST>", "<ADDR>"]
+        .iter()
+        .filter_map(|p| source.find(p))
+        .min();
+    let lazy = matches!((source.find("<USER>"), first_host), (Some(u), Some(h)) if u < h);
+    let user = if lazy { ".*?" } else { ".*" };
     source
         .replacen("<HOST>", &host, 1)
         .replace("<HOST>", &format!(r"(?:{IPV4}|{IPV6})"))
         .replacen("<ADDR>", &host, 1)
         .replace("<ADDR>", &format!(r"(?:{IPV4}|{IPV6})"))
-        .replacen("<USER>", &format!(r"(?P<{USER_GROUP}>.*)"), 1)
-        .replace("<USER>", ".*")
+        .replacen("<USER>", &format!(r"(?P<{USER_GROUP}>{user})"), 1)
+        .replace("<USER>", user)
         .replacen("<XFF>", &format!(r#"(?P<{XFF_GROUP}>(?:[^"\\]|\\.)*)"#), 1)
 }
 
@@ -126,8 +136,12 @@ fn could_be_address(token: &[u8]) -> bool {
     colons >= 2 || (dots >= 3 && !hex_letters)
 }
 
-/// The last few addresses in a line as (start, end, address), rightmost first. A
-/// line with more is left to the capture engine (the fast path then finds nothing).
+/// The first few addresses in a line as (start, end, address), leftmost first. The
+/// address a failregex captures is the first of them that has a valid prefix before
+/// it and a valid suffix after it: the first address the server wrote. Text the client
+/// controls comes after it (a free tail) or is bounded by what the server writes
+/// after it (a user name, with `<USER>` lazy), so a forged address there never comes
+/// first. A line with more addresses than these is left to the capture engine.
 pub struct Candidates {
     found: [Option<(usize, usize, IpAddr)>; Candidates::MAX],
 }
@@ -138,26 +152,26 @@ impl Candidates {
     pub fn find(line: &[u8]) -> Candidates {
         let mut found = [None; Candidates::MAX];
         let mut n = 0;
-        let mut end = line.len();
+        let mut start = 0;
         while n < Candidates::MAX {
-            while end > 0 && !is_address_byte(line[end - 1]) {
-                end -= 1;
+            while start < line.len() && !is_address_byte(line[start]) {
+                start += 1;
             }
-            if end == 0 {
+            if start == line.len() {
                 break;
             }
-            let mut start = end;
-            while start > 0 && is_address_byte(line[start - 1]) {
-                start -= 1;
+            let mut end = start;
+            while end < line.len() && is_address_byte(line[end]) {
+                end += 1;
             }
             let token = &line[start..end];
-            end = start;
             if could_be_address(token) {
                 if let Some((ip, used)) = parse_trimmed(token) {
                     found[n] = Some((start, start + used, ip));
                     n += 1;
                 }
             }
+            start = end;
         }
         Candidates { found }
     }

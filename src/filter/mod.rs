@@ -74,9 +74,9 @@ impl FailRegex {
         Ok(FailRegex { full, split })
     }
 
-    /// The address without running a capture engine: the rightmost address in the
-    /// line with a valid prefix before it and a valid suffix after it. That is the
-    /// split greedy matching chooses; `None` leaves the case to `captured`.
+    /// The address without running a capture engine: the leftmost address in the
+    /// line with a valid prefix before it and a valid suffix after it, the first the
+    /// server wrote; `None` leaves the case to `captured`.
     fn fast(&self, content: &[u8], candidates: &mut Option<host::Candidates>) -> Option<IpAddr> {
         let (before, after) = self.split.as_ref()?;
         candidates

@@ -81,49 +81,81 @@ fn address_in(word: &str) -> Option<String> {
         .map(|ip| ip.to_string())
 }
 
+/// One annotated line of a fixture: its number, bytes, what it must give, and the
+/// trusted proxies in force for it.
+struct FixtureLine {
+    no: usize,
+    raw: Vec<u8>,
+    expect: Expect,
+    proxies: TrustedProxies,
+}
+
+/// The annotated lines of filter `name`'s fixture; problems go to `failures`.
+fn fixture_lines(name: &str, failures: &mut Vec<String>) -> Vec<FixtureLine> {
+    let fixture = repo().join(format!("tests/fixtures/filters/{name}.log"));
+    let bytes = std::fs::read(&fixture)
+        .unwrap_or_else(|_| panic!("filter {name} has no fixture {}", fixture.display()));
+    let mut lines = Vec::new();
+    let mut pending: Option<Expect> = None;
+    let mut proxies = TrustedProxies::default();
+    for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line_no = n + 1;
+        if raw == b"#! trusted_proxies_only" {
+            proxies = proxies.clone().only(true);
+            continue;
+        }
+        if let Some(rest) = raw.strip_prefix(b"#! trusted_proxies") {
+            let nets = String::from_utf8_lossy(rest)
+                .split_whitespace()
+                .map(|n| n.parse().expect("a network after #! trusted_proxies"))
+                .collect();
+            proxies = TrustedProxies::new(nets);
+            continue;
+        }
+        if let Some(note) = raw.strip_prefix(b"#>") {
+            pending = Some(parse_annotation(&String::from_utf8_lossy(note)));
+            continue;
+        }
+        if raw.is_empty() || raw.starts_with(b"# ") || raw == b"#" {
+            continue;
+        }
+        match pending.take() {
+            Some(expect) => lines.push(FixtureLine {
+                no: line_no,
+                raw: raw.to_vec(),
+                expect,
+                proxies: proxies.clone(),
+            }),
+            None => failures.push(format!("{name}.log:{line_no}: line without an annotation")),
+        }
+    }
+    lines
+}
+
+fn filter_name(path: &Path) -> String {
+    path.file_stem()
+        .expect("stem")
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[test]
 fn every_shipped_filter_passes_its_fixture() {
     let now = chrono::Utc::now();
     let mut failures = Vec::new();
     for path in shipped() {
-        let name = path
-            .file_stem()
-            .expect("stem")
-            .to_string_lossy()
-            .into_owned();
+        let name = filter_name(&path);
         let filter = load(&path);
-        let fixture = repo().join(format!("tests/fixtures/filters/{name}.log"));
-        let bytes = std::fs::read(&fixture)
-            .unwrap_or_else(|_| panic!("filter {name} has no fixture {}", fixture.display()));
         let (mut positives, mut negatives, mut injections) = (0, 0, 0);
         let mut hits = vec![0usize; filter.failregex_count()];
-        let mut pending: Option<Expect> = None;
-        let mut proxies = TrustedProxies::default();
-        for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            let line_no = n + 1;
-            if raw == b"#! trusted_proxies_only" {
-                proxies = proxies.clone().only(true);
-                continue;
-            }
-            if let Some(rest) = raw.strip_prefix(b"#! trusted_proxies") {
-                let nets = String::from_utf8_lossy(rest)
-                    .split_whitespace()
-                    .map(|n| n.parse().expect("a network after #! trusted_proxies"))
-                    .collect();
-                proxies = TrustedProxies::new(nets);
-                continue;
-            }
-            if let Some(note) = raw.strip_prefix(b"#>") {
-                pending = Some(parse_annotation(&String::from_utf8_lossy(note)));
-                continue;
-            }
-            if raw.is_empty() || raw.starts_with(b"# ") || raw == b"#" {
-                continue;
-            }
-            let Some(expect) = pending.take() else {
-                failures.push(format!("{name}.log:{line_no}: line without an annotation"));
-                continue;
-            };
+        for FixtureLine {
+            no: line_no,
+            raw,
+            expect,
+            proxies,
+        } in fixture_lines(&name, &mut failures)
+        {
+            let raw = raw.as_slice();
             let message = split_line(raw, now).message;
             let verdict = filter.examine_behind(message, &proxies, true);
             // The fast path (no capture engine) must find exactly what captures find.
@@ -216,4 +248,100 @@ fn every_shipped_failregex_is_anchored_at_the_start() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// Where a client's text can go, a forged address can go: for every positive line of
+/// every shipped filter, each place that takes free text (found by inserting the
+/// payload's shape with a non-address in it: the line must still match, for the same
+/// address) gets the payload with a forged address. The address captured must stay
+/// the real one, or the line must not match. The places tried: each word's start and
+/// end, each quoted field's inside edges, and the end of the line.
+#[test]
+fn a_forged_address_anywhere_the_client_writes_never_becomes_the_banned_one() {
+    const FORGED: &str = "203.0.113.66";
+    const PAYLOADS: [&str; 9] = [
+        "{}",
+        " {}",
+        " from {}",
+        " from {} port 1",
+        " from {} port 1 ssh2",
+        " [{}]",
+        " client {}",
+        " rhost={}",
+        " for {}",
+    ];
+    let now = chrono::Utc::now();
+    let mut failures = Vec::new();
+    let mut tried = 0usize;
+    for path in shipped() {
+        let name = filter_name(&path);
+        let filter = load(&path);
+        for line in fixture_lines(&name, &mut Vec::new()) {
+            // A client behind a trusted proxy comes from X-Forwarded-For (its own test).
+            if !matches!(line.expect, Expect::Host { .. })
+                || line.proxies != TrustedProxies::default()
+            {
+                continue;
+            }
+            let message = split_line(&line.raw, now).message.to_vec();
+            let Verdict::Failure(real) = filter.examine(&message) else {
+                continue;
+            };
+            for at in insertion_points(&message) {
+                for payload in PAYLOADS {
+                    let with = |addr: &str| {
+                        let mut m = message[..at].to_vec();
+                        m.extend_from_slice(payload.replace("{}", addr).as_bytes());
+                        m.extend_from_slice(&message[at..]);
+                        m
+                    };
+                    // Does this place take such text? The shape with no address in it.
+                    let probe = with("zq.zq.zq.zq");
+                    if !matches!(filter.examine(&probe), Verdict::Failure(f) if f.host == real.host)
+                    {
+                        continue;
+                    }
+                    tried += 1;
+                    let forged = with(FORGED);
+                    if let Verdict::Failure(f) = filter.examine(&forged) {
+                        if f.host != real.host {
+                            failures.push(format!(
+                                "{name}.log:{}: {} instead of {}: {}",
+                                line.no,
+                                f.host,
+                                real.host,
+                                String::from_utf8_lossy(&forged)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(tried > 1_000, "only {tried} injections tried");
+    assert!(
+        failures.is_empty(),
+        "{} of {tried} injections won:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Where an attacker's text may sit in `message`: at each word's start and end, just
+/// inside each double quote, and at the end.
+fn insertion_points(message: &[u8]) -> Vec<usize> {
+    let mut points = vec![message.len()];
+    for (i, &b) in message.iter().enumerate() {
+        if b == b' ' {
+            points.push(i);
+            points.push(i + 1);
+        }
+        if b == b'"' {
+            points.push(i);
+            points.push(i + 1);
+        }
+    }
+    points.sort_unstable();
+    points.dedup();
+    points
 }
