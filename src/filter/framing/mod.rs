@@ -566,15 +566,32 @@ fn strip_syslog_header(rest: &[u8]) -> &[u8] {
     let Some(host_end) = rest.iter().position(|&b| b == b' ') else {
         return rest;
     };
-    // `[4264] FATAL: ...` is a pid and a severity, not a host and a tag.
+    // `[4264] FATAL: ...` is a pid and a severity, not a host and a tag; `[sshd]: ` or
+    // `[sshd] ` (no host, the tag in brackets) is a tag.
     if rest.first() == Some(&b'[') {
-        return rest;
+        return bracketed_tag(rest).unwrap_or(rest);
     }
     if host_end == 0 || rest[..host_end].contains(&b':') && !rest[..host_end].contains(&b'.') {
         // No host field: `sshd[1]: ...` right after the time.
         return tag(rest).unwrap_or(rest);
     }
     tag(skip_priority(&rest[host_end + 1..])).unwrap_or(rest)
+}
+
+/// `[tag]: message` or `[tag] message` -> `message`, for a tag that is a name.
+fn bracketed_tag(s: &[u8]) -> Option<&[u8]> {
+    let close = s.iter().take(34).position(|&b| b == b']')?;
+    let name = &s[1..close];
+    let is_name = name.first().is_some_and(u8::is_ascii_alphabetic)
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !is_name {
+        return None;
+    }
+    let after = &s[close + 1..];
+    let after = after.strip_prefix(b":").unwrap_or(after);
+    after.starts_with(b" ").then(|| skip_spaces(after))
 }
 
 /// `tag[pid]: message` or `tag: message` -> `message`.

@@ -305,6 +305,13 @@ fn framings_seen_in_real_logs_lose_their_stamps_and_headers() {
     let (t, m) = split("Mon Jun 8 12:08:53 2020 [pid 1] [root] FAIL LOGIN: Client \"192.0.2.9\"");
     assert_eq!(t, Some(utc(2020, 6, 8, 12, 8, 53)));
     assert_eq!(m, "[pid 1] [root] FAIL LOGIN: Client \"192.0.2.9\"");
+    // The tag in brackets, no host (BSD, macOS).
+    assert_eq!(split(&format!("Mar  3 00:17:22 [sshd]: {msg}")).1, msg);
+    assert_eq!(split(&format!("Jun 25 23:53:34 [sshd] {msg}")).1, msg);
+    assert_eq!(
+        split("Jun 25 23:53:34 [4264] FATAL: x").1,
+        "[4264] FATAL: x"
+    );
     // A day that is no day is no stamp.
     assert_eq!(split("Feb 0 16:01:07 vps x").0, None);
     assert_eq!(split("Feb 32 16:01:07 vps x").0, None);
