@@ -11,7 +11,9 @@ use crate::config::JailConfig;
 use crate::types::{IgnoreList, Target, Timestamp};
 
 mod jails;
+mod saved;
 pub use jails::Jails;
+pub use saved::SavedWindows;
 
 /// A failure found by a filter, on its way to the jail that counts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +88,13 @@ impl Times {
         match self {
             Times::Few { n, .. } => usize::from(*n),
             Times::Many(v) => v.len(),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<u32> {
+        match self {
+            Times::Few { n, t } => t[..usize::from(*n)].to_vec(),
+            Times::Many(v) => v.iter().copied().collect(),
         }
     }
 
@@ -202,6 +211,14 @@ impl Jail {
         } else {
             Outcome::Counted { target, failures }
         }
+    }
+
+    /// Each tracked address with its failure times (seconds since the epoch, oldest
+    /// first).
+    pub fn failure_times(&self) -> impl Iterator<Item = (Target, Vec<u32>)> + '_ {
+        self.window
+            .iter()
+            .map(|(t, tracked)| (*t, tracked.times.to_vec()))
     }
 
     /// Forgets addresses with no failure inside the window any more.

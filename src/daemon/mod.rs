@@ -9,6 +9,7 @@ mod generation;
 mod pipeline;
 mod reload;
 mod sources;
+mod windows;
 
 use std::sync::{Arc, RwLock};
 
@@ -129,9 +130,17 @@ async fn serve<F: Firewall + 'static>(
         shutdown: shutdown.clone(),
     };
     let jails: Vec<JailConfig> = config.enabled_jails().cloned().collect();
-    let counting = Jails::new(
+    let mut counting = Jails::new(
         jails.iter().map(|j| Jail::new(Counting::from(j))).collect(),
         config.daemon.max_tracked,
+    );
+    let names: Vec<String> = jails.iter().map(|j| j.name.clone()).collect();
+    windows::restore(
+        &shared.positions,
+        &mut counting,
+        &names,
+        clock.now(),
+        &shared.decisions,
     );
     // The table is rebuilt while the readers already read: their failures and the
     // jails' decisions wait in the bounded queues until the manager runs.
@@ -237,7 +246,9 @@ async fn serve<F: Firewall + 'static>(
     }
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
-    current.stop(config.daemon.max_tracked).await;
+    let counted = current.stop(config.daemon.max_tracked).await;
+    let names: Vec<String> = config.enabled_jails().map(|j| j.name.clone()).collect();
+    windows::save(&shared.positions, &counted, &names);
     tasks.close();
     tasks.wait().await;
     tracing::info!("stopped");

@@ -161,3 +161,43 @@ fn fifos_and_devices_at_logpaths_never_stall_the_start_a_reload_or_the_stop() {
         "SIGTERM stops it at once"
     );
 }
+
+/// Two failures before a clean restart and one after ban at maxretry 3: the failure
+/// windows are saved at stop and counted again at start. After `kill -9` nothing was
+/// saved: the two are lost, never counted twice.
+#[test]
+fn failure_windows_survive_a_clean_restart_and_are_never_counted_twice() {
+    let cfg = ConfigDir::new("backend = \"log\"", &counting_jail("auth.log"));
+    let mut d = Daemon::start(cfg.path(), None);
+    cfg.sshd_failure("203.0.113.21");
+    cfg.sshd_failure("203.0.113.21");
+    wait_for(WAIT, "two failures", || failures(cfg.path()) == 2);
+    d.stop();
+    assert!(
+        d.output().contains("failure windows saved"),
+        "{}",
+        d.output()
+    );
+    let mut d = Daemon::start(cfg.path(), None);
+    cfg.sshd_failure("203.0.113.21");
+    wait_for(
+        WAIT,
+        "the ban from failures on both sides of the restart",
+        || banned_ips(cfg.path()) == vec!["203.0.113.21".to_string()],
+    );
+    // Counted once: a second clean restart has nothing left to restore for it.
+    cfg.sshd_failure("203.0.113.22");
+    wait_for(WAIT, "one failure", || failures(cfg.path()) == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    let _d = Daemon::start(cfg.path(), None);
+    cfg.sshd_failure("203.0.113.22");
+    cfg.sshd_failure("203.0.113.22");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        banned_ips(cfg.path()),
+        vec!["203.0.113.21".to_string()],
+        "after kill -9 the failure before it is not restored"
+    );
+    assert_eq!(failures(cfg.path()), 2, "and no line is read twice");
+}
