@@ -6,6 +6,9 @@
 //! `cargo bench --bench jail_scale`; `GAOLER_BENCH_BIN=/path/to/gaoler` measures
 //! another build (BENCHMARKS.md compares this tree with the one before it).
 
+mod runbin;
+use runbin::{bin, list, median};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -76,24 +79,6 @@ impl Drop for Netns {
     }
 }
 
-/// The gaoler binary measured: this build's, or `GAOLER_BENCH_BIN`.
-fn bin() -> String {
-    std::env::var("GAOLER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gaoler").to_string())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn list(values: &[f64]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A config directory with `JAILS` jails, jail `j<i>` on port 10000 + i, reading the
 /// shared `auth.log` or a log of its own.
 fn config(dir: &Path, log_each: bool) {
@@ -149,21 +134,11 @@ fn start_to_ready(ns: &Netns, dir: &Path) -> (Child, f64) {
         .stderr(log)
         .spawn()
         .expect("daemon");
-    let mut buf = [0u8; 4096];
-    loop {
-        match notify.recv(&mut buf) {
-            Ok(n)
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1") =>
-            {
-                return (daemon, t0.elapsed().as_secs_f64());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = daemon.kill();
-                panic!("no READY=1 within 600 s: {e}");
-            }
+    match runbin::ready_after(&notify, t0) {
+        Ok(secs) => (daemon, secs),
+        Err(e) => {
+            let _ = daemon.kill();
+            panic!("no READY=1 within 600 s: {e}");
         }
     }
 }

@@ -7,6 +7,9 @@
 //! running `gaoler ctl stats --json` every 50 ms. Run: `cargo bench --bench nft_speed`;
 //! `GAOLER_BENCH_BIN=/path/to/gaoler` measures another build with the same method.
 
+mod runbin;
+use runbin::{bin, list, median};
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
@@ -16,19 +19,6 @@ use std::time::{Duration, Instant};
 const N: u32 = 100_000;
 /// Rounds of the restore and of the raw `nft -f`, alternated; the medians are reported.
 const ROUNDS: usize = 3;
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn list(values: &[f64]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// A network namespace, deleted when dropped.
 struct Netns(String);
@@ -62,11 +52,6 @@ impl Drop for Netns {
             .args(["netns", "delete", &self.0])
             .status();
     }
-}
-
-/// The gaoler binary measured: this build's, or `GAOLER_BENCH_BIN`.
-fn bin() -> String {
-    std::env::var("GAOLER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gaoler").to_string())
 }
 
 fn config(dir: &Path, maxretry: u32) {
@@ -126,21 +111,11 @@ fn start_to_ready(ns: &Netns, dir: &Path) -> (Child, f64) {
         .expect("timeout");
     let t0 = Instant::now();
     let daemon = start_with(ns, dir, &[("NOTIFY_SOCKET", path.as_os_str())]);
-    let mut buf = [0u8; 4096];
-    loop {
-        match notify.recv(&mut buf) {
-            Ok(n)
-                if String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .any(|l| l == "READY=1") =>
-            {
-                return (daemon, t0.elapsed().as_secs_f64());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                stop(daemon);
-                panic!("no READY=1 within 120 s: {e}");
-            }
+    match runbin::ready_after(&notify, t0) {
+        Ok(secs) => (daemon, secs),
+        Err(e) => {
+            stop(daemon);
+            panic!("no READY=1 within 120 s: {e}");
         }
     }
 }
