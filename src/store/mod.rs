@@ -3,6 +3,7 @@
 //! (`source::Positions`: opaque bytes, one key per source). `sled` is the real store; `memory` is a fake for unit tests of the core.
 //! Records carry a format version so old state directories keep loading.
 
+mod database;
 mod ledger;
 mod memory;
 mod positions;
