@@ -2,6 +2,7 @@
 //! and their framing (one JSON document per line, at most `MAX_FRAME` bytes).
 
 pub mod access;
+mod answer;
 pub mod client;
 pub mod server;
 

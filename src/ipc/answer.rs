@@ -1,0 +1,113 @@
+//! How an answer leaves the control socket: one frame serialized whole, or the ban
+//! list written as it is serialized (byte for byte what serde writes for the whole
+//! frame), in pieces a client must take within a deadline. A connection holds a piece
+//! of its answer, never a copy of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{BanView, Response, ResponseFrame, PROTOCOL_VERSION};
+use crate::types::Ban;
+
+/// How long a client may take to read one `CHUNK` of its answer before it is dropped.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Answers are written in pieces of this size; the bans as they are serialized.
+pub(super) const CHUNK: usize = 32 * 1024;
+
+/// What a request is answered with.
+pub enum Answer {
+    /// One frame, serialized whole.
+    Frame(Response),
+    /// A `Response::Bans` frame with the bans of `jail` (every ban when `None`) out of
+    /// the manager's shared list, serialized piece by piece as the client reads it.
+    Bans {
+        all: Arc<Vec<Ban>>,
+        jail: Option<String>,
+    },
+}
+
+/// A frame as it is sent: one line of JSON.
+pub(super) fn frame_bytes(response: Response) -> Option<Vec<u8>> {
+    let frame = ResponseFrame {
+        v: PROTOCOL_VERSION,
+        response,
+    };
+    let mut bytes = serde_json::to_vec(&frame).ok()?;
+    bytes.push(b'\n');
+    Some(bytes)
+}
+
+/// The sending half of a connection: each `CHUNK` must be taken within
+/// `WRITE_TIMEOUT`, and nothing more is sent once the daemon stops.
+pub(super) struct Out<W> {
+    pub(super) half: W,
+    pub(super) shutdown: CancellationToken,
+}
+
+impl<W: AsyncWrite + Unpin> Out<W> {
+    /// Sends `bytes`; false when the client is gone or too slow, or the daemon stops.
+    pub(super) async fn send(&mut self, bytes: &[u8]) -> bool {
+        for piece in bytes.chunks(CHUNK) {
+            let written = tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                w = tokio::time::timeout(WRITE_TIMEOUT, self.half.write_all(piece)) => w,
+            };
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    tracing::debug!(
+                        "control socket: a client did not read its answer for {} s; dropped",
+                        WRITE_TIMEOUT.as_secs()
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Sends the `Response::Bans` frame of those of `bans` in `jail` (all when `None`),
+/// byte for byte what serde writes for the whole frame, serialized one `CHUNK` at a
+/// time: a connection holds a piece of its answer, never a copy of it.
+pub(super) async fn send_bans<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    bans: &[Ban],
+    jail: Option<&str>,
+) -> bool {
+    let Some((head, tail)) = bans_frame_ends() else {
+        return false;
+    };
+    let mut buf = Vec::with_capacity(CHUNK + 1024);
+    buf.extend_from_slice(&head);
+    let wanted = bans.iter().filter(|b| jail.is_none_or(|j| b.jail == j));
+    for (i, ban) in wanted.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        if serde_json::to_writer(&mut buf, &BanView::from(ban)).is_err() {
+            return false;
+        }
+        if buf.len() >= CHUNK {
+            if !out.send(&buf).await {
+                return false;
+            }
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(&tail);
+    out.send(&buf).await
+}
+
+/// A `Bans` frame's bytes before and after its list, as serde writes them (the
+/// frame's newline included).
+fn bans_frame_ends() -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut head = frame_bytes(Response::Bans { bans: Vec::new() })?;
+    let at = head.windows(2).position(|w| w == b"[]")? + 1;
+    let tail = head.split_off(at);
+    Some((head, tail))
+}
