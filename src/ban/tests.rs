@@ -67,6 +67,19 @@ fn rig_with(store: Shared, increment: Option<Increment>) -> Rig {
     }
 }
 
+/// Adds jail `name` (60 s bans, nothing ignored) banning into set `set`.
+fn add_jail(r: &mut Rig, name: &str, set: &str) {
+    r.manager.jails.insert(
+        name.to_string(),
+        BanPolicy {
+            set: set.into(),
+            bantime: BanTime::Finite(Duration::from_secs(60)),
+            ignore: IgnoreList::default(),
+            increment: None,
+        },
+    );
+}
+
 fn currently_banned(r: &Rig) -> u64 {
     r.stats
         .jail("sshd")
@@ -605,15 +618,7 @@ async fn the_reconciler_repairs_missing_unknown_and_wrong_elements_and_a_lost_ta
 async fn jails_sharing_a_set_keep_the_element_while_any_of_them_bans() {
     let mut r = rig(Shared::default());
     // A second jail "web" sharing the set "sshd".
-    r.manager.jails.insert(
-        "web".to_string(),
-        BanPolicy {
-            set: "sshd".into(),
-            bantime: BanTime::Finite(Duration::from_secs(60)),
-            ignore: IgnoreList::default(),
-            increment: None,
-        },
-    );
+    add_jail(&mut r, "web", "sshd");
     r.manager.restore(&layout()).await.expect("restore");
     r.manager.decide(vec![decision("203.0.113.5")]).await;
     let web = Decision {
@@ -941,15 +946,7 @@ async fn an_element_the_kernel_refuses_never_takes_its_batch_or_the_restore_down
 #[tokio::test(start_paused = true)]
 async fn prefixes_of_jails_sharing_a_set_never_overlap() {
     let mut r = rig(Shared::default());
-    r.manager.jails.insert(
-        "web".to_string(),
-        BanPolicy {
-            set: "sshd".into(),
-            bantime: BanTime::Finite(Duration::from_secs(60)),
-            ignore: IgnoreList::default(),
-            increment: None,
-        },
-    );
+    add_jail(&mut r, "web", "sshd");
     r.manager.restore(&layout()).await.expect("restore");
     r.manager
         .manual_ban("sshd", target("203.0.113.0/24"), None)
@@ -962,15 +959,7 @@ async fn prefixes_of_jails_sharing_a_set_never_overlap() {
         .expect_err("overlaps the other jail's prefix in the shared set");
     assert!(matches!(e, BanError::Overlaps { .. }), "{e}");
     // A jail with a set of its own may.
-    r.manager.jails.insert(
-        "other".to_string(),
-        BanPolicy {
-            set: "other".into(),
-            bantime: BanTime::Finite(Duration::from_secs(60)),
-            ignore: IgnoreList::default(),
-            increment: None,
-        },
-    );
+    add_jail(&mut r, "other", "other");
     r.manager
         .manual_ban("other", target("203.0.0.0/16"), None)
         .await
