@@ -152,6 +152,7 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
                 "EVICTED",
                 "REPAIRS",
                 "LINES CUT",
+                "SESSIONS EVICTED",
             ],
             vec![vec![
                 s.lines_read.to_string(),
@@ -161,6 +162,7 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
                 s.evicted.to_string(),
                 s.repairs.to_string(),
                 s.lines_cut.to_string(),
+                s.sessions_evicted.to_string(),
             ]],
         ),
         Response::Error { message, .. } => format!("error: {message}\n"),

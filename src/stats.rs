@@ -27,6 +27,9 @@ pub struct Stats {
     pub lines_read: AtomicU64,
     /// Lines longer than `max_line_length`, never matched (written by the sources).
     pub lines_cut: AtomicU64,
+    /// Sessions forgotten before they ended, at a filter's `max_sessions` (written by
+    /// the sources' examiners).
+    pub sessions_evicted: AtomicU64,
     /// Written by the jail task.
     pub failures: AtomicU64,
     pub evicted: AtomicU64,

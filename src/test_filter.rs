@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::DEFAULT_MAX_LINE;
-use crate::filter::{Filter, Framer, LogTz, TrustedProxies, Verdict};
+use crate::filter::{Filter, Framer, LogTz, Sessions, TrustedProxies, Verdict};
 
 /// Matches shown in the human summary.
 const SAMPLE: usize = 10;
@@ -25,6 +25,14 @@ pub struct Match {
     /// X-Forwarded-For.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// Failures this line settles when more than one: a session's held or waiting
+    /// failures counted at this line.
+    #[serde(skip_serializing_if = "is_one")]
+    pub failures: u32,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// Everything `test-filter` found; the JSON shape is stable (see the README).
@@ -43,6 +51,8 @@ pub struct Report {
     /// Every match with `all_matches`, else the first few.
     pub matches: Vec<Match>,
     pub regex_hits: Vec<usize>,
+    /// Failures counted: a line of a session filter may settle several (or none).
+    pub failures: u64,
     pub seconds: f64,
     #[serde(skip)]
     pub missed_lines: Vec<(usize, String)>,
@@ -77,6 +87,7 @@ pub fn run(
         ..Report::default()
     };
     let now = Utc::now();
+    let mut sessions = filter.session().map(|spec| spec.sessions());
     let start = Instant::now();
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0;
@@ -96,12 +107,12 @@ pub fn run(
                 report.cut_line();
                 continue;
             }
-            examine(filter, &framer, line, now, opts, &mut report);
+            examine(filter, &framer, line, now, opts, &mut sessions, &mut report);
         }
         if eof {
             if from < filled && !skipping {
                 let line = buf[from..filled].to_vec();
-                examine(filter, &framer, &line, now, opts, &mut report);
+                examine(filter, &framer, &line, now, opts, &mut sessions, &mut report);
             }
             break;
         }
@@ -133,39 +144,61 @@ fn examine(
     line: &[u8],
     now: chrono::DateTime<Utc>,
     opts: &Options,
+    sessions: &mut Option<Sessions>,
     report: &mut Report,
 ) {
     report.lines += 1;
     let framed = framer.split(line, now);
-    match filter.examine_behind(framed.message, &opts.proxies, false) {
-        Verdict::Failure(found) => {
-            report.matched += 1;
-            report.regex_hits[found.regex] += 1;
-            if opts.all_matches || report.matches.len() < SAMPLE {
-                let user = match filter.examine_behind(framed.message, &opts.proxies, true) {
-                    Verdict::Failure(f) => f.user,
-                    _ => None,
-                };
-                report.matches.push(Match {
-                    line: report.lines,
-                    host: found.host.to_string(),
-                    time: framed
-                        .time
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-                    user,
-                    via: found.via.map(|ip| ip.to_string()),
-                });
+    let (found, count) = match filter.examine_behind(framed.message, &opts.proxies, false) {
+        Verdict::Failure(found) => ((found.host, found.regex, found.via), 1),
+        Verdict::Mark(mark) => {
+            report.regex_hits[mark.regex] += 1;
+            let spec = filter.session();
+            let settled = match (spec, sessions.as_mut()) {
+                (Some(spec), Some(open)) => {
+                    let key = spec.key(framed.message, framed.process);
+                    open.observe(key, &mark, framed.time.unwrap_or(now))
+                }
+                _ => None,
+            };
+            match settled {
+                Some(s) => ((s.host, mark.regex, mark.via), s.count),
+                None => return,
             }
         }
-        Verdict::Ignored(_) => report.ignored += 1,
-        Verdict::NoClient(_) => report.no_client += 1,
+        Verdict::Ignored(_) => return report.ignored += 1,
+        Verdict::NoClient(_) => return report.no_client += 1,
         Verdict::Miss => {
             report.missed += 1;
             if opts.missed {
                 let text = String::from_utf8_lossy(line).trim_end().to_string();
                 report.missed_lines.push((report.lines, text));
             }
+            return;
         }
+    };
+    let (host, regex, via) = found;
+    report.matched += 1;
+    report.failures += u64::from(count);
+    if count == 1 && filter.session().is_none() {
+        report.regex_hits[regex] += 1;
+    }
+    if opts.all_matches || report.matches.len() < SAMPLE {
+        let user = match filter.examine_behind(framed.message, &opts.proxies, true) {
+            Verdict::Failure(f) => f.user,
+            Verdict::Mark(m) => m.user,
+            _ => None,
+        };
+        report.matches.push(Match {
+            line: report.lines,
+            host: host.to_string(),
+            time: framed
+                .time
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            user,
+            via: via.map(|ip| ip.to_string()),
+            failures: count,
+        });
     }
 }
 

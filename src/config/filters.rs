@@ -13,7 +13,10 @@ use super::diag::ConfigErrors;
 use super::diag::Diagnostic;
 use super::load::{default_filter_path, read_daemon_settings, valid_name, Loader, Pos};
 use super::raw::RawFilter;
-use crate::filter::{DatePattern, Decode, Filter, RegexRole};
+use crate::filter::{
+    DatePattern, Decode, Filter, RegexRole, Role, SessionRules, DEFAULT_MAX_AGE_SECS,
+    DEFAULT_MAX_SESSIONS,
+};
 
 impl Loader {
     /// Finds a filter by name along `filter_path` (or by path) and compiles it once
@@ -100,6 +103,7 @@ impl Loader {
             }
         };
         let vars = self.filter_vars(name, &raw, jail_vars)?;
+        // `fill` borrows `raw`'s strings; the compiled sources are owned.
         // Every regex with the variables put in; a `${x}` the filter lacks is an error.
         let mut bad_var = false;
         let mut fill = |source: &Spanned<String>, errors: &mut Vec<Diagnostic>| {
@@ -112,9 +116,26 @@ impl Loader {
                 }
             }
         };
-        let fail: Vec<String> = raw
-            .failregex
-            .get_ref()
+        // The failregexes: the filter's own, then those of the mode `mode` selects.
+        let mut fail_sources: Vec<&Spanned<String>> = raw.failregex.get_ref().iter().collect();
+        if !raw.modes.is_empty() {
+            let chosen = vars.get("mode").copied().unwrap_or_default();
+            match mode_regexes(&raw, chosen) {
+                Ok(extra) => fail_sources.extend(extra),
+                Err(msg) => {
+                    let at = jail_vars.iter().find(|(k, _, _)| k == "mode");
+                    match at {
+                        Some((_, _, pos)) => self.errors.push(pos.error(msg)),
+                        None => {
+                            let span = raw.vars.get("mode").map_or(0..0, |v| v.span());
+                            self.errors.push(Diagnostic::at(path, &text, span, msg));
+                        }
+                    }
+                    return None;
+                }
+            }
+        }
+        let fail: Vec<String> = fail_sources
             .iter()
             .map(|r| fill(r, &mut self.errors))
             .collect();
@@ -124,6 +145,26 @@ impl Loader {
             .map(|r| fill(r, &mut self.errors))
             .collect();
         let pref = raw.prefregex.as_ref().map(|p| fill(p, &mut self.errors));
+        let session = raw.session.as_ref().map(|rs| {
+            let mut list = |l: &Vec<Spanned<String>>| -> Vec<String> {
+                l.iter().map(|r| fill(r, &mut self.errors)).collect()
+            };
+            SessionRules {
+                key: rs.key.get_ref().clone(),
+                hold: list(&rs.hold),
+                success: list(&rs.success),
+                end: list(&rs.end),
+                note: list(&rs.note),
+                max_sessions: rs
+                    .max_sessions
+                    .as_ref()
+                    .map_or(DEFAULT_MAX_SESSIONS, |n| (*n.get_ref()).max(1) as usize),
+                max_age_secs: rs
+                    .max_age
+                    .as_ref()
+                    .map_or(DEFAULT_MAX_AGE_SECS, |d| d.get_ref().0.as_secs().max(1) as i64),
+            }
+        });
         if bad_var {
             return None;
         }
@@ -136,16 +177,27 @@ impl Loader {
             ));
             return None;
         }
-        match Filter::new(name, &fail, &ignore, pref.as_deref()) {
+        match Filter::build(name, &fail, &ignore, pref.as_deref(), session.as_ref()) {
             Ok(f) => Some(Arc::new(
                 f.with_datepattern(datepattern).with_decode(decode),
             )),
             Err(errors) => {
                 for e in errors {
-                    let span = match e.role {
-                        RegexRole::Fail(i) => raw.failregex.get_ref()[i].span(),
-                        RegexRole::Ignore(i) => raw.ignoreregex[i].span(),
-                        RegexRole::Pref => raw.prefregex.as_ref().map_or(0..0, |p| p.span()),
+                    let span = match (e.role, raw.session.as_ref()) {
+                        (RegexRole::Fail(i), _) => fail_sources[i].span(),
+                        (RegexRole::Ignore(i), _) => raw.ignoreregex[i].span(),
+                        (RegexRole::Pref, _) => raw.prefregex.as_ref().map_or(0..0, |p| p.span()),
+                        (RegexRole::SessionKey, Some(rs)) => rs.key.span(),
+                        (RegexRole::Session(role, i), Some(rs)) => {
+                            let list = match role {
+                                Role::Hold => &rs.hold,
+                                Role::Success => &rs.success,
+                                Role::End => &rs.end,
+                                Role::Note | Role::Fail => &rs.note,
+                            };
+                            list.get(i).map_or(0..0, |r| r.span())
+                        }
+                        (RegexRole::SessionKey | RegexRole::Session(..), None) => 0..0,
                     };
                     self.errors
                         .push(Diagnostic::at(path, &text, span, e.message));
@@ -188,6 +240,30 @@ impl Loader {
         }
         (!unknown).then_some(vars)
     }
+}
+
+/// The failregexes mode `chosen` adds (with those of the modes it includes), or why
+/// it is not one of the filter's modes.
+fn mode_regexes<'a>(raw: &'a RawFilter, chosen: &str) -> Result<Vec<&'a Spanned<String>>, String> {
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut todo = vec![chosen];
+    while let Some(name) = todo.pop() {
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        let Some(mode) = raw.modes.get(name) else {
+            let known: Vec<&str> = raw.modes.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown mode `{name}`: this filter's modes are {}",
+                known.join(", ")
+            ));
+        };
+        out.extend(mode.failregex.iter());
+        todo.extend(mode.include.iter().rev().map(|m| m.get_ref().as_str()));
+    }
+    Ok(out)
 }
 
 /// Finds and compiles one filter for `test-filter`: by name along the filter path of

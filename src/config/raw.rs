@@ -170,4 +170,37 @@ pub struct RawFilter {
     /// Variables (`${name}` in the regexes) with their defaults; jails may set them.
     #[serde(default)]
     pub vars: BTreeMap<String, Spanned<String>>,
+    /// How lines tie into sessions, and what each kind of line says about one.
+    pub session: Option<RawSession>,
+    /// Named sets of extra failregexes, chosen by the variable `mode`.
+    #[serde(default)]
+    pub modes: BTreeMap<String, RawMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    /// `"process"`, or a regex with a `(?P<session>...)` group.
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub hold: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub success: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub end: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub note: Vec<Spanned<String>>,
+    pub max_sessions: Option<Spanned<i64>>,
+    pub max_age: Option<Spanned<DurationValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMode {
+    /// Failregexes this mode adds, after the filter's own.
+    #[serde(default)]
+    pub failregex: Vec<Spanned<String>>,
+    /// Other modes whose failregexes this one also adds.
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
 }

@@ -104,10 +104,14 @@ impl Generation {
         }
         let journal = sources::journal_subscribers(jails);
         if !journal.is_empty() {
-            let wanted = journal
+            let mut wanted = journal
                 .iter()
                 .flat_map(|s| s.matches.iter().flat_map(|m| m.fields().map(String::from)))
                 .collect::<Vec<_>>();
+            // A session filter ties an entry to its process by these.
+            if journal.iter().any(|s| s.filter.session().is_some()) {
+                wanted.extend(super::pipeline::PROCESS_FIELDS.map(String::from));
+            }
             let (open, is_open) = tokio::sync::oneshot::channel();
             cx.spawn(
                 &readers,

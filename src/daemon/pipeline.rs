@@ -11,12 +11,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::ban::{Decided, Decision};
-use crate::filter::{Filter, Framer, TrustedProxies, Verdict};
+use crate::filter::{Filter, Framer, Mark, Sessions, TrustedProxies, Verdict};
 use crate::jail::{Failure, Jails, Outcome};
 use crate::source::journal::Matches;
 use crate::source::{self, Barrier, Batch, Follow, Sink, Source};
 use crate::stats::Stats;
 use crate::types::Clock;
+
+/// The journal fields that name an entry's process, for session filters.
+pub const PROCESS_FIELDS: [&str; 2] = ["SYSLOG_IDENTIFIER", "_PID"];
 
 /// How often quiet addresses are forgotten.
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
@@ -87,6 +90,10 @@ pub struct Examiner {
     source: String,
     /// A cut line was logged already for this source.
     told_cut: bool,
+    /// Each subscriber's open sessions, when its filter has sessions.
+    sessions: Vec<Option<Sessions>>,
+    /// Sessions evicted so far, as last added to the stats.
+    evicted: u64,
 }
 
 impl Examiner {
@@ -103,6 +110,11 @@ impl Examiner {
             read_here: stats.source(source),
             source: source.to_string(),
             told_cut: false,
+            sessions: subscribers
+                .iter()
+                .map(|s| s.filter.session().map(|spec| spec.sessions()))
+                .collect(),
+            evicted: 0,
             subscribers,
             failures,
             stats,
@@ -120,6 +132,43 @@ impl Examiner {
             tracing::warn!(source = %self.source, "a line longer than max_line_length was read: such lines are counted (lines_cut) and never matched, since a forged address may stand where the server's was cut off; raise max_line_length if this service writes such lines");
         }
     }
+}
+
+impl Examiner {
+    /// Adds the sessions evicted since the last call to the stats; says so once.
+    fn count_evictions(&mut self) {
+        let total: u64 = self.sessions.iter().flatten().map(Sessions::evicted).sum();
+        if total > self.evicted {
+            self.stats
+                .sessions_evicted
+                .fetch_add(total - self.evicted, Relaxed);
+            if self.evicted == 0 {
+                tracing::warn!(source = %self.source, evicted = total, "more sessions are open than a filter's max_sessions allows; forgetting the oldest (counted in sessions_evicted)");
+            }
+            self.evicted = total;
+        }
+    }
+}
+
+/// Gives a subscriber's sessions one matched line; what it settles.
+fn settle(
+    filter: &Filter,
+    sessions: Option<&mut Option<Sessions>>,
+    mark: &Mark,
+    message: &[u8],
+    process: Option<&[u8]>,
+    time: crate::types::Timestamp,
+) -> Option<crate::filter::Settled> {
+    let spec = filter.session()?;
+    let sessions = sessions?.as_mut()?;
+    sessions.observe(spec.key(message, process), mark, time)
+}
+
+/// `SYSLOG_IDENTIFIER[_PID]` of a journal entry, as a syslog header names a process.
+fn process_of(fields: &crate::source::Fields) -> Option<Vec<u8>> {
+    let pid = fields.get(PROCESS_FIELDS[1])?;
+    let ident = fields.get(PROCESS_FIELDS[0]).map_or("", String::as_str);
+    Some(format!("{ident}[{pid}]").into_bytes())
 }
 
 impl Sink for Examiner {
@@ -140,9 +189,9 @@ impl Sink for Examiner {
             }
             let shared =
                 (record.meta.is_none() && self.any_auto).then(|| auto.split(record.text, now));
-            for sub in &self.subscribers {
+            for (n, sub) in self.subscribers.iter().enumerate() {
                 let own;
-                let (message, time) = match (record.meta, &shared) {
+                let (message, time, process) = match (record.meta, &shared) {
                     (Some(meta), _) => {
                         if sub
                             .matches
@@ -151,40 +200,59 @@ impl Sink for Examiner {
                         {
                             continue;
                         }
-                        (record.text, meta.time)
+                        (record.text, meta.time, None)
                     }
-                    (None, Some(f)) if sub.framer == auto => (f.message, f.time),
+                    (None, Some(f)) if sub.framer == auto => (f.message, f.time, f.process),
                     (None, _) => {
                         own = sub.framer.split(record.text, now);
-                        (own.message, own.time)
+                        (own.message, own.time, own.process)
                     }
                 };
-                match sub.filter.examine_behind(message, &sub.proxies, false) {
-                    Verdict::Failure(found) => {
-                        let failure = Failure {
-                            jail: sub.jail,
-                            host: found.host,
-                            time,
+                let (host, count) = match sub.filter.examine_behind(message, &sub.proxies, false) {
+                    Verdict::Failure(found) => (found.host, 1),
+                    Verdict::Mark(mark) => {
+                        let journal_process;
+                        let process = match record.meta {
+                            Some(meta) => {
+                                journal_process = process_of(&meta.fields);
+                                journal_process.as_deref()
+                            }
+                            None => process,
                         };
-                        if self
-                            .failures
-                            .send(Reported::Failure(failure))
-                            .await
-                            .is_err()
-                        {
-                            return false;
+                        let open = self.sessions.get_mut(n);
+                        match settle(&sub.filter, open, &mark, message, process, time.unwrap_or(now)) {
+                            Some(settled) => (settled.host, settled.count),
+                            None => continue,
                         }
                     }
                     Verdict::Ignored(found) => {
-                        tracing::debug!(filter = sub.filter.name(), host = %found.host, "ignoreregex matched")
+                        tracing::debug!(filter = sub.filter.name(), host = %found.host, "ignoreregex matched");
+                        continue;
                     }
                     Verdict::NoClient(found) => {
-                        tracing::debug!(filter = sub.filter.name(), peer = %found.host, "failure names no client in X-Forwarded-For (trusted proxy or trusted_proxies_only); not counted")
+                        tracing::debug!(filter = sub.filter.name(), peer = %found.host, "failure names no client in X-Forwarded-For (trusted proxy or trusted_proxies_only); not counted");
+                        continue;
                     }
-                    Verdict::Miss => {}
+                    Verdict::Miss => continue,
+                };
+                for _ in 0..count {
+                    let failure = Failure {
+                        jail: sub.jail,
+                        host,
+                        time,
+                    };
+                    if self
+                        .failures
+                        .send(Reported::Failure(failure))
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
                 }
             }
         }
+        self.count_evictions();
         true
     }
 

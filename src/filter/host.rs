@@ -7,6 +7,9 @@ use std::net::IpAddr;
 pub const HOST_GROUP: &str = "host";
 /// Capture group holding a user name, when the filter has `<USER>`.
 pub const USER_GROUP: &str = "user";
+/// Capture group holding a second place a user name may stand (fail2ban's
+/// `<F-ALT_USER>`), used when `user` captured nothing.
+pub const ALT_USER_GROUP: &str = "alt_user";
 /// Capture group holding an X-Forwarded-For value, when the filter has `<XFF>`.
 pub const XFF_GROUP: &str = "xff";
 

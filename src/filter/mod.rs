@@ -6,14 +6,20 @@ mod decode;
 mod framing;
 mod host;
 mod proxy;
+mod session;
 
 use std::net::IpAddr;
 
 use regex::bytes::{Regex, RegexSet};
 
 pub use framing::{split_line, DatePattern, Framed, Framer, LogTz};
-pub use host::{expand_placeholders, substitute_vars, HOST_GROUP, USER_GROUP, XFF_GROUP};
+pub use host::{
+    expand_placeholders, substitute_vars, ALT_USER_GROUP, HOST_GROUP, USER_GROUP, XFF_GROUP,
+};
 pub use proxy::TrustedProxies;
+pub use session::{
+    key_of, Mark, Role, Sessions, Settled, DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_SESSIONS,
+};
 
 /// Which regex of a filter an error or a match refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +27,10 @@ pub enum RegexRole {
     Fail(usize),
     Ignore(usize),
     Pref,
+    /// A session's regex of this role, by index in its list (`key` is `Note` 0 when
+    /// the session key is a regex).
+    Session(Role, usize),
+    SessionKey,
 }
 
 /// A regex that does not compile, or a failregex that cannot yield an address.
@@ -56,6 +66,9 @@ pub enum Verdict {
     /// proxy (or the jail has `trusted_proxies_only`) and X-Forwarded-For names none.
     /// The proxy is not the offender.
     NoClient(Found),
+    /// A filter with sessions matched the line: what it says goes to the session's
+    /// [`Sessions`], which settles the failures.
+    Mark(Mark),
 }
 
 /// One failregex: the full regex, and where `<HOST>` is a direct part of its top-level
@@ -64,14 +77,31 @@ pub enum Verdict {
 struct FailRegex {
     full: Regex,
     split: Option<(Regex, Regex)>,
+    /// What the line says about its session (`Fail` for a filter without sessions).
+    role: Role,
+    /// The regex captures an address (only a session's lines may lack one).
+    has_host: bool,
+    /// The regex captures a user name, which a session needs.
+    has_user: bool,
 }
 
 impl FailRegex {
-    fn new(expanded: &str) -> Result<FailRegex, String> {
+    fn new(expanded: &str, role: Role) -> Result<FailRegex, String> {
         let full = compile(expanded)?;
+        let has_host = full.capture_names().flatten().any(|n| n == HOST_GROUP);
+        let has_user = full
+            .capture_names()
+            .flatten()
+            .any(|n| n == USER_GROUP || n == ALT_USER_GROUP);
         let split = host::split_at_host(expanded)
             .and_then(|(before, after)| Some((compile(&before).ok()?, compile(&after).ok()?)));
-        Ok(FailRegex { full, split })
+        Ok(FailRegex {
+            full,
+            split,
+            role,
+            has_host,
+            has_user,
+        })
     }
 
     /// The address without running a capture engine: the leftmost address in the
@@ -88,14 +118,20 @@ impl FailRegex {
             .map(|(_, _, ip)| ip)
     }
 
-    /// The address (and user) as the regex engine's captures give them.
-    fn captured(&self, content: &[u8]) -> Option<(IpAddr, Option<String>)> {
+    /// The address (and user) as the regex engine's captures give them; `None` when
+    /// the regex does not match or its address does not parse. A regex without
+    /// `<HOST>` (a session's) matches with no address.
+    fn captured(&self, content: &[u8]) -> Option<(Option<IpAddr>, Option<String>)> {
         let caps = self.full.captures(content)?;
-        let host = caps
-            .name(HOST_GROUP)
-            .and_then(|m| host::parse(m.as_bytes()))?;
+        let host = match caps.name(HOST_GROUP) {
+            Some(m) => Some(host::parse(m.as_bytes())?),
+            None if self.has_host => return None,
+            None => None,
+        };
         let user = caps
             .name(USER_GROUP)
+            .or_else(|| caps.name(ALT_USER_GROUP))
+            .filter(|m| !m.as_bytes().is_empty())
             .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
         Some((host, user))
     }
@@ -119,17 +155,74 @@ pub enum Decode {
     Url,
 }
 
+/// How a filter ties lines into sessions, and which regexes say what about one
+/// (see `session/`). The failregexes are the sessions' failures.
+#[derive(Clone, Debug, Default)]
+pub struct SessionRules {
+    /// `"process"` (the syslog header's program and pid, or the journal's `_PID`) or
+    /// a regex whose `(?P<session>...)` group captures an id from the message.
+    pub key: String,
+    pub hold: Vec<String>,
+    pub success: Vec<String>,
+    pub end: Vec<String>,
+    pub note: Vec<String>,
+    pub max_sessions: usize,
+    pub max_age_secs: i64,
+}
+
+/// What ties a filter's lines into sessions.
+#[derive(Debug)]
+pub enum SessionKey {
+    /// The logging process: the syslog header (`host prog[pid]: `) or `_PID`.
+    Process,
+    /// An id in the message, captured by the regex's `session` group.
+    Captured(Regex),
+}
+
+/// A compiled filter's session settings.
+#[derive(Debug)]
+pub struct SessionSpec {
+    pub key: SessionKey,
+    pub max_sessions: usize,
+    pub max_age_secs: i64,
+}
+
+impl SessionSpec {
+    /// A fresh, empty set of sessions with this filter's limits.
+    pub fn sessions(&self) -> Sessions {
+        Sessions::new(self.max_sessions, self.max_age_secs)
+    }
+
+    /// The key of the session `message` belongs to; `process` is the header the
+    /// framing removed (or the journal's process), if it named one.
+    pub fn key(&self, message: &[u8], process: Option<&[u8]>) -> Option<u64> {
+        match &self.key {
+            SessionKey::Process => process.map(key_of),
+            SessionKey::Captured(re) => re
+                .captures(message)
+                .and_then(|c| c.name("session"))
+                .map(|m| key_of(m.as_bytes())),
+        }
+    }
+}
+
 /// A filter ready to run: its failregexes, ignoreregexes and optional prefregex.
 #[derive(Debug)]
 pub struct Filter {
     name: String,
+    /// The failregexes, then (with sessions) the hold, success, end and note
+    /// regexes: the first that matches decides.
     fail: Vec<FailRegex>,
-    /// All failregexes in one automaton: a message that matches none costs one scan.
+    /// The order they are tried in: hold regexes first (they single out the
+    /// harmless form of a failure), then failures, successes, ends and notes.
+    order: Vec<usize>,
+    /// All of them in one automaton: a message that matches none costs one scan.
     fail_set: RegexSet,
     ignore: Option<RegexSet>,
     pref: Option<Regex>,
     datepattern: Option<DatePattern>,
     decode: Decode,
+    session: Option<SessionSpec>,
 }
 
 impl Filter {
@@ -141,22 +234,79 @@ impl Filter {
         ignoreregex: &[String],
         prefregex: Option<&str>,
     ) -> Result<Filter, Vec<FilterError>> {
+        Filter::build(name, failregex, ignoreregex, prefregex, None)
+    }
+
+    /// Like [`Filter::new`], with sessions when `session` is given: then a
+    /// failregex may lack `<HOST>` (its line takes the session's address).
+    pub fn build(
+        name: &str,
+        failregex: &[String],
+        ignoreregex: &[String],
+        prefregex: Option<&str>,
+        session: Option<&SessionRules>,
+    ) -> Result<Filter, Vec<FilterError>> {
         let mut errors = Vec::new();
         let mut fail = Vec::new();
-        for (i, source) in failregex.iter().enumerate() {
-            let role = RegexRole::Fail(i);
-            if !source.contains("<HOST>") && !source.contains("<ADDR>") {
+        let mut add = |source: &str, role: Role, err: RegexRole, errors: &mut Vec<FilterError>| {
+            let has_host = source.contains("<HOST>") || source.contains("<ADDR>");
+            if !has_host && matches!(role, Role::Fail) && session.is_none() {
                 errors.push(FilterError {
-                    role,
-                    message: "failregex has no <HOST>: it must capture the offending address"
+                    role: err,
+                    message: "failregex has no <HOST>: it must capture the offending address \
+                              (only a filter with [session] may leave it to the session)"
                         .into(),
                 });
-                continue;
+                return;
             }
-            match FailRegex::new(&expand_placeholders(source)) {
+            match FailRegex::new(&expand_placeholders(source), role) {
                 Ok(re) => fail.push(re),
-                Err(message) => errors.push(FilterError { role, message }),
+                Err(message) => errors.push(FilterError { role: err, message }),
             }
+        };
+        for (i, source) in failregex.iter().enumerate() {
+            add(source, Role::Fail, RegexRole::Fail(i), &mut errors);
+        }
+        let mut spec = None;
+        if let Some(rules) = session {
+            for (list, role) in [
+                (&rules.hold, Role::Hold),
+                (&rules.success, Role::Success),
+                (&rules.end, Role::End),
+                (&rules.note, Role::Note),
+            ] {
+                for (i, source) in list.iter().enumerate() {
+                    add(source, role, RegexRole::Session(role, i), &mut errors);
+                }
+            }
+            let key = if rules.key == "process" {
+                Some(SessionKey::Process)
+            } else {
+                match compile(&expand_placeholders(&rules.key)) {
+                    Ok(re) if re.capture_names().flatten().any(|n| n == "session") => {
+                        Some(SessionKey::Captured(re))
+                    }
+                    Ok(_) => {
+                        errors.push(FilterError {
+                            role: RegexRole::SessionKey,
+                            message: "a session key is \"process\" or a regex with a group (?P<session>...)".into(),
+                        });
+                        None
+                    }
+                    Err(message) => {
+                        errors.push(FilterError {
+                            role: RegexRole::SessionKey,
+                            message,
+                        });
+                        None
+                    }
+                }
+            };
+            spec = key.map(|key| SessionSpec {
+                key,
+                max_sessions: rules.max_sessions,
+                max_age_secs: rules.max_age_secs,
+            });
         }
         let ignore_sources: Vec<String> =
             ignoreregex.iter().map(|s| expand_placeholders(s)).collect();
@@ -192,6 +342,14 @@ impl Filter {
             return Err(errors);
         }
         let sources: Vec<&str> = fail.iter().map(|r| r.full.as_str()).collect();
+        let mut order: Vec<usize> = (0..fail.len()).collect();
+        order.sort_by_key(|&i| match fail[i].role {
+            Role::Hold => 0,
+            Role::Fail => 1,
+            Role::Success => 2,
+            Role::End => 3,
+            Role::Note => 4,
+        });
         let fail_set = set(&sources).map_err(|e| {
             vec![FilterError {
                 role: RegexRole::Fail(0),
@@ -216,6 +374,8 @@ impl Filter {
             pref,
             datepattern: None,
             decode: Decode::None,
+            order,
+            session: spec,
         })
     }
 
@@ -239,8 +399,15 @@ impl Filter {
         &self.name
     }
 
+    /// The number of regexes that can match a line: the failregexes, then a
+    /// session's hold, success, end and note regexes (`Found::regex` indexes these).
     pub fn failregex_count(&self) -> usize {
         self.fail.len()
+    }
+
+    /// How this filter ties lines into sessions, if it does.
+    pub fn session(&self) -> Option<&SessionSpec> {
+        self.session.as_ref()
     }
 
     /// Looks for a failure in one message (the line without its timestamp and syslog
@@ -290,19 +457,27 @@ impl Filter {
         }
         // The addresses in the line, found once (when first needed) for all failregexes.
         let mut candidates = None;
-        for (i, re) in self.fail.iter().enumerate() {
+        for &i in &self.order {
+            let re = &self.fail[i];
             // A fast hit proves the whole regex matches; otherwise ask the regex itself.
-            let fast = if detailed {
+            // A session needs the user name (a second one makes it hostile).
+            let fast = if detailed || self.session.is_some() && re.has_user {
                 None
             } else {
                 re.fast(content, &mut candidates)
             };
             let found = match fast {
-                Some(ip) => Some((ip, None)),
+                Some(ip) => Some((Some(ip), None)),
                 None if re.full.is_match(content) => re.captured(content),
                 None => None,
             };
             let Some((host, user)) = found else {
+                continue;
+            };
+            if self.session.is_some() {
+                return self.mark(re, i, host, user, content, message, proxies);
+            }
+            let Some(host) = host else {
                 continue;
             };
             let mut found = Found {
@@ -322,16 +497,70 @@ impl Filter {
                     None => return Verdict::NoClient(found),
                 }
             }
-            if self
-                .ignore
-                .as_ref()
-                .is_some_and(|set| set.is_match(message))
-            {
+            if self.ignored(message) {
                 return Verdict::Ignored(found);
             }
             return Verdict::Failure(found);
         }
         Verdict::Miss
+    }
+
+    fn ignored(&self, message: &[u8]) -> bool {
+        self.ignore
+            .as_ref()
+            .is_some_and(|set| set.is_match(message))
+    }
+
+    /// A session filter's match: proxies resolved as for a failure; an ignored
+    /// failure says nothing at all.
+    #[allow(clippy::too_many_arguments)]
+    fn mark(
+        &self,
+        re: &FailRegex,
+        regex: usize,
+        host: Option<IpAddr>,
+        user: Option<String>,
+        content: &[u8],
+        message: &[u8],
+        proxies: &TrustedProxies,
+    ) -> Verdict {
+        let mut mark = Mark {
+            role: re.role,
+            host,
+            user,
+            regex,
+            via: None,
+        };
+        if let Some(peer) = host {
+            if proxies.trusts(peer) || proxies.is_only() {
+                match re.forwarded(content).and_then(|xff| proxies.client(xff)) {
+                    Some(client) => {
+                        mark.via = proxies.trusts(peer).then_some(peer);
+                        mark.host = Some(client);
+                    }
+                    None => {
+                        return Verdict::NoClient(Found {
+                            host: peer,
+                            user: mark.user,
+                            regex,
+                            via: None,
+                        })
+                    }
+                }
+            }
+        }
+        if matches!(re.role, Role::Fail | Role::Hold) && self.ignored(message) {
+            return match mark.host {
+                Some(host) => Verdict::Ignored(Found {
+                    host,
+                    user: mark.user,
+                    regex,
+                    via: mark.via,
+                }),
+                None => Verdict::Miss,
+            };
+        }
+        Verdict::Mark(mark)
     }
 }
 

@@ -118,6 +118,9 @@ pub struct StatsReport {
     /// Lines longer than `max_line_length`: counted, never matched.
     #[serde(default)]
     pub lines_cut: u64,
+    /// Sessions of multi-line filters forgotten before they ended, at `max_sessions`.
+    #[serde(default)]
+    pub sessions_evicted: u64,
 }
 
 /// What `ctl reload` did: jails by what happened to them, and to the bans.

@@ -315,6 +315,7 @@ impl Handler {
                 evicted: self.stats.evicted.load(Relaxed),
                 repairs: self.stats.repairs.load(Relaxed),
                 lines_cut: self.stats.lines_cut.load(Relaxed),
+                sessions_evicted: self.stats.sessions_evicted.load(Relaxed),
             }),
             Request::LogLevel { level } => match self.logs.set_level(&level) {
                 Ok(()) => {

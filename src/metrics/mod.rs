@@ -74,6 +74,13 @@ pub fn render(stats: &Stats) -> String {
         "Log lines longer than max_line_length: counted, never matched.",
         stats.lines_cut.load(Relaxed),
     );
+    scalar(
+        &mut out,
+        "gaoler_sessions_evicted_total",
+        "counter",
+        "Sessions of multi-line filters forgotten before they ended, at max_sessions.",
+        stats.sessions_evicted.load(Relaxed),
+    );
     labelled(
         &mut out,
         "gaoler_source_lines_read_total",
@@ -247,6 +254,7 @@ mod tests {
         s.transactions.record(Duration::from_millis(20), false);
         s.transactions.record(Duration::from_secs(2), true);
         s.lines_cut.store(3, Relaxed);
+        s.sessions_evicted.store(8, Relaxed);
         s.metrics_dropped_cap.store(6, Relaxed);
         s.metrics_dropped_deadline.store(1, Relaxed);
         s
@@ -262,6 +270,9 @@ gaoler_lines_read_total 42
 # HELP gaoler_lines_cut_total Log lines longer than max_line_length: counted, never matched.
 # TYPE gaoler_lines_cut_total counter
 gaoler_lines_cut_total 3
+# HELP gaoler_sessions_evicted_total Sessions of multi-line filters forgotten before they ended, at max_sessions.
+# TYPE gaoler_sessions_evicted_total counter
+gaoler_sessions_evicted_total 8
 # HELP gaoler_source_lines_read_total Log lines read per source: a file path, or journal.
 # TYPE gaoler_source_lines_read_total counter
 gaoler_source_lines_read_total{source=\"/var/log/auth.log\"} 40
@@ -334,7 +345,7 @@ gaoler_metrics_connections_dropped_total{reason=\"deadline\"} 1
         // Every metric has exactly one HELP and one TYPE line.
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!((helps, types), (14, 14));
+        assert_eq!((helps, types), (15, 15));
     }
 
     #[test]

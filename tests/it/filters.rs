@@ -6,6 +6,10 @@
 //!   `#> none`                   the line must not match
 //!   `#> noclient`               a failure logged for a trusted proxy that names no
 //!                               client: never counted
+//!   `failures=N` after a host   the line settles N failures (a filter with sessions
+//!                               counts held or waiting failures at the line that
+//!                               settles them; the lines of a fixture form sessions
+//!                               in order, as in a log)
 //! `#! trusted_proxies NET...` sets the trusted proxies for the lines after it (as a
 //! jail's `trusted_proxies`); a `host=` is then the client the line is counted for.
 //! `#! trusted_proxies_only` then also refuses lines from other peers.
@@ -13,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gaoler::filter::{split_line, Filter, TrustedProxies, Verdict};
+use gaoler::filter::{split_line, Filter, Sessions, TrustedProxies, Verdict};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,6 +47,7 @@ enum Expect {
         host: String,
         user: Option<String>,
         inject: bool,
+        failures: Option<u32>,
     },
     None,
     NoClient,
@@ -61,11 +66,20 @@ fn parse_annotation(text: &str) -> Expect {
     let rest = text
         .strip_prefix("host=")
         .unwrap_or_else(|| panic!("bad annotation `{text}`"));
+    let (rest, failures) = match rest.split_once(" failures=") {
+        Some((r, n)) => (r, Some(n.trim().parse().expect("failures=N"))),
+        None => (rest, None),
+    };
     let (host, user) = match rest.split_once(" user=") {
         Some((h, u)) => (h.to_string(), Some(u.to_string())),
         None => (rest.to_string(), None),
     };
-    Expect::Host { host, user, inject }
+    Expect::Host {
+        host,
+        user,
+        inject,
+        failures,
+    }
 }
 
 /// The address a word of a log line spells, also as `ADDR:PORT` or with a trailing `.`.
@@ -139,6 +153,66 @@ fn filter_name(path: &Path) -> String {
         .into_owned()
 }
 
+/// What one line of a fixture gave: the failures it settles (host, user, regex,
+/// count), or the verdict when it settles none.
+enum Outcome {
+    Settles {
+        host: std::net::IpAddr,
+        user: Option<String>,
+        count: u32,
+    },
+    Nothing(Verdict),
+}
+
+/// Runs one message through `filter` and, for a filter with sessions, through its
+/// open sessions (keyed by the line's process); counts the regex hit.
+fn outcome(
+    filter: &Filter,
+    sessions: &mut Option<Sessions>,
+    raw: &[u8],
+    proxies: &TrustedProxies,
+    now: chrono::DateTime<chrono::Utc>,
+    hits: &mut [usize],
+) -> Outcome {
+    let framed = split_line(raw, now);
+    let verdict = filter.examine_behind(framed.message, proxies, true);
+    match verdict {
+        Verdict::Failure(found) => {
+            hits[found.regex] += 1;
+            Outcome::Settles {
+                host: found.host,
+                user: found.user,
+                count: 1,
+            }
+        }
+        Verdict::Mark(mark) => {
+            hits[mark.regex] += 1;
+            let (Some(spec), Some(open)) = (filter.session(), sessions.as_mut()) else {
+                return Outcome::Nothing(Verdict::Mark(mark));
+            };
+            let key = spec.key(framed.message, framed.process);
+            match open.observe(key, &mark, framed.time.unwrap_or(now)) {
+                Some(settled) => Outcome::Settles {
+                    host: settled.host,
+                    user: mark.user,
+                    count: settled.count,
+                },
+                None => Outcome::Nothing(Verdict::Mark(mark)),
+            }
+        }
+        other => Outcome::Nothing(other),
+    }
+}
+
+/// The address a line itself gives (a session's line may give none).
+fn address(v: &Verdict) -> Option<std::net::IpAddr> {
+    match v {
+        Verdict::Failure(f) => Some(f.host),
+        Verdict::Mark(m) => m.host,
+        _ => None,
+    }
+}
+
 #[test]
 fn every_shipped_filter_passes_its_fixture() {
     let now = chrono::Utc::now();
@@ -146,6 +220,7 @@ fn every_shipped_filter_passes_its_fixture() {
     for path in shipped() {
         let name = filter_name(&path);
         let filter = load(&path);
+        let mut sessions = filter.session().map(|spec| spec.sessions());
         let (mut positives, mut negatives, mut injections) = (0, 0, 0);
         let mut hits = vec![0usize; filter.failregex_count()];
         for FixtureLine {
@@ -157,8 +232,8 @@ fn every_shipped_filter_passes_its_fixture() {
         {
             let raw = raw.as_slice();
             let message = split_line(raw, now).message;
-            let verdict = filter.examine_behind(message, &proxies, true);
             // The fast path (no capture engine) must find exactly what captures find.
+            let verdict = filter.examine_behind(message, &proxies, true);
             let fast = filter.examine_behind(message, &proxies, false);
             let same = match (&fast, &verdict) {
                 (Verdict::Failure(a), Verdict::Failure(b))
@@ -166,6 +241,7 @@ fn every_shipped_filter_passes_its_fixture() {
                 | (Verdict::NoClient(a), Verdict::NoClient(b)) => {
                     a.host == b.host && a.regex == b.regex
                 }
+                (Verdict::Mark(a), Verdict::Mark(b)) => a.host == b.host && a.regex == b.regex,
                 (Verdict::Miss, Verdict::Miss) => true,
                 _ => false,
             };
@@ -174,22 +250,40 @@ fn every_shipped_filter_passes_its_fixture() {
                     "{name}.log:{line_no}: fast path {fast:?} differs from captures {verdict:?}"
                 ));
             }
-            match (&expect, &verdict) {
-                (Expect::None, Verdict::Miss | Verdict::Ignored(_)) => negatives += 1,
-                (Expect::NoClient, Verdict::NoClient(_)) => negatives += 1,
-                (Expect::Host { host, user, inject }, Verdict::Failure(found)) => {
-                    hits[found.regex] += 1;
+            let got = outcome(&filter, &mut sessions, raw, &proxies, now, &mut hits);
+            match (&expect, got) {
+                (Expect::None, Outcome::Nothing(Verdict::Miss | Verdict::Ignored(_) | Verdict::Mark(_))) => {
+                    negatives += 1
+                }
+                (Expect::NoClient, Outcome::Nothing(Verdict::NoClient(_))) => negatives += 1,
+                (
+                    Expect::Host {
+                        host,
+                        user,
+                        inject,
+                        failures: want_count,
+                    },
+                    Outcome::Settles {
+                        host: got_host,
+                        user: got_user,
+                        count,
+                    },
+                ) => {
                     positives += 1;
-                    if found.host.to_string() != *host {
+                    if got_host.to_string() != *host {
                         failures.push(format!(
-                            "{name}.log:{line_no}: matched {} instead of {host}",
-                            found.host
+                            "{name}.log:{line_no}: matched {got_host} instead of {host}"
                         ));
                     }
-                    if user.is_some() && found.user != *user {
+                    if user.is_some() && got_user != *user {
                         failures.push(format!(
-                            "{name}.log:{line_no}: user {:?} instead of {user:?}",
-                            found.user
+                            "{name}.log:{line_no}: user {got_user:?} instead of {user:?}"
+                        ));
+                    }
+                    if want_count.unwrap_or(1) != count {
+                        failures.push(format!(
+                            "{name}.log:{line_no}: settles {count} failures instead of {}",
+                            want_count.unwrap_or(1)
                         ));
                     }
                     if *inject {
@@ -207,7 +301,10 @@ fn every_shipped_filter_passes_its_fixture() {
                         }
                     }
                 }
-                (expect, verdict) => failures.push(format!(
+                (expect, Outcome::Settles { host, count, .. }) => failures.push(format!(
+                    "{name}.log:{line_no}: expected {expect:?}, got {count} failure(s) of {host}"
+                )),
+                (expect, Outcome::Nothing(verdict)) => failures.push(format!(
                     "{name}.log:{line_no}: expected {expect:?}, got {verdict:?}"
                 )),
             }
@@ -218,7 +315,7 @@ fn every_shipped_filter_passes_its_fixture() {
         for (i, h) in hits.iter().enumerate() {
             if *h == 0 {
                 failures.push(format!(
-                    "{name}: failregex #{i} is never exercised by the fixture"
+                    "{name}: regex #{i} (failregexes, then a session's hold, success, end and note) is never exercised by the fixture"
                 ));
             }
         }
@@ -232,18 +329,23 @@ fn every_shipped_failregex_is_anchored_at_the_start() {
     for path in shipped() {
         let text = std::fs::read_to_string(&path).expect("read");
         let doc: toml::Value = toml::from_str(&text).expect("toml");
-        for (i, re) in doc["failregex"]
-            .as_array()
-            .expect("failregex list")
-            .iter()
-            .enumerate()
-        {
-            let re = re.as_str().expect("string");
-            if !re.starts_with('^') {
-                bad.push(format!(
-                    "{} failregex #{i} does not start with ^",
-                    path.display()
-                ));
+        // The failregexes, a session's regexes, and each mode's failregexes.
+        let mut lists = vec![("failregex".to_string(), doc.get("failregex"))];
+        if let Some(session) = doc.get("session") {
+            for role in ["hold", "success", "end", "note"] {
+                lists.push((format!("session.{role}"), session.get(role)));
+            }
+        }
+        for (mode, table) in doc.get("modes").and_then(|m| m.as_table()).into_iter().flatten() {
+            lists.push((format!("modes.{mode}.failregex"), table.get("failregex")));
+        }
+        for (list, regexes) in lists {
+            let regexes = regexes.and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            for (i, re) in regexes.iter().enumerate() {
+                let re = re.as_str().expect("string");
+                if !re.starts_with('^') {
+                    bad.push(format!("{} {list} #{i} does not start with ^", path.display()));
+                }
             }
         }
     }
@@ -284,7 +386,7 @@ fn a_forged_address_anywhere_the_client_writes_never_becomes_the_banned_one() {
                 continue;
             }
             let message = split_line(&line.raw, now).message.to_vec();
-            let Verdict::Failure(real) = filter.examine(&message) else {
+            let Some(real) = address(&filter.examine(&message)) else {
                 continue;
             };
             for at in insertion_points(&message) {
@@ -297,19 +399,16 @@ fn a_forged_address_anywhere_the_client_writes_never_becomes_the_banned_one() {
                     };
                     // Does this place take such text? The shape with no address in it.
                     let probe = with("zq.zq.zq.zq");
-                    if !matches!(filter.examine(&probe), Verdict::Failure(f) if f.host == real.host)
-                    {
+                    if address(&filter.examine(&probe)) != Some(real) {
                         continue;
                     }
                     tried += 1;
                     let forged = with(FORGED);
-                    if let Verdict::Failure(f) = filter.examine(&forged) {
-                        if f.host != real.host {
+                    if let Some(got) = address(&filter.examine(&forged)) {
+                        if got != real {
                             failures.push(format!(
-                                "{name}.log:{}: {} instead of {}: {}",
+                                "{name}.log:{}: {got} instead of {real}: {}",
                                 line.no,
-                                f.host,
-                                real.host,
                                 String::from_utf8_lossy(&forged)
                             ));
                         }

@@ -16,6 +16,10 @@ mod stamp;
 pub struct Framed<'a> {
     pub time: Option<Timestamp>,
     pub message: &'a [u8],
+    /// The syslog header that named the logging process (`host sshd[42]: `, or an
+    /// RFC 5424 line's host, app and procid), when there was one: what ties a
+    /// process's lines into a session.
+    pub process: Option<&'a [u8]>,
 }
 
 /// How timestamps without an offset are read (a jail's `logtimezone`).
@@ -164,15 +168,18 @@ impl Framer {
             Some(DatePattern::None) => Framed {
                 time: None,
                 message: line,
+                process: None,
             },
             Some(DatePattern::Epoch) => match epoch(line) {
                 Some((t, end)) => Framed {
                     time: Some(t),
                     message: skip_spaces(&line[end..]),
+                    process: None,
                 },
                 None => Framed {
                     time: None,
                     message: line,
+                    process: None,
                 },
             },
             Some(DatePattern::Format(fmt)) => self.with_format(line, fmt),
@@ -196,6 +203,7 @@ impl Framer {
                 return Framed {
                     time: Some(t),
                     message: rfc5424_message(rest),
+                    process: rfc5424_process(rest),
                 };
             }
         }
@@ -245,10 +253,12 @@ impl Framer {
                 // `host tag[pid]: ` is a header there.
                 strip_pid_header(rest).unwrap_or(rest)
             };
+            let header = &rest[..rest.len() - message.len()];
             let message = strip_inner_framing(message);
             return Framed {
                 time: Some(time),
                 message,
+                process: names_process(header).then_some(header),
             };
         }
         self.clf_anywhere(line)
@@ -266,6 +276,7 @@ impl Framer {
                 return Framed {
                     time: Some(t),
                     message: line,
+                    process: None,
                 };
             }
             from = at;
@@ -273,6 +284,7 @@ impl Framer {
         Framed {
             time: None,
             message: line,
+            process: None,
         }
     }
 
@@ -300,11 +312,13 @@ impl Framer {
                 Framed {
                     time: Some(time),
                     message: skip_spaces(&line[end..]),
+                    process: None,
                 }
             }
             None => Framed {
                 time: None,
                 message: line,
+                process: None,
             },
         }
     }
@@ -431,8 +445,10 @@ fn day_of_month(b: &[u8], at: usize) -> Option<(u32, usize)> {
         .then_some((day, digits_at + len + 1))
 }
 
+/// The line without its line end and trailing blanks (which no message ends with
+/// on purpose, and regexes anchored with `$` would trip over).
 fn trim_end(mut line: &[u8]) -> &[u8] {
-    while let [rest @ .., b'\n' | b'\r'] = line {
+    while let [rest @ .., b'\n' | b'\r' | b' ' | b'\t'] = line {
         line = rest;
     }
     line
@@ -443,6 +459,27 @@ fn skip_spaces(mut b: &[u8]) -> &[u8] {
         b = rest;
     }
     b
+}
+
+/// A header names a process when its tag carries a pid: `sshd[42]`.
+fn names_process(header: &[u8]) -> bool {
+    header
+        .windows(2)
+        .any(|w| w[0] == b'[' && w[1].is_ascii_digit())
+}
+
+/// `HOST APP PROCID` after an RFC 5424 timestamp, when PROCID is given.
+fn rfc5424_process(rest: &[u8]) -> Option<&[u8]> {
+    let rest = skip_spaces(rest);
+    let mut end = 0;
+    for field in 0..3 {
+        let len = rest[end..].iter().position(|&b| b == b' ')?;
+        if field == 2 && &rest[end..end + len] == b"-" {
+            return None;
+        }
+        end += len + 1;
+    }
+    Some(&rest[..end])
 }
 
 /// After an RFC 5424 timestamp: skip HOST APP PROCID MSGID and the structured data.
@@ -459,9 +496,17 @@ fn rfc5424_message(mut rest: &[u8]) -> &[u8] {
     } else {
         // One or more `[id k="v" ...]` elements; `\]` escapes inside values.
         while rest.first() == Some(&b'[') {
+            // A `]` inside a quoted value ends nothing, escaped or not (some senders
+            // do not escape it).
             let mut i = 1;
-            while i < rest.len() && rest[i] != b']' {
-                i += if rest[i] == b'\\' { 2 } else { 1 };
+            let mut quoted = false;
+            while i < rest.len() && (quoted || rest[i] != b']') {
+                match rest[i] {
+                    b'\\' => i += 1,
+                    b'"' => quoted = !quoted,
+                    _ => {}
+                }
+                i += 1;
             }
             rest = rest.get(i + 1..).unwrap_or(&[]);
         }
