@@ -128,11 +128,13 @@ impl FailRegex {
             None if self.has_host => return None,
             None => None,
         };
-        let user = caps
-            .name(USER_GROUP)
-            .or_else(|| caps.name(ALT_USER_GROUP))
-            .filter(|m| !m.as_bytes().is_empty())
-            .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
+        let alt = caps.name(ALT_USER_GROUP).filter(|m| !m.is_empty());
+        let user = match (caps.name(USER_GROUP), alt) {
+            (Some(u), Some(a)) if u.is_empty() => Some(a),
+            (Some(u), _) => Some(u),
+            (None, a) => a,
+        }
+        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
         Some((host, user))
     }
 
