@@ -50,6 +50,10 @@ pub enum Command {
         /// filter_vars, trusted_proxies and logtimezone.
         #[arg(long)]
         jail: bool,
+        /// Set a filter variable, as a jail's filter_vars does (repeatable), e.g.
+        /// `--var mode=aggressive`; not with `--jail`.
+        #[arg(long = "var", value_name = "NAME=VALUE", conflicts_with = "jail")]
+        vars: Vec<String>,
     },
     /// Query and steer the running daemon.
     Ctl(CtlArgs),

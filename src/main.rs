@@ -29,10 +29,12 @@ fn main() -> ExitCode {
             show_missed,
             logtimezone,
             jail,
+            vars,
         } => filter_test(
             &cli,
             filter,
             *jail,
+            vars,
             log.as_deref(),
             logtimezone.as_deref(),
             *json,
@@ -238,6 +240,7 @@ fn filter_test(
     cli: &Cli,
     name: &str,
     is_jail: bool,
+    vars: &[String],
     log: Option<&std::path::Path>,
     tz: Option<&str>,
     json: bool,
@@ -268,7 +271,15 @@ fn filter_test(
         opts.proxies = jail.trusted_proxies.clone();
         (jail.filter.clone(), Some(jail.logtimezone))
     } else {
-        match config::load_filter(&cli.config, name) {
+        let mut pairs = Vec::new();
+        for v in vars {
+            let Some((k, val)) = v.split_once('=') else {
+                eprintln!("gaoler test-filter: --var {v}: expected NAME=VALUE");
+                return 2;
+            };
+            pairs.push((k.trim().to_string(), val.to_string()));
+        }
+        match config::load_filter_with(&cli.config, name, &pairs) {
             Ok(f) => (f, None),
             Err(errors) => {
                 print_errors(&errors);

@@ -270,6 +270,16 @@ fn mode_regexes<'a>(raw: &'a RawFilter, chosen: &str) -> Result<Vec<&'a Spanned<
 /// the configuration in `dir` (the default path when there is no gaoler.toml), or by
 /// a path to a `.toml` file relative to the current directory.
 pub fn load_filter(dir: &Path, name: &str) -> Result<Arc<Filter>, ConfigErrors> {
+    load_filter_with(dir, name, &[])
+}
+
+/// Like [`load_filter`], with variables set as a jail's `filter_vars` would (`mode`
+/// among them, for a filter with modes).
+pub fn load_filter_with(
+    dir: &Path,
+    name: &str,
+    vars: &[(String, String)],
+) -> Result<Arc<Filter>, ConfigErrors> {
     let filter_path = read_daemon_settings(dir)
         .and_then(|d| d.filter_path)
         .map(|list| list.0.iter().map(|p| dir.join(p)).collect())
@@ -287,7 +297,11 @@ pub fn load_filter(dir: &Path, name: &str) -> Result<Arc<Filter>, ConfigErrors> 
         line: 1,
         col: 1,
     };
-    match loader.filter(name, &pos, &[]) {
+    let vars: Vec<(String, String, Pos)> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), pos.clone()))
+        .collect();
+    match loader.filter(name, &pos, &vars) {
         Some(f) if loader.errors.is_empty() => Ok(f),
         _ => Err(ConfigErrors(loader.errors)),
     }

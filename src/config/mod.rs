@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use diag::{line_col, ConfigErrors, Diagnostic};
-pub use filters::load_filter;
+pub use filters::{load_filter, load_filter_with};
 pub use load::{is_glob, load, socket_group, socket_path};
 pub use raw::{Action, BackendKind, FileWatch, LogFormat, OnStop, Protocol};
 pub use value::{parse_net, parse_port, PortRange};
