@@ -1,6 +1,7 @@
 //! Integration tests: the real `gaoler` binary with real sled state and, where the
 //! kernel is involved, real nftables inside private network namespaces.
 
+mod accuracy;
 mod cli;
 mod ctl;
 mod daemon;

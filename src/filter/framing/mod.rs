@@ -7,7 +7,7 @@
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 
 use crate::types::Timestamp;
-use stamp::{clf, clock, day_month_year, digits, epoch, fraction, month, offset, ymd};
+use stamp::{clf, clock, day_month_year, digits, epoch, fraction, month, offset, tai64n, ymd};
 
 mod stamp;
 
@@ -207,6 +207,14 @@ impl Framer {
                 };
             }
         }
+        // multilog's TAI64N label: the message follows, with no header.
+        if let Some((t, end)) = tai64n(&line[i..]) {
+            return Framed {
+                time: Some(t),
+                message: skip_spaces(&line[i + end..]),
+                process: None,
+            };
+        }
         let bracket = line.get(i) == Some(&b'[');
         let start = i + usize::from(bracket);
         let body = &line[start..];
@@ -280,6 +288,16 @@ impl Framer {
                 };
             }
             from = at;
+        }
+        // A journal entry exported without its time (`host sshd[42]: message`): the
+        // unmistakable header with a pid goes, as after a stamp.
+        if let Some(message) = strip_pid_header(line) {
+            let header = &line[..line.len() - message.len()];
+            return Framed {
+                time: None,
+                message: strip_inner_framing(message),
+                process: Some(header),
+            };
         }
         Framed {
             time: None,

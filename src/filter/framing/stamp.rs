@@ -67,6 +67,22 @@ pub(super) fn epoch(b: &[u8]) -> Option<(Timestamp, usize)> {
     Some((t, end))
 }
 
+/// A TAI64N label (`@4000000068a1b2c30a1b2c3d`, daemontools' multilog and s6):
+/// `@`, 16 hex digits of TAI seconds from 2^62, 8 of nanoseconds. TAI runs 10 s
+/// ahead of UTC at the epoch of the label, which is what `tai64nlocal` subtracts.
+pub(super) fn tai64n(b: &[u8]) -> Option<(Timestamp, usize)> {
+    let hex = b.get(1..25).filter(|_| b.first() == Some(&b'@'))?;
+    if !hex.iter().all(u8::is_ascii_hexdigit) || !matches!(b.get(25), None | Some(b' ')) {
+        return None;
+    }
+    let text = std::str::from_utf8(hex).ok()?;
+    let label = u64::from_str_radix(&text[..16], 16).ok()?;
+    let nanos = u32::from_str_radix(&text[16..], 16).ok()?;
+    let secs = label.checked_sub((1u64 << 62) + 10)?;
+    let t = DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)?;
+    Some((t, 25))
+}
+
 /// `.123` or `,123` at `at` -> (nanoseconds, index after it).
 pub(super) fn fraction(b: &[u8], at: usize) -> (u32, usize) {
     if !matches!(b.get(at), Some(b'.' | b',')) {
