@@ -316,3 +316,41 @@ fn framings_seen_in_real_logs_lose_their_stamps_and_headers() {
     assert_eq!(split("Feb 0 16:01:07 vps x").0, None);
     assert_eq!(split("Feb 32 16:01:07 vps x").0, None);
 }
+
+#[test]
+fn multilog_stamps_and_exported_journal_lines_are_framed() {
+    // TAI64N: 2^62 + 10 + 1_700_000_000 seconds, 5 ns.
+    let label = format!("@{:016x}{:08x}", (1u64 << 62) + 10 + 1_700_000_000, 5);
+    let line = format!("{label} imap-login: x");
+    let framed = split_line(line.as_bytes(), utc(2026, 1, 1, 0, 0, 0));
+    assert_eq!(
+        framed.time.map(|t| t.timestamp()),
+        Some(1_700_000_000),
+        "{label}"
+    );
+    assert_eq!(framed.message, b"imap-login: x");
+    assert_eq!(split("@4000zz x").0, None, "not hex: no stamp");
+    // An entry exported without its time: the header with a pid goes, and names the
+    // process; without a pid it stays.
+    let framed = split_line(b"srv sshd[4102]: Connection closed by 192.0.2.1", utc(2026, 1, 1, 0, 0, 0));
+    assert_eq!(framed.message, b"Connection closed by 192.0.2.1");
+    assert_eq!(framed.process, Some(&b"srv sshd[4102]: "[..]));
+    assert_eq!(split("srv sshd: x").1, "srv sshd: x");
+    // An access log line is not a header.
+    let access = "192.0.2.1 - - [21/Nov/2026:08:13:46 +0000] \"GET / HTTP/1.1\" 200 1";
+    assert_eq!(split(access).1, access);
+}
+
+#[test]
+fn the_process_is_named_only_by_a_header_with_a_pid() {
+    let now = utc(2026, 1, 1, 0, 0, 0);
+    let p = |l: &str| split_line(l.as_bytes(), now).process.map(|p| p.to_vec());
+    assert_eq!(p("Nov 21 08:13:46 web1 sshd[42]: x"), Some(b"web1 sshd[42]: ".to_vec()));
+    assert_eq!(p("Nov 21 08:13:46 web1 sshd: x"), None);
+    assert_eq!(p("Nov 21 08:13:46 [sshd]: x"), None);
+    assert_eq!(
+        p("<38>1 2019-07-08T17:40:16.954167-04:00 h.example sshd 57915 - - x"),
+        Some(b"h.example sshd 57915 ".to_vec())
+    );
+    assert_eq!(p("<38>1 2019-07-08T17:40:16.954167-04:00 h.example sshd - - - x"), None);
+}
