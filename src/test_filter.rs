@@ -156,7 +156,7 @@ fn examine(
             let spec = filter.session();
             let settled = match (spec, sessions.as_mut()) {
                 (Some(spec), Some(open)) => {
-                    let key = spec.key(framed.message, framed.process);
+                    let key = spec.key(line, framed.process);
                     open.observe(key, &mark, framed.time.unwrap_or(now))
                 }
                 _ => None,

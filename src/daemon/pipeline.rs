@@ -155,13 +155,13 @@ fn settle(
     filter: &Filter,
     sessions: Option<&mut Option<Sessions>>,
     mark: &Mark,
-    message: &[u8],
+    line: &[u8],
     process: Option<&[u8]>,
     time: crate::types::Timestamp,
 ) -> Option<crate::filter::Settled> {
     let spec = filter.session()?;
     let sessions = sessions?.as_mut()?;
-    sessions.observe(spec.key(message, process), mark, time)
+    sessions.observe(spec.key(line, process), mark, time)
 }
 
 /// `SYSLOG_IDENTIFIER[_PID]` of a journal entry, as a syslog header names a process.
@@ -220,7 +220,7 @@ impl Sink for Examiner {
                             None => process,
                         };
                         let open = self.sessions.get_mut(n);
-                        match settle(&sub.filter, open, &mark, message, process, time.unwrap_or(now)) {
+                        match settle(&sub.filter, open, &mark, record.text, process, time.unwrap_or(now)) {
                             Some(settled) => (settled.host, settled.count),
                             None => continue,
                         }

@@ -177,7 +177,7 @@ pub struct SessionRules {
 pub enum SessionKey {
     /// The logging process: the syslog header (`host prog[pid]: `) or `_PID`.
     Process,
-    /// An id in the message, captured by the regex's `session` group.
+    /// An id in the line, captured by the regex's `session` group.
     Captured(Regex),
 }
 
@@ -195,13 +195,14 @@ impl SessionSpec {
         Sessions::new(self.max_sessions, self.max_age_secs)
     }
 
-    /// The key of the session `message` belongs to; `process` is the header the
-    /// framing removed (or the journal's process), if it named one.
-    pub fn key(&self, message: &[u8], process: Option<&[u8]>) -> Option<u64> {
+    /// The key of the session `line` belongs to: its process (the header the
+    /// framing removed, or the journal's process, if it named one), or the id the
+    /// key regex finds in the whole line (an id may stand in what framing removes).
+    pub fn key(&self, line: &[u8], process: Option<&[u8]>) -> Option<u64> {
         match &self.key {
             SessionKey::Process => process.map(key_of),
             SessionKey::Captured(re) => re
-                .captures(message)
+                .captures(line)
                 .and_then(|c| c.name("session"))
                 .map(|m| key_of(m.as_bytes())),
         }

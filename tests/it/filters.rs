@@ -190,7 +190,7 @@ fn outcome(
             let (Some(spec), Some(open)) = (filter.session(), sessions.as_mut()) else {
                 return Outcome::Nothing(Verdict::Mark(mark));
             };
-            let key = spec.key(framed.message, framed.process);
+            let key = spec.key(raw, framed.process);
             match open.observe(key, &mark, framed.time.unwrap_or(now)) {
                 Some(settled) => Outcome::Settles {
                     host: settled.host,
