@@ -112,7 +112,15 @@ pub fn run(
         if eof {
             if from < filled && !skipping {
                 let line = buf[from..filled].to_vec();
-                examine(filter, &framer, &line, now, opts, &mut sessions, &mut report);
+                examine(
+                    filter,
+                    &framer,
+                    &line,
+                    now,
+                    opts,
+                    &mut sessions,
+                    &mut report,
+                );
             }
             break;
         }

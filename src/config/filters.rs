@@ -159,10 +159,9 @@ impl Loader {
                     .max_sessions
                     .as_ref()
                     .map_or(DEFAULT_MAX_SESSIONS, |n| (*n.get_ref()).max(1) as usize),
-                max_age_secs: rs
-                    .max_age
-                    .as_ref()
-                    .map_or(DEFAULT_MAX_AGE_SECS, |d| d.get_ref().0.as_secs().max(1) as i64),
+                max_age_secs: rs.max_age.as_ref().map_or(DEFAULT_MAX_AGE_SECS, |d| {
+                    d.get_ref().0.as_secs().max(1) as i64
+                }),
             }
         });
         if bad_var {

@@ -220,7 +220,14 @@ impl Sink for Examiner {
                             None => process,
                         };
                         let open = self.sessions.get_mut(n);
-                        match settle(&sub.filter, open, &mark, record.text, process, time.unwrap_or(now)) {
+                        match settle(
+                            &sub.filter,
+                            open,
+                            &mark,
+                            record.text,
+                            process,
+                            time.unwrap_or(now),
+                        ) {
                             Some(settled) => (settled.host, settled.count),
                             None => continue,
                         }

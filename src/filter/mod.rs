@@ -408,6 +408,17 @@ impl Filter {
         self.fail.len()
     }
 
+    /// What each regex (as `Found::regex` and `Mark::regex` index them) says: the
+    /// failregexes are `Fail`, a session's others their role.
+    pub fn roles(&self) -> Vec<Role> {
+        self.fail.iter().map(|r| r.role).collect()
+    }
+
+    /// Each regex as compiled (placeholders expanded), in the same order.
+    pub fn regex_sources(&self) -> Vec<&str> {
+        self.fail.iter().map(|r| r.full.as_str()).collect()
+    }
+
     /// How this filter ties lines into sessions, if it does.
     pub fn session(&self) -> Option<&SessionSpec> {
         self.session.as_ref()

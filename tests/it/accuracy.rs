@@ -18,7 +18,8 @@ fn repo() -> &'static Path {
 }
 
 fn corpus() -> PathBuf {
-    let dir = repo().join("target/fail2ban-stock/usr/lib/python3/dist-packages/fail2ban/tests/files/logs");
+    let dir = repo()
+        .join("target/fail2ban-stock/usr/lib/python3/dist-packages/fail2ban/tests/files/logs");
     assert!(
         dir.join("sshd").is_file(),
         "{} is missing: scripts/test unpacks Debian's fail2ban package there",
@@ -137,17 +138,26 @@ fn run_mode(dir: &Path, corpus_name: &str, filter: &str, mode: Option<&str>) -> 
     let mut lines: Vec<(&Case, Option<String>)> = Vec::new();
     for case in &all {
         let chosen = case.options.iter().find(|o| {
-            let Some(map) = o.as_object() else { return false };
+            let Some(map) = o.as_object() else {
+                return false;
+            };
             if let Some(cond) = map.get("test.condition").and_then(Value::as_str) {
                 if !holds(cond, corpus_name, None) {
                     return false;
                 }
             }
-            if map.keys().any(|k| k != "mode" && !FRAMING_KEYS.contains(&k.as_str())) {
+            if map
+                .keys()
+                .any(|k| k != "mode" && !FRAMING_KEYS.contains(&k.as_str()))
+            {
                 return false;
             }
             let m = map.get("mode").and_then(Value::as_str);
-            let m = if m == default_mode.as_deref() { None } else { m };
+            let m = if m == default_mode.as_deref() {
+                None
+            } else {
+                m
+            };
             m == mode
         });
         let Some(chosen) = chosen else { continue };
@@ -178,9 +188,13 @@ fn run_mode(dir: &Path, corpus_name: &str, filter: &str, mode: Option<&str>) -> 
         all_matches: true,
         ..Default::default()
     };
-    let report =
-        gaoler::test_filter::run(&compiled, LogTz::Fixed(chrono::FixedOffset::east_opt(0)?), &input[..], &opts)
-            .ok()?;
+    let report = gaoler::test_filter::run(
+        &compiled,
+        LogTz::Fixed(chrono::FixedOffset::east_opt(0)?),
+        &input[..],
+        &opts,
+    )
+    .ok()?;
     let got: BTreeMap<usize, String> = report
         .matches
         .iter()
@@ -193,10 +207,13 @@ fn run_mode(dir: &Path, corpus_name: &str, filter: &str, mode: Option<&str>) -> 
         match case.expect.get("match").and_then(Value::as_bool) {
             Some(true) => {
                 let want = case.expect.get("host").and_then(Value::as_str);
-                let want_ip = want.map(|h| h.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()));
+                let want_ip =
+                    want.map(|h| h.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()));
                 // A name (never resolved), or 0.0.0.0 / :: (an anonymised address,
                 // never a client): not an address gaoler would ban.
-                if matches!(want_ip, Some(Err(_))) || matches!(want_ip, Some(Ok(ip)) if ip.is_unspecified()) {
+                if matches!(want_ip, Some(Err(_)))
+                    || matches!(want_ip, Some(Ok(ip)) if ip.is_unspecified())
+                {
                     score.names += 1;
                     continue;
                 }
@@ -292,7 +309,9 @@ fn every_filter_catches_what_fail2bans_corpus_annotates_without_false_positives(
             let mode = if mode == default_mode { None } else { mode };
             if let Some(m) = &mode {
                 if !has.contains(m) {
-                    table.push_str(&format!("| {name} | {filter} | {m} | (the filter has no such mode) | | | | |\n"));
+                    table.push_str(&format!(
+                        "| {name} | {filter} | {m} | (the filter has no such mode) | | | | |\n"
+                    ));
                     continue;
                 }
             }
@@ -330,7 +349,10 @@ fn every_filter_catches_what_fail2bans_corpus_annotates_without_false_positives(
                 }
             }
             if !score.errors.is_empty() {
-                failures.push(format!("{name} ({filter}, {label}):\n  {}", score.errors.join("\n  ")));
+                failures.push(format!(
+                    "{name} ({filter}, {label}):\n  {}",
+                    score.errors.join("\n  ")
+                ));
             }
         }
     }

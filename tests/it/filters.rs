@@ -12,6 +12,10 @@
 //!                               in order, as in a log)
 //! `#! trusted_proxies NET...` sets the trusted proxies for the lines after it (as a
 //! jail's `trusted_proxies`); a `host=` is then the client the line is counted for.
+//! `#! vars NAME=VALUE...` runs the lines after it with the filter's variables set as
+//! a jail's `filter_vars` would (`#! vars mode=ddos`; `#! vars` alone: defaults
+//! again), with sessions of their own. Each mode's failregexes must be exercised
+//! under that mode.
 //! `#! trusted_proxies_only` then also refuses lines from other peers.
 //! Lines starting with `# ` are comments.
 
@@ -34,11 +38,55 @@ fn shipped() -> Vec<PathBuf> {
     files
 }
 
-fn load(path: &Path) -> std::sync::Arc<Filter> {
-    match gaoler::config::load_filter(repo(), path.to_str().expect("utf-8 path")) {
+fn load_with(path: &Path, vars: &[(String, String)]) -> std::sync::Arc<Filter> {
+    match gaoler::config::load_filter_with(repo(), path.to_str().expect("utf-8 path"), vars) {
         Ok(f) => f,
-        Err(e) => panic!("{} does not compile:\n{e}", path.display()),
+        Err(e) => panic!("{} does not compile with {vars:?}:\n{e}", path.display()),
     }
+}
+
+/// A filter as each `#! vars` of its fixture sets it, with its open sessions and
+/// how often each regex matched.
+struct Variant {
+    vars: Vec<(String, String)>,
+    filter: std::sync::Arc<Filter>,
+    sessions: Option<Sessions>,
+    hits: Vec<usize>,
+}
+
+impl Variant {
+    fn new(path: &Path, vars: &[(String, String)]) -> Variant {
+        let filter = load_with(path, vars);
+        Variant {
+            vars: vars.to_vec(),
+            sessions: filter.session().map(|spec| spec.sessions()),
+            hits: vec![0; filter.failregex_count()],
+            filter,
+        }
+    }
+
+    /// Indexes of the regexes this variant must see exercised: all of them for the
+    /// defaults; for a mode, the failregexes it adds to the defaults'.
+    fn must_hit(&self, default_fails: usize) -> Vec<usize> {
+        if self.vars.is_empty() {
+            return (0..self.hits.len()).collect();
+        }
+        let fails = self
+            .filter
+            .roles()
+            .iter()
+            .filter(|r| matches!(r, gaoler::filter::Role::Fail))
+            .count();
+        (default_fails..fails).collect()
+    }
+}
+
+fn fail_count(filter: &Filter) -> usize {
+    filter
+        .roles()
+        .iter()
+        .filter(|r| matches!(r, gaoler::filter::Role::Fail))
+        .count()
 }
 
 #[derive(Debug)]
@@ -102,6 +150,8 @@ struct FixtureLine {
     raw: Vec<u8>,
     expect: Expect,
     proxies: TrustedProxies,
+    /// Filter variables in force (`#! vars`).
+    vars: Vec<(String, String)>,
 }
 
 /// The annotated lines of filter `name`'s fixture; problems go to `failures`.
@@ -112,8 +162,19 @@ fn fixture_lines(name: &str, failures: &mut Vec<String>) -> Vec<FixtureLine> {
     let mut lines = Vec::new();
     let mut pending: Option<Expect> = None;
     let mut proxies = TrustedProxies::default();
+    let mut vars = Vec::new();
     for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_no = n + 1;
+        if let Some(rest) = raw.strip_prefix(b"#! vars") {
+            vars = String::from_utf8_lossy(rest)
+                .split_whitespace()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').expect("#! vars NAME=VALUE");
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            continue;
+        }
         if raw == b"#! trusted_proxies_only" {
             proxies = proxies.clone().only(true);
             continue;
@@ -139,6 +200,7 @@ fn fixture_lines(name: &str, failures: &mut Vec<String>) -> Vec<FixtureLine> {
                 raw: raw.to_vec(),
                 expect,
                 proxies: proxies.clone(),
+                vars: vars.clone(),
             }),
             None => failures.push(format!("{name}.log:{line_no}: line without an annotation")),
         }
@@ -219,17 +281,30 @@ fn every_shipped_filter_passes_its_fixture() {
     let mut failures = Vec::new();
     for path in shipped() {
         let name = filter_name(&path);
-        let filter = load(&path);
-        let mut sessions = filter.session().map(|spec| spec.sessions());
+        let mut variants = vec![Variant::new(&path, &[])];
         let (mut positives, mut negatives, mut injections) = (0, 0, 0);
-        let mut hits = vec![0usize; filter.failregex_count()];
         for FixtureLine {
             no: line_no,
             raw,
             expect,
             proxies,
+            vars,
         } in fixture_lines(&name, &mut failures)
         {
+            let at = match variants.iter().position(|v| v.vars == vars) {
+                Some(at) => at,
+                None => {
+                    variants.push(Variant::new(&path, &vars));
+                    variants.len() - 1
+                }
+            };
+            let Variant {
+                filter,
+                sessions,
+                hits,
+                ..
+            } = &mut variants[at];
+            let filter = &**filter;
             let raw = raw.as_slice();
             let message = split_line(raw, now).message;
             // The fast path (no capture engine) must find exactly what captures find.
@@ -250,11 +325,12 @@ fn every_shipped_filter_passes_its_fixture() {
                     "{name}.log:{line_no}: fast path {fast:?} differs from captures {verdict:?}"
                 ));
             }
-            let got = outcome(&filter, &mut sessions, raw, &proxies, now, &mut hits);
+            let got = outcome(filter, sessions, raw, &proxies, now, hits);
             match (&expect, got) {
-                (Expect::None, Outcome::Nothing(Verdict::Miss | Verdict::Ignored(_) | Verdict::Mark(_))) => {
-                    negatives += 1
-                }
+                (
+                    Expect::None,
+                    Outcome::Nothing(Verdict::Miss | Verdict::Ignored(_) | Verdict::Mark(_)),
+                ) => negatives += 1,
                 (Expect::NoClient, Outcome::Nothing(Verdict::NoClient(_))) => negatives += 1,
                 (
                     Expect::Host {
@@ -312,11 +388,30 @@ fn every_shipped_filter_passes_its_fixture() {
         if positives == 0 || negatives == 0 || injections == 0 {
             failures.push(format!("{name}: needs positive, negative and injection lines ({positives}/{negatives}/{injections})"));
         }
-        for (i, h) in hits.iter().enumerate() {
-            if *h == 0 {
-                failures.push(format!(
-                    "{name}: regex #{i} (failregexes, then a session's hold, success, end and note) is never exercised by the fixture"
-                ));
+        let default_fails = fail_count(&variants[0].filter);
+        // A regex is exercised when it matched under any variant (a mode that
+        // includes others repeats their regexes).
+        let exercised: Vec<&str> = variants
+            .iter()
+            .flat_map(|v| {
+                let sources = v.filter.regex_sources();
+                v.hits
+                    .iter()
+                    .zip(sources)
+                    .filter(|(h, _)| **h > 0)
+                    .map(|(_, s)| s)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for v in &variants {
+            let sources = v.filter.regex_sources();
+            for i in v.must_hit(default_fails) {
+                if !exercised.contains(&sources[i]) {
+                    failures.push(format!(
+                        "{name} {:?}: regex #{i} (failregexes, then a session's hold, success, end and note) is never exercised by the fixture",
+                        v.vars
+                    ));
+                }
             }
         }
     }
@@ -336,15 +431,26 @@ fn every_shipped_failregex_is_anchored_at_the_start() {
                 lists.push((format!("session.{role}"), session.get(role)));
             }
         }
-        for (mode, table) in doc.get("modes").and_then(|m| m.as_table()).into_iter().flatten() {
+        for (mode, table) in doc
+            .get("modes")
+            .and_then(|m| m.as_table())
+            .into_iter()
+            .flatten()
+        {
             lists.push((format!("modes.{mode}.failregex"), table.get("failregex")));
         }
         for (list, regexes) in lists {
-            let regexes = regexes.and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            let regexes = regexes
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
             for (i, re) in regexes.iter().enumerate() {
                 let re = re.as_str().expect("string");
                 if !re.starts_with('^') {
-                    bad.push(format!("{} {list} #{i} does not start with ^", path.display()));
+                    bad.push(format!(
+                        "{} {list} #{i} does not start with ^",
+                        path.display()
+                    ));
                 }
             }
         }
@@ -377,8 +483,17 @@ fn a_forged_address_anywhere_the_client_writes_never_becomes_the_banned_one() {
     let mut tried = 0usize;
     for path in shipped() {
         let name = filter_name(&path);
-        let filter = load(&path);
+        let mut compiled: Vec<Variant> = Vec::new();
         for line in fixture_lines(&name, &mut Vec::new()) {
+            let filter = match compiled.iter().find(|v| v.vars == line.vars) {
+                Some(v) => v.filter.clone(),
+                None => {
+                    let v = Variant::new(&path, &line.vars);
+                    let f = v.filter.clone();
+                    compiled.push(v);
+                    f
+                }
+            };
             // A client behind a trusted proxy comes from X-Forwarded-For (its own test).
             if !matches!(line.expect, Expect::Host { .. })
                 || line.proxies != TrustedProxies::default()

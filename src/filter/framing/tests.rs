@@ -332,7 +332,10 @@ fn multilog_stamps_and_exported_journal_lines_are_framed() {
     assert_eq!(split("@4000zz x").0, None, "not hex: no stamp");
     // An entry exported without its time: the header with a pid goes, and names the
     // process; without a pid it stays.
-    let framed = split_line(b"srv sshd[4102]: Connection closed by 192.0.2.1", utc(2026, 1, 1, 0, 0, 0));
+    let framed = split_line(
+        b"srv sshd[4102]: Connection closed by 192.0.2.1",
+        utc(2026, 1, 1, 0, 0, 0),
+    );
     assert_eq!(framed.message, b"Connection closed by 192.0.2.1");
     assert_eq!(framed.process, Some(&b"srv sshd[4102]: "[..]));
     assert_eq!(split("srv sshd: x").1, "srv sshd: x");
@@ -345,12 +348,18 @@ fn multilog_stamps_and_exported_journal_lines_are_framed() {
 fn the_process_is_named_only_by_a_header_with_a_pid() {
     let now = utc(2026, 1, 1, 0, 0, 0);
     let p = |l: &str| split_line(l.as_bytes(), now).process.map(|p| p.to_vec());
-    assert_eq!(p("Nov 21 08:13:46 web1 sshd[42]: x"), Some(b"web1 sshd[42]: ".to_vec()));
+    assert_eq!(
+        p("Nov 21 08:13:46 web1 sshd[42]: x"),
+        Some(b"web1 sshd[42]: ".to_vec())
+    );
     assert_eq!(p("Nov 21 08:13:46 web1 sshd: x"), None);
     assert_eq!(p("Nov 21 08:13:46 [sshd]: x"), None);
     assert_eq!(
         p("<38>1 2019-07-08T17:40:16.954167-04:00 h.example sshd 57915 - - x"),
         Some(b"h.example sshd 57915 ".to_vec())
     );
-    assert_eq!(p("<38>1 2019-07-08T17:40:16.954167-04:00 h.example sshd - - - x"), None);
+    assert_eq!(
+        p("<38>1 2019-07-08T17:40:16.954167-04:00 h.example sshd - - - x"),
+        None
+    );
 }
