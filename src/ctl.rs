@@ -153,6 +153,7 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
                 "REPAIRS",
                 "LINES CUT",
                 "SESSIONS EVICTED",
+                "OVER REGEX LIMIT",
             ],
             vec![vec![
                 s.lines_read.to_string(),
@@ -163,6 +164,7 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
                 s.repairs.to_string(),
                 s.lines_cut.to_string(),
                 s.sessions_evicted.to_string(),
+                s.lines_over_limit.to_string(),
             ]],
         ),
         Response::Error { message, .. } => format!("error: {message}\n"),

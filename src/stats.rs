@@ -30,6 +30,9 @@ pub struct Stats {
     /// Sessions forgotten before they ended, at a filter's `max_sessions` (written by
     /// the sources' examiners).
     pub sessions_evicted: AtomicU64,
+    /// Lines a look-around regex gave up on at its backtracking limit, skipped
+    /// (written by the sources' examiners).
+    pub lines_over_limit: AtomicU64,
     /// Written by the jail task.
     pub failures: AtomicU64,
     pub evicted: AtomicU64,

@@ -35,6 +35,10 @@ fn is_one(n: &u32) -> bool {
     *n == 1
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// Everything `test-filter` found; the JSON shape is stable (see the README).
 #[derive(Serialize, Debug, Default)]
 pub struct Report {
@@ -45,6 +49,9 @@ pub struct Report {
     /// Failures that name no client (logged for a trusted proxy, or with
     /// `trusted_proxies_only`, without one in X-Forwarded-For): never counted.
     pub no_client: usize,
+    /// Lines a look-around regex gave up on at its backtracking limit: skipped.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub over_limit: usize,
     /// Lines longer than the cap (64 KiB): never matched, since what is left of
     /// them may carry a forged address where the server's was cut off.
     pub cut: usize,
@@ -176,6 +183,7 @@ fn examine(
         }
         Verdict::Ignored(_) => return report.ignored += 1,
         Verdict::NoClient(_) => return report.no_client += 1,
+        Verdict::Limited => return report.over_limit += 1,
         Verdict::Miss => {
             report.missed += 1;
             if opts.missed {
@@ -224,6 +232,12 @@ pub fn render(report: &Report, filter: &Filter) -> String {
         out.push_str(&format!(
             "  {} lines longer than 64 KiB were cut and not matched\n",
             report.cut
+        ));
+    }
+    if report.over_limit > 0 {
+        out.push_str(&format!(
+            "  {} lines made a look-around regex give up at its backtracking limit: skipped\n",
+            report.over_limit
         ));
     }
     if report.no_client > 0 {

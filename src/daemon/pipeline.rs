@@ -94,6 +94,8 @@ pub struct Examiner {
     sessions: Vec<Option<Sessions>>,
     /// Sessions evicted so far, as last added to the stats.
     evicted: u64,
+    /// A line over a regex's backtracking limit was logged already for this source.
+    told_limit: bool,
 }
 
 impl Examiner {
@@ -115,6 +117,7 @@ impl Examiner {
                 .map(|s| s.filter.session().map(|spec| spec.sessions()))
                 .collect(),
             evicted: 0,
+            told_limit: false,
             subscribers,
             failures,
             stats,
@@ -241,6 +244,13 @@ impl Sink for Examiner {
                         continue;
                     }
                     Verdict::Miss => continue,
+                    Verdict::Limited => {
+                        self.stats.lines_over_limit.fetch_add(1, Relaxed);
+                        if !std::mem::replace(&mut self.told_limit, true) {
+                            tracing::warn!(source = %self.source, filter = sub.filter.name(), "a line made a look-around regex give up at its backtracking limit: such lines are skipped and counted (lines_over_limit)");
+                        }
+                        continue;
+                    }
                 };
                 for _ in 0..count {
                     let failure = Failure {

@@ -3,6 +3,7 @@
 //! line is matched around rather than rejected.
 
 mod decode;
+mod engine;
 mod framing;
 mod host;
 mod proxy;
@@ -10,8 +11,10 @@ mod session;
 
 use std::net::IpAddr;
 
+use engine::{LimitHit, Matcher};
 use regex::bytes::{Regex, RegexSet};
 
+pub use engine::BACKTRACK_LIMIT;
 pub use framing::{split_line, DatePattern, Framed, Framer, LogTz};
 pub use host::{
     expand_placeholders, substitute_vars, ALT_USER_GROUP, HOST_GROUP, USER_GROUP, XFF_GROUP,
@@ -69,13 +72,16 @@ pub enum Verdict {
     /// A filter with sessions matched the line: what it says goes to the session's
     /// [`Sessions`], which settles the failures.
     Mark(Mark),
+    /// A look-around regex gave up on the line at its backtracking limit: the line
+    /// is skipped (and counted), never waited for.
+    Limited,
 }
 
 /// One failregex: the full regex, and where `<HOST>` is a direct part of its top-level
 /// sequence, DFA-only regexes for what must stand before and after the address.
 #[derive(Debug)]
 struct FailRegex {
-    full: Regex,
+    full: Matcher,
     split: Option<(Regex, Regex)>,
     /// What the line says about its session (`Fail` for a filter without sessions).
     role: Role,
@@ -87,13 +93,12 @@ struct FailRegex {
 
 impl FailRegex {
     fn new(expanded: &str, role: Role) -> Result<FailRegex, String> {
-        let full = compile(expanded)?;
-        let has_host = full.capture_names().flatten().any(|n| n == HOST_GROUP);
-        let has_user = full
-            .capture_names()
-            .flatten()
-            .any(|n| n == USER_GROUP || n == ALT_USER_GROUP);
+        let full = Matcher::new(expanded)?;
+        let has_host = full.has_group(HOST_GROUP);
+        let has_user = full.has_group(USER_GROUP) || full.has_group(ALT_USER_GROUP);
+        // The fast path is for linear regexes only.
         let split = host::split_at_host(expanded)
+            .filter(|_| full.is_linear())
             .and_then(|(before, after)| Some((compile(&before).ok()?, compile(&after).ok()?)));
         Ok(FailRegex {
             full,
@@ -121,29 +126,39 @@ impl FailRegex {
     /// The address (and user) as the regex engine's captures give them; `None` when
     /// the regex does not match or its address does not parse. A regex without
     /// `<HOST>` (a session's) matches with no address.
-    fn captured(&self, content: &[u8]) -> Option<(Option<IpAddr>, Option<String>)> {
-        let caps = self.full.captures(content)?;
-        let host = match caps.name(HOST_GROUP) {
-            Some(m) => Some(host::parse(m.as_bytes())?),
-            None if self.has_host => return None,
+    #[allow(clippy::type_complexity)]
+    fn captured(
+        &self,
+        content: &[u8],
+    ) -> Result<Option<(Option<IpAddr>, Option<String>)>, LimitHit> {
+        let Some([host, user, alt]) =
+            self.full
+                .groups(content, [HOST_GROUP, USER_GROUP, ALT_USER_GROUP])?
+        else {
+            return Ok(None);
+        };
+        let host = match host {
+            Some(r) => match host::parse(&content[r]) {
+                Some(ip) => Some(ip),
+                None => return Ok(None),
+            },
+            None if self.has_host => return Ok(None),
             None => None,
         };
-        let alt = caps.name(ALT_USER_GROUP).filter(|m| !m.is_empty());
-        let user = match (caps.name(USER_GROUP), alt) {
+        let alt = alt.filter(|r| !r.is_empty());
+        let user = match (user, alt) {
             (Some(u), Some(a)) if u.is_empty() => Some(a),
             (Some(u), _) => Some(u),
             (None, a) => a,
         }
-        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
-        Some((host, user))
+        .map(|r| String::from_utf8_lossy(&content[r]).into_owned());
+        Ok(Some((host, user)))
     }
 
     /// The X-Forwarded-For value the regex's `xff` group captured, if it has one.
     fn forwarded<'a>(&self, content: &'a [u8]) -> Option<&'a [u8]> {
-        self.full
-            .captures(content)?
-            .name(XFF_GROUP)
-            .map(|m| &content[m.start()..m.end()])
+        let [xff] = self.full.groups(content, [XFF_GROUP]).ok()??;
+        xff.map(|r| &content[r])
     }
 }
 
@@ -209,6 +224,29 @@ impl SessionSpec {
     }
 }
 
+/// The ignoreregexes: one automaton, or each on its own when one needs look-around.
+#[derive(Debug)]
+enum Ignore {
+    Set(RegexSet),
+    Each(Vec<Matcher>),
+}
+
+impl Ignore {
+    fn is_match(&self, text: &[u8]) -> Result<bool, LimitHit> {
+        match self {
+            Ignore::Set(set) => Ok(set.is_match(text)),
+            Ignore::Each(list) => {
+                for m in list {
+                    if m.is_match(text)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
 /// A filter ready to run: its failregexes, ignoreregexes and optional prefregex.
 #[derive(Debug)]
 pub struct Filter {
@@ -219,10 +257,12 @@ pub struct Filter {
     /// The order they are tried in: hold regexes first (they single out the
     /// harmless form of a failure), then failures, successes, ends and notes.
     order: Vec<usize>,
-    /// All of them in one automaton: a message that matches none costs one scan.
+    /// All the linear ones in one automaton: a message that matches none costs one
+    /// scan (unless the filter has look-around regexes, which are tried each).
     fail_set: RegexSet,
-    ignore: Option<RegexSet>,
-    pref: Option<Regex>,
+    any_backtracking: bool,
+    ignore: Option<Ignore>,
+    pref: Option<Matcher>,
     datepattern: Option<DatePattern>,
     decode: Decode,
     session: Option<SessionSpec>,
@@ -313,16 +353,18 @@ impl Filter {
         }
         let ignore_sources: Vec<String> =
             ignoreregex.iter().map(|s| expand_placeholders(s)).collect();
+        let mut ignore_each = Vec::new();
         for (i, s) in ignore_sources.iter().enumerate() {
-            if let Err(message) = compile(s) {
-                errors.push(FilterError {
+            match Matcher::new(s) {
+                Ok(m) => ignore_each.push(m),
+                Err(message) => errors.push(FilterError {
                     role: RegexRole::Ignore(i),
                     message,
-                });
+                }),
             }
         }
-        let pref = match prefregex.map(|p| compile(&expand_placeholders(p))) {
-            Some(Ok(re)) if re.capture_names().flatten().any(|n| n == "content") => Some(re),
+        let pref = match prefregex.map(|p| Matcher::new(&expand_placeholders(p))) {
+            Some(Ok(re)) if re.has_group("content") => Some(re),
             Some(Ok(_)) => {
                 errors.push(FilterError {
                     role: RegexRole::Pref,
@@ -344,7 +386,12 @@ impl Filter {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let sources: Vec<&str> = fail.iter().map(|r| r.full.as_str()).collect();
+        let sources: Vec<&str> = fail
+            .iter()
+            .filter(|r| r.full.is_linear())
+            .map(|r| r.full.as_str())
+            .collect();
+        let any_backtracking = fail.iter().any(|r| !r.full.is_linear());
         let mut order: Vec<usize> = (0..fail.len()).collect();
         order.sort_by_key(|&i| match fail[i].role {
             Role::Hold => 0,
@@ -359,20 +406,23 @@ impl Filter {
                 message: format!("failregexes do not combine: {e}"),
             }]
         })?;
-        let ignore = if ignore_sources.is_empty() {
+        let ignore = if ignore_each.is_empty() {
             None
-        } else {
-            Some(set(&ignore_sources).map_err(|e| {
+        } else if ignore_each.iter().all(Matcher::is_linear) {
+            Some(Ignore::Set(set(&ignore_sources).map_err(|e| {
                 vec![FilterError {
                     role: RegexRole::Ignore(0),
                     message: format!("ignoreregexes do not combine: {e}"),
                 }]
-            })?)
+            })?))
+        } else {
+            Some(Ignore::Each(ignore_each))
         };
         Ok(Filter {
             name: name.to_string(),
             fail,
             fail_set,
+            any_backtracking,
             ignore,
             pref,
             datepattern: None,
@@ -448,6 +498,16 @@ impl Filter {
     }
 
     fn run(&self, message: &[u8], detailed: bool, proxies: &TrustedProxies) -> Verdict {
+        self.try_run(message, detailed, proxies)
+            .unwrap_or(Verdict::Limited)
+    }
+
+    fn try_run(
+        &self,
+        message: &[u8],
+        detailed: bool,
+        proxies: &TrustedProxies,
+    ) -> Result<Verdict, LimitHit> {
         let decoded;
         let message = match self.decode {
             Decode::None => message,
@@ -458,16 +518,16 @@ impl Filter {
         };
         let content = match &self.pref {
             // A DFA answers "no" cheaply; only accepted lines pay for the capture.
-            Some(pref) if !pref.is_match(message) => return Verdict::Miss,
-            Some(pref) => match pref.captures(message).and_then(|c| c.name("content")) {
-                Some(m) => &message[m.start()..m.end()],
-                None => return Verdict::Miss,
+            Some(pref) if !pref.is_match(message)? => return Ok(Verdict::Miss),
+            Some(pref) => match pref.groups(message, ["content"])? {
+                Some([Some(r)]) => &message[r],
+                _ => return Ok(Verdict::Miss),
             },
             None => message,
         };
         // Most lines match nothing: answer those with one scan and no allocation.
-        if !self.fail_set.is_match(content) {
-            return Verdict::Miss;
+        if !self.any_backtracking && !self.fail_set.is_match(content) {
+            return Ok(Verdict::Miss);
         }
         // The addresses in the line, found once (when first needed) for all failregexes.
         let mut candidates = None;
@@ -482,7 +542,7 @@ impl Filter {
             };
             let found = match fast {
                 Some(ip) => Some((Some(ip), None)),
-                None if re.full.is_match(content) => re.captured(content),
+                None if re.full.is_match(content)? => re.captured(content)?,
                 None => None,
             };
             let Some((host, user)) = found else {
@@ -508,21 +568,22 @@ impl Filter {
                         found.via = proxies.trusts(host).then_some(host);
                         found.host = client;
                     }
-                    None => return Verdict::NoClient(found),
+                    None => return Ok(Verdict::NoClient(found)),
                 }
             }
-            if self.ignored(message) {
-                return Verdict::Ignored(found);
+            if self.ignored(message)? {
+                return Ok(Verdict::Ignored(found));
             }
-            return Verdict::Failure(found);
+            return Ok(Verdict::Failure(found));
         }
-        Verdict::Miss
+        Ok(Verdict::Miss)
     }
 
-    fn ignored(&self, message: &[u8]) -> bool {
-        self.ignore
-            .as_ref()
-            .is_some_and(|set| set.is_match(message))
+    fn ignored(&self, message: &[u8]) -> Result<bool, LimitHit> {
+        match &self.ignore {
+            Some(ignore) => ignore.is_match(message),
+            None => Ok(false),
+        }
     }
 
     /// A session filter's match: proxies resolved as for a failure; an ignored
@@ -537,7 +598,7 @@ impl Filter {
         content: &[u8],
         message: &[u8],
         proxies: &TrustedProxies,
-    ) -> Verdict {
+    ) -> Result<Verdict, LimitHit> {
         let mut mark = Mark {
             role: re.role,
             host,
@@ -553,18 +614,18 @@ impl Filter {
                         mark.host = Some(client);
                     }
                     None => {
-                        return Verdict::NoClient(Found {
+                        return Ok(Verdict::NoClient(Found {
                             host: peer,
                             user: mark.user,
                             regex,
                             via: None,
-                        })
+                        }))
                     }
                 }
             }
         }
-        if matches!(re.role, Role::Fail | Role::Hold) && self.ignored(message) {
-            return match mark.host {
+        if matches!(re.role, Role::Fail | Role::Hold) && self.ignored(message)? {
+            return Ok(match mark.host {
                 Some(host) => Verdict::Ignored(Found {
                     host,
                     user: mark.user,
@@ -572,9 +633,9 @@ impl Filter {
                     via: mark.via,
                 }),
                 None => Verdict::Miss,
-            };
+            });
         }
-        Verdict::Mark(mark)
+        Ok(Verdict::Mark(mark))
     }
 }
 

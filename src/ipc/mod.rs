@@ -121,6 +121,9 @@ pub struct StatsReport {
     /// Sessions of multi-line filters forgotten before they ended, at `max_sessions`.
     #[serde(default)]
     pub sessions_evicted: u64,
+    /// Lines a look-around regex gave up on at its backtracking limit: skipped.
+    #[serde(default)]
+    pub lines_over_limit: u64,
 }
 
 /// What `ctl reload` did: jails by what happened to them, and to the bans.

@@ -316,6 +316,7 @@ impl Handler {
                 repairs: self.stats.repairs.load(Relaxed),
                 lines_cut: self.stats.lines_cut.load(Relaxed),
                 sessions_evicted: self.stats.sessions_evicted.load(Relaxed),
+                lines_over_limit: self.stats.lines_over_limit.load(Relaxed),
             }),
             Request::LogLevel { level } => match self.logs.set_level(&level) {
                 Ok(()) => {

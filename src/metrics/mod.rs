@@ -81,6 +81,13 @@ pub fn render(stats: &Stats) -> String {
         "Sessions of multi-line filters forgotten before they ended, at max_sessions.",
         stats.sessions_evicted.load(Relaxed),
     );
+    scalar(
+        &mut out,
+        "gaoler_lines_over_regex_limit_total",
+        "counter",
+        "Log lines a look-around regex gave up on at its backtracking limit: skipped.",
+        stats.lines_over_limit.load(Relaxed),
+    );
     labelled(
         &mut out,
         "gaoler_source_lines_read_total",
@@ -273,6 +280,9 @@ gaoler_lines_cut_total 3
 # HELP gaoler_sessions_evicted_total Sessions of multi-line filters forgotten before they ended, at max_sessions.
 # TYPE gaoler_sessions_evicted_total counter
 gaoler_sessions_evicted_total 8
+# HELP gaoler_lines_over_regex_limit_total Log lines a look-around regex gave up on at its backtracking limit: skipped.
+# TYPE gaoler_lines_over_regex_limit_total counter
+gaoler_lines_over_regex_limit_total 0
 # HELP gaoler_source_lines_read_total Log lines read per source: a file path, or journal.
 # TYPE gaoler_source_lines_read_total counter
 gaoler_source_lines_read_total{source=\"/var/log/auth.log\"} 40
@@ -345,7 +355,7 @@ gaoler_metrics_connections_dropped_total{reason=\"deadline\"} 1
         // Every metric has exactly one HELP and one TYPE line.
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!((helps, types), (15, 15));
+        assert_eq!((helps, types), (16, 16));
     }
 
     #[test]
