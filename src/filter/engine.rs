@@ -131,10 +131,10 @@ mod tests {
 
     #[test]
     fn a_line_that_would_backtrack_forever_hits_the_limit_quickly() {
-        let m = Matcher::new(r"^(?:a+)+(?!x)b$").expect("re");
+        let m = Matcher::new(r"^(?:(?!x)a|a)+b$").expect("re");
         assert!(!m.is_linear());
-        let evil = vec![b'a'; 64];
-        let started = std::time::Instant::now();
+        let mut evil = vec![b'a'; 40];
+        evil.push(b'!');
         assert_eq!(m.is_match(&evil), Err(LimitHit));
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
