@@ -116,14 +116,19 @@ mod tests {
         assert!(!m.is_linear());
         assert_eq!(m.is_match(b"user bob"), Ok(true));
         assert_eq!(m.is_match(b"user root"), Ok(false));
-        let [u] = m.groups(b"user bob", ["u"]).expect("no limit").expect("match");
+        let [u] = m
+            .groups(b"user bob", ["u"])
+            .expect("no limit")
+            .expect("match");
         assert_eq!(u, Some(5..8));
         let m = Matcher::new(r"^(?P<a>\w+) again (?P=a)$").expect("backref");
         assert_eq!(m.is_match(b"x again x"), Ok(true));
         assert_eq!(m.is_match(b"x again y"), Ok(false));
         // Bytes, ASCII classes: invalid UTF-8 is matched around, `.` is one byte.
         assert_eq!(
-            Matcher::new(r"^(?!z).\xff$").expect("re").is_match(b"a\xff"),
+            Matcher::new(r"^(?!z).\xff$")
+                .expect("re")
+                .is_match(b"a\xff"),
             Ok(true)
         );
         assert!(Matcher::new(r"^(unclosed").is_err());

@@ -131,9 +131,9 @@ impl FailRegex {
         &self,
         content: &[u8],
     ) -> Result<Option<(Option<IpAddr>, Option<String>)>, LimitHit> {
-        let Some([host, user, alt]) =
-            self.full
-                .groups(content, [HOST_GROUP, USER_GROUP, ALT_USER_GROUP])?
+        let Some([host, user, alt]) = self
+            .full
+            .groups(content, [HOST_GROUP, USER_GROUP, ALT_USER_GROUP])?
         else {
             return Ok(None);
         };

@@ -37,6 +37,16 @@ fn counterpart(corpus_name: &str) -> &str {
     }
 }
 
+/// Corpus lines gaoler refuses on purpose: the text is the same as a forgery's, so
+/// taking the address fail2ban expects would let an attacker choose it. They are
+/// counted apart (never as caught), each with the reason; the filters' fixtures
+/// show the forgery each one stands for.
+const REFUSED: [(&str, &str, &str); 1] = [(
+    "pam-generic",
+    "ruser= rhost=192.0.2.2 user=test rhost=192.0.2.152",
+    "a service that passes the login name as ruser too (vsftpd) logs a name ` rhost=A user=test` as exactly this line with B real",
+)];
+
 /// One annotated line, with the options of the block it stands in.
 struct Case {
     line: Vec<u8>,
@@ -118,6 +128,8 @@ struct Score {
     wrong: usize,
     /// Expected hosts that are names (never resolved) or unspecified addresses.
     names: usize,
+    /// Lines in [`REFUSED`].
+    refused: usize,
     missed: Vec<String>,
     errors: Vec<String>,
 }
@@ -217,6 +229,13 @@ fn run_mode(dir: &Path, corpus_name: &str, filter: &str, mode: Option<&str>) -> 
                     score.names += 1;
                     continue;
                 }
+                if REFUSED
+                    .iter()
+                    .any(|(file, fragment, _)| *file == corpus_name && text.contains(fragment))
+                {
+                    score.refused += 1;
+                    continue;
+                }
                 score.attacks += 1;
                 match got.get(&at) {
                     Some(host) => {
@@ -292,7 +311,7 @@ fn every_filter_catches_what_fail2bans_corpus_annotates_without_false_positives(
         .collect();
     names.sort();
     let mut table = String::from(
-        "| corpus file | gaoler filter | mode | caught | recall | false positives | wrong address | left out (host names, 0.0.0.0) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| corpus file | gaoler filter | mode | caught | recall | false positives | wrong address | left out (host names, 0.0.0.0) | refused (ambiguous with a forgery) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut failures = Vec::new();
     let mut without = Vec::new();
@@ -310,7 +329,7 @@ fn every_filter_catches_what_fail2bans_corpus_annotates_without_false_positives(
             if let Some(m) = &mode {
                 if !has.contains(m) {
                     table.push_str(&format!(
-                        "| {name} | {filter} | {m} | (the filter has no such mode) | | | | |\n"
+                        "| {name} | {filter} | {m} | (the filter has no such mode) | | | | | |\n"
                     ));
                     continue;
                 }
@@ -325,14 +344,15 @@ fn every_filter_catches_what_fail2bans_corpus_annotates_without_false_positives(
             };
             let label = mode.clone().unwrap_or_else(|| "default".into());
             table.push_str(&format!(
-                "| {name} | {filter} | {label} | {}/{} | {:.2} | {}/{} | {} | {} |\n",
+                "| {name} | {filter} | {label} | {}/{} | {:.2} | {}/{} | {} | {} | {} |\n",
                 score.caught,
                 score.attacks,
                 recall,
                 score.false_positives,
                 score.benign,
                 score.wrong,
-                score.names
+                score.names,
+                score.refused
             ));
             if mode.is_none() {
                 total_caught += score.caught;
@@ -356,8 +376,11 @@ fn every_filter_catches_what_fail2bans_corpus_annotates_without_false_positives(
             }
         }
     }
+    for (file, fragment, why) in REFUSED {
+        table.push_str(&format!("\nRefused in {file} (`{fragment}`): {why}."));
+    }
     table.push_str(&format!(
-        "\nDefault modes together: {total_caught} of {total_attacks} attacks caught, {total_fp} false positives on {total_benign} benign lines.\nCorpus files without a gaoler counterpart: {}\n",
+        "\n\nDefault modes together: {total_caught} of {total_attacks} attacks caught, {total_fp} false positives on {total_benign} benign lines.\nCorpus files without a gaoler counterpart: {}\n",
         if without.is_empty() { "none".to_string() } else { without.join(", ") }
     ));
     let _ = std::fs::write(repo().join("target/accuracy.md"), &table);

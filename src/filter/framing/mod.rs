@@ -187,6 +187,14 @@ impl Framer {
     }
 
     fn detect<'a>(&self, line: &'a [u8], now: Timestamp) -> Framed<'a> {
+        // `[28325:00010-3735542592] stamp ...`: a process/thread id some applications
+        // (Lotus Domino with thread ids on) write before their stamp.
+        if let Some(rest) = thread_id_prefix(line) {
+            let framed = self.detect(rest, now);
+            if framed.time.is_some() {
+                return framed;
+            }
+        }
         let mut i = 0;
         // `<PRI>` of a raw syslog message.
         if line.first() == Some(&b'<') {
@@ -226,6 +234,7 @@ impl Framer {
             .or_else(|| self.iso(body).map(|(t, n)| (t, n, body[10] == b'T')))
             .or_else(|| self.slash_date(body).map(|(t, n)| (t, n, false)))
             .or_else(|| self.dmy(body).map(|(t, n)| (t, n, false)))
+            .or_else(|| self.dmy_numeric(body).map(|(t, n)| (t, n, false)))
             .or_else(|| self.ctime(body).map(|(t, n)| (t, n, false)))
             .or_else(|| {
                 if bracket {
@@ -389,6 +398,21 @@ impl Framer {
         self.time_and_zone(b, day_month_year(b)?, 12)
     }
 
+    /// `21-11-2026 08:13:46` or `21/11/2026 08:13:46`: day first, as fail2ban reads
+    /// it (Lotus Domino and other applications writing the European order).
+    fn dmy_numeric(&self, b: &[u8]) -> Option<(Timestamp, usize)> {
+        if b.len() < 19 || b[10] != b' ' || !matches!(b[2], b'-' | b'/') || b[5] != b[2] {
+            return None;
+        }
+        let date = NaiveDate::from_ymd_opt(
+            digits(&b[6..10])? as i32,
+            digits(&b[3..5])?,
+            digits(&b[0..2])?,
+        )?;
+        // Applications pad the time with spaces too (`03-07-2005 23:07:20   SMTP`).
+        self.time_and_zone(b, date, 11)
+    }
+
     /// `Sat Nov 21 08:13:46[.123456] 2026` (Apache error log, ctime).
     /// Also `Mon Jun 8 12:08:53 2020` (vsftpd: one space before a one-digit day).
     fn ctime(&self, b: &[u8]) -> Option<(Timestamp, usize)> {
@@ -477,6 +501,19 @@ fn skip_spaces(mut b: &[u8]) -> &[u8] {
         b = rest;
     }
     b
+}
+
+/// What follows a leading `[hex:hex-hex] `, an id made of hex digits, `:` and `-`
+/// with at least one separator.
+fn thread_id_prefix(line: &[u8]) -> Option<&[u8]> {
+    let close = line.iter().take(48).position(|&b| b == b']')?;
+    let id = line.get(1..close).filter(|_| line[0] == b'[')?;
+    let ok = id.len() >= 3
+        && id
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'-'))
+        && id.iter().any(|b| matches!(b, b':' | b'-'));
+    (ok && line.get(close + 1) == Some(&b' ')).then(|| skip_spaces(&line[close + 1..]))
 }
 
 /// A header names a process when its tag carries a pid: `sshd[42]`.

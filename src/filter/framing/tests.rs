@@ -363,3 +363,20 @@ fn the_process_is_named_only_by_a_header_with_a_pid() {
         None
     );
 }
+
+#[test]
+fn day_first_numeric_stamps_and_a_thread_id_before_a_stamp() {
+    let (t, m) = split("03-07-2005 23:07:20   SMTP Server: x");
+    assert_eq!(t, Some(utc(2005, 7, 3, 23, 7, 20)));
+    assert_eq!(m, "SMTP Server: x");
+    assert_eq!(
+        split("22/06/2014 09:56:12 smtp: y").0,
+        Some(utc(2014, 6, 22, 9, 56, 12))
+    );
+    let (t, m) = split("[28325:00010-3735542592] 22-06-2014 09:56:12   smtp: z");
+    assert_eq!(t, Some(utc(2014, 6, 22, 9, 56, 12)));
+    assert_eq!(m, "smtp: z");
+    // Not a date: month 13; and a bracketed id without a stamp after it stays.
+    assert_eq!(split("03-13-2005 23:07:20 x").0, None);
+    assert_eq!(split("[1a:2b] hello").1, "[1a:2b] hello");
+}
