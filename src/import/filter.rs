@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use super::ini::{Ini, Scope, Section};
+use super::regex::Tagged;
 use super::{regex, Outcome, Report};
+use crate::filter::SessionRules;
 
 /// One converted filter, ready to write.
 pub struct FilterOut {
@@ -44,9 +46,15 @@ pub fn non_default_options(ini: &Ini, opts: &[(String, String)]) -> Section {
         .collect()
 }
 
-/// Whether gaoler's filter engine takes these regexes; else its messages.
-fn compiles(fail: &[String], ignore: &[String], pref: Option<&str>) -> Result<(), String> {
-    crate::filter::Filter::new("import", fail, ignore, pref)
+/// Whether gaoler's filter engine takes these regexes (as a filter with sessions
+/// when `session` is given); else its messages.
+fn compiles(
+    fail: &[String],
+    ignore: &[String],
+    pref: Option<&str>,
+    session: Option<&SessionRules>,
+) -> Result<(), String> {
+    crate::filter::Filter::build("import", fail, ignore, pref, session)
         .map(|_| ())
         .map_err(|errs| {
             errs.iter()
@@ -54,6 +62,34 @@ fn compiles(fail: &[String], ignore: &[String], pref: Option<&str>) -> Result<()
                 .collect::<Vec<_>>()
                 .join("; ")
         })
+}
+
+/// Whether one translated regex compiles in the place its role gives it.
+fn compiles_as(re: &str, role: Tagged, sessions: bool) -> Result<(), String> {
+    let one = std::slice::from_ref(&re.to_string()).to_vec();
+    if !sessions {
+        return compiles(&one, &[], None, None);
+    }
+    let mut rules = SessionRules {
+        key: "process".into(),
+        ..SessionRules::default()
+    };
+    let fail = match role {
+        Tagged::Fail => one,
+        Tagged::Success => {
+            rules.success = one;
+            vec!["^<HOST>$".to_string()]
+        }
+        Tagged::End => {
+            rules.end = one;
+            vec!["^<HOST>$".to_string()]
+        }
+        Tagged::Note => {
+            rules.note = one;
+            vec!["^<HOST>$".to_string()]
+        }
+    };
+    compiles(&fail, &[], None, Some(&rules))
 }
 
 /// The non-empty lines of a multi-line value.
@@ -74,6 +110,12 @@ struct Translated {
     ignore: Vec<String>,
     prefregex: Option<String>,
     datepattern: Option<String>,
+    /// fail2ban ties lines into sessions (`<F-MLFID>`, `<F-NOFAIL>`, ...): gaoler's
+    /// session per process, with these success, end and note regexes.
+    sessions: bool,
+    success: Vec<String>,
+    end: Vec<String>,
+    note: Vec<String>,
     /// (fail2ban's regex, why it was left out)
     left_out: Vec<(String, String)>,
 }
@@ -102,6 +144,20 @@ impl Translated {
         }
         if let Some(d) = &self.datepattern {
             let _ = writeln!(text, "datepattern = {}", quote(d));
+        }
+        if self.sessions {
+            text.push_str("\n# fail2ban's multi-line tags, as a session per logging process.\n[session]\nkey = \"process\"\n");
+            for (list, regexes) in [
+                ("success", &self.success),
+                ("end", &self.end),
+                ("note", &self.note),
+            ] {
+                let _ = writeln!(text, "{list} = [");
+                for re in regexes {
+                    let _ = writeln!(text, "  {},", quote(re));
+                }
+                text.push_str("]\n");
+            }
         }
         text
     }
@@ -133,18 +189,44 @@ pub fn convert(
     }
     let mut t = Translated::default();
     let mut notes = Vec::new();
+    let pref_source = value("prefregex").filter(|p| !p.trim().is_empty());
+    t.sessions = fail_sources.iter().any(|s| regex::is_multiline(s))
+        || pref_source.as_deref().is_some_and(regex::is_multiline);
+    // An address in the prefregex: each failregex goes inside it, in place of its
+    // content, so each regex has its address.
+    let merged = pref_source
+        .as_deref()
+        .filter(|p| p.contains("<HOST>") || p.contains("<ADDR>"))
+        .and_then(content_span)
+        .map(|(before, after)| (before.to_string(), after.to_string()));
+    let fail_sources: Vec<String> = match &merged {
+        Some((before, after)) => fail_sources
+            .iter()
+            .map(|f| format!("{before}(?:{}){after}", f.trim().trim_start_matches('^')))
+            .collect(),
+        None => fail_sources,
+    };
     for source in &fail_sources {
-        let checked = regex::translate(source)
-            .and_then(|re| compiles(std::slice::from_ref(&re), &[], None).map(|()| re));
-        match checked {
-            Ok(re) => t.fail.push(re),
-            Err(why) => t.left_out.push((source.clone(), why)),
+        let role = regex::tagged(source);
+        let checked = regex::translate(source, t.sessions)
+            .and_then(|re| compiles_as(&re, role, t.sessions).map(|()| re));
+        match (checked, role) {
+            (Ok(re), Tagged::Fail) => t.fail.push(re),
+            (Ok(re), Tagged::Success) => t.success.push(re),
+            (Ok(re), Tagged::End) => t.end.push(re),
+            (Ok(re), Tagged::Note) => t.note.push(re),
+            (Err(why), _) => t.left_out.push((source.clone(), why)),
         }
+    }
+    if t.sessions {
+        notes.push(
+            "multi-line (fail2ban's <F-MLFID>/<F-NOFAIL>/<F-MLFGAINED>): a session per logging process".into(),
+        );
     }
     let probe = ["^<HOST>$".to_string()];
     for source in lines(value("ignoreregex")) {
         let checked = regex::translate_any(&source)
-            .and_then(|re| compiles(&probe, std::slice::from_ref(&re), None).map(|()| re));
+            .and_then(|re| compiles(&probe, std::slice::from_ref(&re), None, None).map(|()| re));
         match checked {
             Ok(re) => t.ignore.push(re),
             Err(why) => {
@@ -155,13 +237,11 @@ pub fn convert(
             }
         }
     }
-    t.prefregex = value("prefregex")
-        .filter(|p| !p.trim().is_empty())
-        .and_then(|p| {
-            prefregex(&p, &t)
-                .map_err(|why| notes.push(format!("prefregex left out: {why}")))
-                .ok()
-        });
+    t.prefregex = pref_source.filter(|_| merged.is_none()).and_then(|p| {
+        prefregex(&p, &t)
+            .map_err(|why| notes.push(format!("prefregex left out: {why}")))
+            .ok()
+    });
     t.datepattern = value("datepattern").and_then(|d| {
         regex::datepattern(&d)
             .map_err(|why| notes.push(format!("datepattern: {why}")))
@@ -207,7 +287,19 @@ fn prefregex(source: &str, t: &Translated) -> Result<String, String> {
     if !re.contains("(?P<content>") {
         return Err("it has no <F-CONTENT>".into());
     }
-    compiles(&t.fail, &t.ignore, Some(&re)).map(|()| re)
+    let session = t.sessions.then(|| SessionRules {
+        key: "process".into(),
+        ..SessionRules::default()
+    });
+    compiles(&t.fail, &t.ignore, Some(&re), session.as_ref()).map(|()| re)
+}
+
+/// A fail2ban prefregex around its `<F-CONTENT>...</F-CONTENT>`: what stands before
+/// and after the content (its end anchor included).
+fn content_span(pref: &str) -> Option<(&str, &str)> {
+    let open = pref.find("<F-CONTENT>")?;
+    let close = pref.find("</F-CONTENT>")?;
+    (open < close).then(|| (&pref[..open], &pref[close + "</F-CONTENT>".len()..]))
 }
 
 /// A TOML string: a literal `'''...'''` when it can be, else an escaped one.

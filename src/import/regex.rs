@@ -1,12 +1,52 @@
 //! One fail2ban regex (Python `re`, after interpolation) to gaoler's dialect (Rust
-//! `regex` with `<HOST>`): fail2ban's tags become groups or `<HOST>`, and Python-only
-//! syntax is rewritten where an equivalent exists. What has none is refused with the
-//! reason, which the report and the written filter show.
+//! `regex` with `<HOST>`, and look-around or backreferences where fail2ban uses them,
+//! which gaoler runs on its backtracking engine): fail2ban's tags become groups or
+//! `<HOST>`, and Python-only syntax is rewritten where an equivalent exists. What has
+//! none is refused with the reason, which the report and the written filter show.
 
-/// Translates the failregex `source`; `Err` says why it cannot be.
-pub fn translate(source: &str) -> Result<String, String> {
+/// What a fail2ban regex's multi-line tags say about its line (gaoler's session
+/// roles): `<F-MLFGAINED>` a success, `<F-NOFAIL>` with `<F-MLFFORGET>` the end of
+/// the session, `<F-NOFAIL>` alone only its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tagged {
+    Fail,
+    Success,
+    End,
+    Note,
+}
+
+/// The session role fail2ban's tags in `source` give its line.
+pub fn tagged(source: &str) -> Tagged {
+    let forget = source.contains("<F-MLFFORGET>") || source.contains("<F-MLFFFORGET>");
+    if source.contains("<F-MLFGAINED>") {
+        Tagged::Success
+    } else if source.contains("<F-NOFAIL>") && forget {
+        Tagged::End
+    } else if source.contains("<F-NOFAIL>") {
+        Tagged::Note
+    } else {
+        Tagged::Fail
+    }
+}
+
+/// Whether a fail2ban regex ties lines into sessions (multi-line).
+pub fn is_multiline(source: &str) -> bool {
+    [
+        "<F-MLFID>",
+        "<F-NOFAIL>",
+        "<F-MLFGAINED>",
+        "<F-MLFFORGET>",
+        "<F-MLFFFORGET>",
+    ]
+    .iter()
+    .any(|t| source.contains(t))
+}
+
+/// Translates the failregex `source`; `Err` says why it cannot be. Without
+/// `sessions` it must capture an address.
+pub fn translate(source: &str, sessions: bool) -> Result<String, String> {
     let s = translate_any(source)?;
-    if !s.contains("<HOST>") {
+    if !sessions && !s.contains("<HOST>") {
         return Err("has no <HOST> (fail2ban takes the address from another line of the same session: multi-line)".into());
     }
     Ok(s)
@@ -18,14 +58,6 @@ pub fn translate_any(source: &str) -> Result<String, String> {
     for (tag, why) in [
         ("<SKIPLINES>", "spans several lines (<SKIPLINES>)"),
         (
-            "<F-NOFAIL>",
-            "marks a line that is no failure on its own (<F-NOFAIL>, multi-line)",
-        ),
-        (
-            "<F-MLFGAINED>",
-            "marks a successful login (<F-MLFGAINED>, multi-line)",
-        ),
-        (
             "<DNS>",
             "matches host names (<DNS>): gaoler never resolves names",
         ),
@@ -36,8 +68,15 @@ pub fn translate_any(source: &str) -> Result<String, String> {
             return Err(why.into());
         }
     }
-    if s.contains("\\n") {
+    if matches_newline(&s) {
         return Err("spans several lines (\\n)".into());
+    }
+    // Python groups named like gaoler's placeholders (`(?P<USER>...)`, then
+    // `(?P=USER)`) are renamed, so the placeholders stay gaoler's.
+    for name in ["HOST", "ADDR", "USER", "XFF"] {
+        s = s
+            .replace(&format!("(?P<{name}>"), &format!("(?P<f2b_{name}>"))
+            .replace(&format!("(?P={name})"), &format!("(?P=f2b_{name})"));
     }
     // Address tags: gaoler's <HOST> is one IPv4 or IPv6 address.
     for tag in ["<ADDR>", "<IP4>", "<IP6>"] {
@@ -53,7 +92,7 @@ pub fn translate_any(source: &str) -> Result<String, String> {
 fn field_tags(s: &str) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    let mut user = false;
+    let (mut user, mut alt_user) = (false, false);
     while let Some(at) = [rest.find("<F-"), rest.find("</F-")]
         .into_iter()
         .flatten()
@@ -75,6 +114,10 @@ fn field_tags(s: &str) -> Result<String, String> {
                 "USER" if !user => {
                     user = true;
                     out.push_str("(?P<user>");
+                }
+                "ALT_USER" if !alt_user => {
+                    alt_user = true;
+                    out.push_str("(?P<alt_user>");
                 }
                 "CONTENT" => out.push_str("(?P<content>"),
                 _ => out.push_str("(?:"),
@@ -98,9 +141,6 @@ fn python_syntax(s: &str) -> Result<String, String> {
         if c == b'\\' {
             let next = bytes.get(i + 1).copied().unwrap_or(b'\\');
             match next {
-                b'1'..=b'9' if !in_class => {
-                    return Err("uses a backreference (\\N), which Rust's regex lacks".into())
-                }
                 b'Z' if !in_class => out.push_str("\\z"),
                 _ => out.push_str(&s[i..i + 1 + utf8_len(next)]),
             }
@@ -135,15 +175,6 @@ fn python_syntax(s: &str) -> Result<String, String> {
             }
             continue;
         }
-        if rest.starts_with("(?P=") {
-            return Err("uses a named backreference (?P=name), which Rust's regex lacks".into());
-        }
-        if rest.starts_with("(?(") {
-            return Err("uses a conditional group (?(name)...), which Rust's regex lacks".into());
-        }
-        if rest.starts_with("(?>") {
-            return Err("uses an atomic group (?>...), which Rust's regex lacks".into());
-        }
         if rest.starts_with("(?#") {
             // A comment group: dropped.
             match rest.find(')') {
@@ -169,15 +200,7 @@ fn python_syntax(s: &str) -> Result<String, String> {
                 i = close + 1;
                 continue;
             }
-            return Err(
-                "uses look-around ((?=...) or (?<=...)) where it has no equivalent in Rust's regex"
-                    .into(),
-            );
-        }
-        if rest.starts_with("(?!") || rest.starts_with("(?<!") {
-            return Err(
-                "uses negative look-around ((?!...) or (?<!...)), which Rust's regex lacks".into(),
-            );
+            // Elsewhere it stays look-around: the backtracking engine runs it.
         }
         if c == b'{' {
             if rest.starts_with("{,") {
@@ -195,13 +218,27 @@ fn python_syntax(s: &str) -> Result<String, String> {
                 continue;
             }
         }
-        if matches!(c, b'*' | b'+' | b'?' | b'}') && matches!(bytes.get(i + 1), Some(b'+')) {
-            return Err("uses a possessive quantifier, which Rust's regex lacks".into());
-        }
         out.push_str(&rest[..utf8_len(c)]);
         i += utf8_len(c);
     }
     Ok(out)
+}
+
+/// A `\n` escape (a newline), not an escaped backslash before an `n`.
+fn matches_newline(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\\' {
+            if b[i + 1] == b'n' {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 fn utf8_len(first: u8) -> usize {
@@ -275,21 +312,24 @@ mod tests {
     #[test]
     fn tags_become_groups_and_host() {
         assert_eq!(
-            translate("^Failed for <F-USER>\\S+</F-USER> from <ADDR> <F-ID>\\d+</F-ID>$"),
+            translate(
+                "^Failed for <F-USER>\\S+</F-USER> from <ADDR> <F-ID>\\d+</F-ID>$",
+                false
+            ),
             Ok("^Failed for (?P<user>\\S+) from <HOST> (?:\\d+)$".into())
         );
         // A second user field is a plain group (Rust forbids a repeated name).
         assert_eq!(
-            translate("^<F-USER>a</F-USER>|<F-USER>b</F-USER> <HOST>"),
+            translate("^<F-USER>a</F-USER>|<F-USER>b</F-USER> <HOST>", false),
             Ok("^(?P<user>a)|(?:b) <HOST>".into())
         );
         assert_eq!(
             translate_any("^<F-CONTENT>.+</F-CONTENT>$"),
             Ok("^(?P<content>.+)$".into())
         );
-        assert!(translate("^<F-CONTENT>.+</F-CONTENT>$").is_err());
+        assert!(translate("^<F-CONTENT>.+</F-CONTENT>$", false).is_err());
         assert_eq!(
-            translate("^<ADDR>(?::<F-PORT/>)? x"),
+            translate("^<ADDR>(?::<F-PORT/>)? x", false),
             Ok("^<HOST>(?::(?:\\w+))? x".into())
         );
     }
@@ -297,38 +337,94 @@ mod tests {
     #[test]
     fn python_syntax_rewritten_where_equivalent() {
         assert_eq!(
-            translate("^a{,3} <HOST>\\Z"),
+            translate("^a{,3} <HOST>\\Z", false),
             Ok("^a{0,3} <HOST>\\z".into())
         );
         assert_eq!(
-            translate("^x(?#note) <HOST>(?=\\s|$)"),
+            translate("^x(?#note) <HOST>(?=\\s|$)", false),
             Ok("^x <HOST>(?:\\s|$)".into())
         );
-        assert_eq!(translate("(?<=from )<HOST>"), Ok("(?:from )<HOST>".into()));
-        assert_eq!(translate("^[]a] <HOST>"), Ok("^[\\]a] <HOST>".into()));
-        assert_eq!(translate("^[^]] <HOST>"), Ok("^[^\\]] <HOST>".into()));
-        assert_eq!(translate("^[(?!] <HOST>"), Ok("^[(?!] <HOST>".into()));
-        assert_eq!(translate("^[^[]* <HOST>"), Ok("^[^\\[]* <HOST>".into()));
-        assert_eq!(translate("^[a&&b] <HOST>"), Ok("^[a\\&\\&b] <HOST>".into()));
-        assert_eq!(translate("^{[^}]+} <HOST>"), Ok("^\\{[^}]+} <HOST>".into()));
-        assert_eq!(translate("^a{2} <HOST>"), Ok("^a{2} <HOST>".into()));
+        assert_eq!(
+            translate("(?<=from )<HOST>", false),
+            Ok("(?:from )<HOST>".into())
+        );
+        assert_eq!(
+            translate("^[]a] <HOST>", false),
+            Ok("^[\\]a] <HOST>".into())
+        );
+        assert_eq!(
+            translate("^[^]] <HOST>", false),
+            Ok("^[^\\]] <HOST>".into())
+        );
+        assert_eq!(
+            translate("^[(?!] <HOST>", false),
+            Ok("^[(?!] <HOST>".into())
+        );
+        assert_eq!(
+            translate("^[^[]* <HOST>", false),
+            Ok("^[^\\[]* <HOST>".into())
+        );
+        assert_eq!(
+            translate("^[a&&b] <HOST>", false),
+            Ok("^[a\\&\\&b] <HOST>".into())
+        );
+        assert_eq!(
+            translate("^{[^}]+} <HOST>", false),
+            Ok("^\\{[^}]+} <HOST>".into())
+        );
+        assert_eq!(translate("^a{2} <HOST>", false), Ok("^a{2} <HOST>".into()));
     }
 
     #[test]
-    fn python_syntax_without_equivalent_is_refused_with_the_reason() {
+    fn look_around_and_backreferences_are_kept_for_the_backtracking_engine() {
+        for re in [
+            r"^(a) \1 <HOST>",
+            r"^(?P<x>a) (?P=x) <HOST>",
+            r"^(?!root) <HOST>",
+            r"^a(?=b) <HOST>",
+        ] {
+            assert_eq!(translate(re, false).as_deref(), Ok(re));
+        }
+        // Python groups named like gaoler's placeholders are renamed.
+        assert_eq!(
+            translate(r"^(?P<USER>\S+) again (?P=USER) <HOST>", false),
+            Ok(r"^(?P<f2b_USER>\S+) again (?P=f2b_USER) <HOST>".into())
+        );
+        // A literal backslash-n in the log is no newline.
+        assert!(translate(r"^x '(?:\\n)?' <HOST>", false).is_ok());
+        assert!(translate(r"^x\ny <HOST>", false).is_err());
+    }
+
+    #[test]
+    fn multi_line_tags_give_session_roles() {
+        assert_eq!(
+            tagged("^<F-NOFAIL>Connection from</F-NOFAIL> <HOST>"),
+            Tagged::Note
+        );
+        assert_eq!(
+            tagged(r"^<F-MLFFORGET><F-MLFGAINED>Accepted \w+</F-MLFGAINED></F-MLFFORGET> for"),
+            Tagged::Success
+        );
+        assert_eq!(
+            tagged("^<F-NOFAIL><F-MLFFORGET>Connection closed</F-MLFFORGET></F-NOFAIL> by <HOST>"),
+            Tagged::End
+        );
+        assert_eq!(tagged("^Failed for <HOST>"), Tagged::Fail);
+        // Without sessions a failure needs an address; with them it may lack one.
+        assert!(translate("^Too many failures", false).is_err());
+        assert_eq!(
+            translate("^Too many failures", true).as_deref(),
+            Ok("^Too many failures")
+        );
+    }
+
+    #[test]
+    fn what_has_no_equivalent_is_refused_with_the_reason() {
         for (re, why) in [
-            ("^(a) \\1 <HOST>", "backreference"),
-            ("^(?P<x>a) (?P=x) <HOST>", "named backreference"),
-            ("^(?P<i>x)?(?(i)a|b) <HOST>", "conditional"),
-            ("^(?!root) <HOST>", "negative look-around"),
-            ("^a(?=b) <HOST>", "look-around"),
-            ("^a++ <HOST>", "possessive"),
-            ("^(?>a) <HOST>", "atomic"),
-            ("^<F-NOFAIL>x</F-NOFAIL> <HOST>", "NOFAIL"),
             ("^a<SKIPLINES>b <HOST>", "SKIPLINES"),
             ("^a <DNS>", "host names"),
         ] {
-            let err = translate(re).expect_err(re);
+            let err = translate(re, false).expect_err(re);
             assert!(err.contains(why), "{re}: {err}");
         }
     }
