@@ -167,13 +167,18 @@ impl Loader {
         if bad_var {
             return None;
         }
-        if raw.failregex.get_ref().is_empty() {
-            self.errors.push(Diagnostic::at(
-                path,
-                &text,
-                raw.failregex.span(),
-                "failregex is empty: a filter needs at least one regex with <HOST>",
-            ));
+        // With modes, the filter's own list may be empty when every mode adds some.
+        if fail_sources.is_empty() {
+            let msg = if raw.modes.is_empty() {
+                "failregex is empty: a filter needs at least one regex with <HOST>".to_string()
+            } else {
+                format!(
+                    "failregex is empty in mode `{}`: a filter needs at least one regex with <HOST>",
+                    vars.get("mode").copied().unwrap_or_default()
+                )
+            };
+            self.errors
+                .push(Diagnostic::at(path, &text, raw.failregex.span(), msg));
             return None;
         }
         match Filter::build(name, &fail, &ignore, pref.as_deref(), session.as_ref()) {
