@@ -46,6 +46,10 @@ pub struct Report {
     pub matched: usize,
     pub ignored: usize,
     pub missed: usize,
+    /// Lines a filter with sessions matched that settled no failure themselves
+    /// (an address noted, a failure held or waiting for an address, a success, an end).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub in_sessions: usize,
     /// Failures that name no client (logged for a trusted proxy, or with
     /// `trusted_proxies_only`, without one in X-Forwarded-For): never counted.
     pub no_client: usize,
@@ -178,7 +182,7 @@ fn examine(
             };
             match settled {
                 Some(s) => ((s.host, mark.regex, mark.via), s.count),
-                None => return,
+                None => return report.in_sessions += 1,
             }
         }
         Verdict::Ignored(_) => return report.ignored += 1,
@@ -228,6 +232,12 @@ pub fn render(report: &Report, filter: &Filter) -> String {
         report.ignored,
         report.missed
     );
+    if report.in_sessions > 0 {
+        out.push_str(&format!(
+            "  {} lines belong to sessions without settling a failure themselves ({} failures counted in all)\n",
+            report.in_sessions, report.failures
+        ));
+    }
     if report.cut > 0 {
         out.push_str(&format!(
             "  {} lines longer than 64 KiB were cut and not matched\n",

@@ -534,8 +534,11 @@ impl Filter {
         for &i in &self.order {
             let re = &self.fail[i];
             // A fast hit proves the whole regex matches; otherwise ask the regex itself.
-            // A session needs the user name (a second one makes it hostile).
-            let fast = if detailed || self.session.is_some() && re.has_user {
+            // A session needs the user name of a held failure or a success (a second
+            // name makes the session hostile); a failure counts whatever its name.
+            let needs_user =
+                self.session.is_some() && re.has_user && matches!(re.role, Role::Hold | Role::Success);
+            let fast = if detailed || needs_user {
                 None
             } else {
                 re.fast(content, &mut candidates)
