@@ -158,26 +158,16 @@ fn main() {
             .sum::<usize>()
     });
     let messages: Vec<&[u8]> = lines.iter().map(|l| framer.split(l, now).message).collect();
-    let (filter_s, _) = best(|| {
-        messages
-            .iter()
-            .filter(|m| hit(sshd.examine(m)))
-            .count()
-    });
-    let (hits, misses): (Vec<&[u8]>, Vec<&[u8]>) = messages
-        .iter()
-        .partition(|m| hit(sshd.examine(m)));
+    let (filter_s, _) = best(|| messages.iter().filter(|m| hit(sshd.examine(m))).count());
+    let (hits, misses): (Vec<&[u8]>, Vec<&[u8]>) =
+        messages.iter().partition(|m| hit(sshd.examine(m)));
     let (miss_s, _) = best(|| {
         misses
             .iter()
             .filter(|m| matches!(sshd.examine(m), Verdict::Miss))
             .count()
     });
-    let (hit_s, _) = best(|| {
-        hits.iter()
-            .filter(|m| hit(sshd.examine(m)))
-            .count()
-    });
+    let (hit_s, _) = best(|| hits.iter().filter(|m| hit(sshd.examine(m))).count());
     println!(
         "per line: miss {:.0} ns ({} lines), hit {:.0} ns ({} lines)",
         miss_s / misses.len() as f64 * 1e9,
@@ -188,9 +178,7 @@ fn main() {
     let (engine_s, engine_hits) = best(|| {
         lines
             .iter()
-            .filter(|l| {
-                hit(sshd.examine(framer.split(l, now).message))
-            })
+            .filter(|l| hit(sshd.examine(framer.split(l, now).message)))
             .count()
     });
     let (all_s, all_hits) = best(|| {

@@ -52,7 +52,11 @@ fn main() {
     let start = Instant::now();
     let settled: u64 = keys
         .iter()
-        .map(|&k| sessions.observe(Some(k), &end, now).map_or(0, |s| u64::from(s.count)))
+        .map(|&k| {
+            sessions
+                .observe(Some(k), &end, now)
+                .map_or(0, |s| u64::from(s.count))
+        })
         .sum();
     let end_s = start.elapsed().as_secs_f64();
     assert_eq!(settled, OPEN, "each end settles its session's failure");

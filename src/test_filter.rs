@@ -168,7 +168,15 @@ fn examine(
 ) {
     report.lines += 1;
     let framed = framer.split(line, now);
-    let (found, count) = match filter.examine_behind(framed.message, &opts.proxies, false) {
+    let at = framed.time.unwrap_or(now);
+    let verdict = match (filter.session(), sessions.as_ref()) {
+        (Some(spec), Some(open)) => {
+            let mut is_open = || open.is_open(spec.key(line, framed.process), at);
+            filter.examine_for_session(framed.message, &opts.proxies, &mut is_open)
+        }
+        _ => filter.examine_behind(framed.message, &opts.proxies, false),
+    };
+    let (found, count) = match verdict {
         Verdict::Failure(found) => ((found.host, found.regex, found.via), 1),
         Verdict::Mark(mark) => {
             report.regex_hits[mark.regex] += 1;
@@ -176,7 +184,7 @@ fn examine(
             let settled = match (spec, sessions.as_mut()) {
                 (Some(spec), Some(open)) => {
                     let key = spec.key(line, framed.process);
-                    open.observe(key, &mark, framed.time.unwrap_or(now))
+                    open.observe(key, &mark, at)
                 }
                 _ => None,
             };

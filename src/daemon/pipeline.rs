@@ -211,26 +211,29 @@ impl Sink for Examiner {
                         (own.message, own.time, own.process)
                     }
                 };
-                let (host, count) = match sub.filter.examine_behind(message, &sub.proxies, false) {
+                // The journal names the process in fields: only session filters ask.
+                let journal_process;
+                let process = match record.meta {
+                    Some(meta) if sub.filter.session().is_some() => {
+                        journal_process = process_of(&meta.fields);
+                        journal_process.as_deref()
+                    }
+                    _ => process,
+                };
+                let at = time.unwrap_or(now);
+                let verdict = match (sub.filter.session(), self.sessions.get(n)) {
+                    (Some(spec), Some(Some(open))) => {
+                        let mut is_open = || open.is_open(spec.key(record.text, process), at);
+                        sub.filter
+                            .examine_for_session(message, &sub.proxies, &mut is_open)
+                    }
+                    _ => sub.filter.examine_behind(message, &sub.proxies, false),
+                };
+                let (host, count) = match verdict {
                     Verdict::Failure(found) => (found.host, 1),
                     Verdict::Mark(mark) => {
-                        let journal_process;
-                        let process = match record.meta {
-                            Some(meta) => {
-                                journal_process = process_of(&meta.fields);
-                                journal_process.as_deref()
-                            }
-                            None => process,
-                        };
                         let open = self.sessions.get_mut(n);
-                        match settle(
-                            &sub.filter,
-                            open,
-                            &mark,
-                            record.text,
-                            process,
-                            time.unwrap_or(now),
-                        ) {
+                        match settle(&sub.filter, open, &mark, record.text, process, at) {
                             Some(settled) => (settled.host, settled.count),
                             None => continue,
                         }

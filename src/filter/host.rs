@@ -184,6 +184,37 @@ impl Candidates {
     }
 }
 
+/// The literal texts a regex anchored with `^` must start with (one of them), when
+/// they are few and none is empty: a line starting with none of them cannot match.
+pub fn prefix_literals(expanded: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::{HirKind, Look};
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(expanded)
+        .ok()?;
+    let HirKind::Concat(subs) = hir.kind() else {
+        return None;
+    };
+    if !matches!(
+        subs.first().map(|h| h.kind()),
+        Some(HirKind::Look(Look::Start))
+    ) {
+        return None;
+    }
+    let mut seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    // A dozen bytes tell lines apart as well as whole words, and merge variants.
+    seq.keep_first_bytes(12);
+    seq.dedup();
+    let literals = seq.literals()?;
+    if literals.is_empty() || literals.len() > 64 || literals.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    Some(literals.iter().map(|l| l.as_bytes().to_vec()).collect())
+}
+
 /// For a regex whose `host` group is a direct part of its top-level sequence: regexes
 /// for exactly what stands before the group (`\A...\z`) and what follows it (`\A...`).
 pub fn split_at_host(expanded: &str) -> Option<(String, String)> {

@@ -16,6 +16,7 @@ use regex::bytes::{Regex, RegexSet};
 
 pub use engine::BACKTRACK_LIMIT;
 pub use framing::{split_line, DatePattern, Framed, Framer, LogTz};
+pub use host::prefix_literals as prefix_literals_of;
 pub use host::{
     expand_placeholders, substitute_vars, ALT_USER_GROUP, HOST_GROUP, USER_GROUP, XFF_GROUP,
 };
@@ -89,6 +90,8 @@ struct FailRegex {
     has_host: bool,
     /// The regex captures a user name, which a session needs.
     has_user: bool,
+    /// What a matching line must start with (one of them), when that is known.
+    prefixes: Option<Vec<Vec<u8>>>,
 }
 
 impl FailRegex {
@@ -100,27 +103,66 @@ impl FailRegex {
         let split = host::split_at_host(expanded)
             .filter(|_| full.is_linear())
             .and_then(|(before, after)| Some((compile(&before).ok()?, compile(&after).ok()?)));
+        let prefixes = host::prefix_literals(expanded);
         Ok(FailRegex {
             full,
             split,
             role,
             has_host,
             has_user,
+            prefixes,
         })
+    }
+
+    /// Whether `content` starts with one of the regex's literal starts (true when
+    /// it has none known).
+    fn starts(&self, content: &[u8]) -> bool {
+        self.prefixes
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|l| content.starts_with(l)))
     }
 
     /// The address without running a capture engine: the leftmost address in the
     /// line with a valid prefix before it and a valid suffix after it, the first the
     /// server wrote; `None` leaves the case to `captured`.
-    fn fast(&self, content: &[u8], candidates: &mut Option<host::Candidates>) -> Option<IpAddr> {
+    fn fast(
+        &self,
+        content: &[u8],
+        candidates: &mut Option<host::Candidates>,
+        with_user: bool,
+    ) -> Option<(IpAddr, Option<String>)> {
         let (before, after) = self.split.as_ref()?;
-        candidates
+        let (start, end, ip) = candidates
             .get_or_insert_with(|| host::Candidates::find(content))
             .iter()
             .find(|(start, end, _)| {
                 before.is_match(&content[..*start]) && after.is_match(&content[*end..])
-            })
-            .map(|(_, _, ip)| ip)
+            })?;
+        if !with_user {
+            return Some((ip, None));
+        }
+        // The user, from the short parts around the address (cheap captures): the
+        // same text a capture of the whole line gives.
+        let user_in = |re: &Regex, text: &[u8]| -> (Option<String>, Option<String>) {
+            let Some(c) = re.captures(text) else {
+                return (None, None);
+            };
+            let get = |name: &str| {
+                c.name(name)
+                    .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
+            };
+            (get(USER_GROUP), get(ALT_USER_GROUP))
+        };
+        let (u1, a1) = user_in(before, &content[..start]);
+        let (u2, a2) = user_in(after, &content[end..]);
+        let user = u1.or(u2);
+        let alt = a1.or(a2).filter(|a| !a.is_empty());
+        let user = match (user, alt) {
+            (Some(u), Some(a)) if u.is_empty() => Some(a),
+            (Some(u), _) => Some(u),
+            (None, a) => a,
+        };
+        Some((ip, user))
     }
 
     /// The address (and user) as the regex engine's captures give them; `None` when
@@ -224,6 +266,41 @@ impl SessionSpec {
     }
 }
 
+/// The literal starts of every regex of a filter, by first byte: which regexes a
+/// line may match, from a few comparisons. Only for filters whose regexes (at most
+/// 64) all have literal starts.
+#[derive(Debug)]
+struct Gate {
+    /// For each first byte, the (regex, literal) pairs starting with it.
+    by_first: Vec<Vec<(u8, Box<[u8]>)>>,
+}
+
+impl Gate {
+    fn new(fail: &[FailRegex]) -> Option<Gate> {
+        if fail.len() > 64 {
+            return None;
+        }
+        let mut by_first: Vec<Vec<(u8, Box<[u8]>)>> = vec![Vec::new(); 256];
+        for (i, re) in fail.iter().enumerate() {
+            for lit in re.prefixes.as_ref()? {
+                by_first[usize::from(*lit.first()?)].push((i as u8, lit.clone().into()));
+            }
+        }
+        Some(Gate { by_first })
+    }
+
+    /// A bit per regex the line's start allows.
+    fn allowed(&self, content: &[u8]) -> u64 {
+        let Some(&first) = content.first() else {
+            return 0;
+        };
+        self.by_first[usize::from(first)]
+            .iter()
+            .filter(|(_, lit)| content.starts_with(lit))
+            .fold(0, |bits, (i, _)| bits | 1 << i)
+    }
+}
+
 /// The ignoreregexes: one automaton, or each on its own when one needs look-around.
 #[derive(Debug)]
 enum Ignore {
@@ -260,6 +337,9 @@ pub struct Filter {
     /// All the linear ones in one automaton: a message that matches none costs one
     /// scan (unless the filter has look-around regexes, which are tried each).
     fail_set: RegexSet,
+    /// When every regex has literal starts: which regexes a line's first bytes allow
+    /// (a line allowing none is a miss without a scan).
+    gate: Option<Gate>,
     any_backtracking: bool,
     ignore: Option<Ignore>,
     pref: Option<Matcher>,
@@ -392,6 +472,7 @@ impl Filter {
             .map(|r| r.full.as_str())
             .collect();
         let any_backtracking = fail.iter().any(|r| !r.full.is_linear());
+        let gate = Gate::new(&fail);
         let mut order: Vec<usize> = (0..fail.len()).collect();
         order.sort_by_key(|&i| match fail[i].role {
             Role::Hold => 0,
@@ -422,6 +503,7 @@ impl Filter {
             name: name.to_string(),
             fail,
             fail_set,
+            gate,
             any_backtracking,
             ignore,
             pref,
@@ -477,12 +559,12 @@ impl Filter {
     /// Looks for a failure in one message (the line without its timestamp and syslog
     /// header; see [`Framer`]). Fast: the user is not extracted.
     pub fn examine(&self, message: &[u8]) -> Verdict {
-        self.run(message, false, &TrustedProxies::NONE)
+        self.run(message, false, &TrustedProxies::NONE, &mut || true)
     }
 
     /// Like [`Filter::examine`], and also captures `<USER>`; for `test-filter`.
     pub fn examine_detailed(&self, message: &[u8]) -> Verdict {
-        self.run(message, true, &TrustedProxies::NONE)
+        self.run(message, true, &TrustedProxies::NONE, &mut || true)
     }
 
     /// Like [`Filter::examine`] (or `examine_detailed`), for a jail with trusted
@@ -494,11 +576,29 @@ impl Filter {
         proxies: &TrustedProxies,
         detailed: bool,
     ) -> Verdict {
-        self.run(message, detailed, proxies)
+        self.run(message, detailed, proxies, &mut || true)
     }
 
-    fn run(&self, message: &[u8], detailed: bool, proxies: &TrustedProxies) -> Verdict {
-        self.try_run(message, detailed, proxies)
+    /// Like [`Filter::examine_behind`] for a filter with sessions, knowing whether
+    /// the line's session is open: when it is not, a success or an end can settle
+    /// nothing, so its address is not looked for (the [`Verdict::Mark`] has none).
+    pub fn examine_for_session(
+        &self,
+        message: &[u8],
+        proxies: &TrustedProxies,
+        open: &mut dyn FnMut() -> bool,
+    ) -> Verdict {
+        self.run(message, false, proxies, open)
+    }
+
+    fn run(
+        &self,
+        message: &[u8],
+        detailed: bool,
+        proxies: &TrustedProxies,
+        open: &mut dyn FnMut() -> bool,
+    ) -> Verdict {
+        self.try_run(message, detailed, proxies, open)
             .unwrap_or(Verdict::Limited)
     }
 
@@ -507,6 +607,7 @@ impl Filter {
         message: &[u8],
         detailed: bool,
         proxies: &TrustedProxies,
+        open: &mut dyn FnMut() -> bool,
     ) -> Result<Verdict, LimitHit> {
         let decoded;
         let message = match self.decode {
@@ -525,26 +626,56 @@ impl Filter {
             },
             None => message,
         };
-        // Most lines match nothing: answer those with one scan and no allocation.
-        if !self.any_backtracking && !self.fail_set.is_match(content) {
-            return Ok(Verdict::Miss);
-        }
+        // Most lines match nothing: answer those with one scan (or, when every regex
+        // has literal starts, a comparison of the line's first bytes) and no allocation.
+        let allowed = match &self.gate {
+            Some(gate) => {
+                let allowed = gate.allowed(content);
+                if allowed == 0 {
+                    return Ok(Verdict::Miss);
+                }
+                allowed
+            }
+            None if !self.any_backtracking && !self.fail_set.is_match(content) => {
+                return Ok(Verdict::Miss);
+            }
+            None => u64::MAX,
+        };
+
         // The addresses in the line, found once (when first needed) for all failregexes.
         let mut candidates = None;
         for &i in &self.order {
             let re = &self.fail[i];
+            // A line that starts with none of the regex's literal starts cannot match.
+            if allowed & (1 << i.min(63)) == 0 || !re.starts(content) {
+                continue;
+            }
+            // A success or end of a session that is not open settles nothing.
+            if matches!(re.role, Role::Success | Role::End) && !open() {
+                if !re.full.is_match(content)? {
+                    continue;
+                }
+                return Ok(Verdict::Mark(Mark {
+                    role: re.role,
+                    host: None,
+                    user: None,
+                    regex: i,
+                    via: None,
+                }));
+            }
             // A fast hit proves the whole regex matches; otherwise ask the regex itself.
             // A session needs the user name of a held failure or a success (a second
             // name makes the session hostile); a failure counts whatever its name.
-            let needs_user =
-                self.session.is_some() && re.has_user && matches!(re.role, Role::Hold | Role::Success);
-            let fast = if detailed || needs_user {
+            let needs_user = self.session.is_some()
+                && re.has_user
+                && matches!(re.role, Role::Hold | Role::Success);
+            let fast = if detailed {
                 None
             } else {
-                re.fast(content, &mut candidates)
+                re.fast(content, &mut candidates, needs_user)
             };
             let found = match fast {
-                Some(ip) => Some((Some(ip), None)),
+                Some((ip, user)) => Some((Some(ip), user)),
                 None if re.full.is_match(content)? => re.captured(content)?,
                 None => None,
             };

@@ -295,7 +295,10 @@ fn test_filter_reports_in_the_stable_json_shape() {
                 + in_sessions.unwrap_or(0)
         )
     );
-    assert!(v["failures"].as_u64() > matched, "held failures settle at one line: {v}");
+    assert!(
+        v["failures"].as_u64() > matched,
+        "held failures settle at one line: {v}"
+    );
     assert!(matched > Some(5));
     let first = &v["matches"][0];
     assert!(first["line"].as_u64().is_some() && first["host"].is_string());

@@ -151,6 +151,12 @@ impl Sessions {
         self.open.is_empty()
     }
 
+    /// Whether session `key` is open (and not quiet past the age limit) at `now`.
+    pub fn is_open(&self, key: Option<u64>, now: Timestamp) -> bool {
+        key.and_then(|k| self.open.get(&k))
+            .is_some_and(|s| now.timestamp().saturating_sub(s.last) <= self.max_age)
+    }
+
     /// Sessions forgotten early because the cap was reached, since the start.
     pub fn evicted(&self) -> u64 {
         self.evicted
