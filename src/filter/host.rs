@@ -182,6 +182,60 @@ impl Candidates {
     pub fn iter(&self) -> impl Iterator<Item = (usize, usize, IpAddr)> + '_ {
         self.found.iter().map_while(|c| *c)
     }
+
+    /// Every address token of the line is here (fewer than the most kept).
+    pub fn complete(&self) -> bool {
+        self.found[Candidates::MAX - 1].is_none()
+    }
+}
+
+/// Whether a regex's `<HOST>` (a direct part of its top-level sequence) stands
+/// between bytes that cannot be part of an address (`from 1.2.3.4 port`, `[1.2.3.4]`,
+/// or the start or end of the line): then it can only be a whole address token of
+/// the line, which [`Candidates`] lists, so when no candidate fits, the regex does
+/// not match.
+pub fn host_is_delimited(expanded: &str) -> bool {
+    use regex_syntax::hir::{HirKind, Look};
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(expanded)
+    else {
+        return false;
+    };
+    let HirKind::Concat(subs) = hir.kind() else {
+        return false;
+    };
+    let Some(at) = subs.iter().position(
+        |h| matches!(h.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(HOST_GROUP)),
+    ) else {
+        return false;
+    };
+    // `\[?` before and `\]?` after the address (the placeholder's brackets).
+    let optional_bracket = |h: &regex_syntax::hir::Hir, b: u8| {
+        matches!(h.kind(), HirKind::Repetition(r) if r.min == 0 && r.max == Some(1)
+            && matches!(r.sub.kind(), HirKind::Literal(l) if *l.0 == [b]))
+    };
+    let mut before = subs[..at].iter().rev().peekable();
+    if before.peek().is_some_and(|h| optional_bracket(h, b'[')) {
+        before.next();
+    }
+    let left = match before.next().map(|h| h.kind()) {
+        Some(HirKind::Literal(l)) => l.0.last().is_some_and(|&b| !is_address_byte(b)),
+        Some(HirKind::Look(Look::Start)) => true,
+        _ => false,
+    };
+    let mut after = subs[at + 1..].iter().peekable();
+    if after.peek().is_some_and(|h| optional_bracket(h, b']')) {
+        after.next();
+    }
+    let right = match after.next().map(|h| h.kind()) {
+        None | Some(HirKind::Look(Look::End)) => true,
+        Some(HirKind::Literal(l)) => l.0.first().is_some_and(|&b| !is_address_byte(b)),
+        _ => false,
+    };
+    left && right
 }
 
 /// The literal texts a regex anchored with `^` must start with (one of them), when

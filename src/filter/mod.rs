@@ -92,6 +92,9 @@ struct FailRegex {
     has_user: bool,
     /// What a matching line must start with (one of them), when that is known.
     prefixes: Option<Vec<Vec<u8>>>,
+    /// The address stands between non-address bytes: when no candidate of a line
+    /// with all its candidates listed fits, the regex does not match.
+    delimited: bool,
 }
 
 impl FailRegex {
@@ -104,6 +107,7 @@ impl FailRegex {
             .filter(|_| full.is_linear())
             .and_then(|(before, after)| Some((compile(&before).ok()?, compile(&after).ok()?)));
         let prefixes = host::prefix_literals(expanded);
+        let delimited = split.is_some() && host::host_is_delimited(expanded);
         Ok(FailRegex {
             full,
             split,
@@ -111,6 +115,7 @@ impl FailRegex {
             has_host,
             has_user,
             prefixes,
+            delimited,
         })
     }
 
@@ -674,8 +679,12 @@ impl Filter {
             } else {
                 re.fast(content, &mut candidates, needs_user)
             };
+            let proven_absent = !detailed
+                && re.delimited
+                && candidates.as_ref().is_some_and(host::Candidates::complete);
             let found = match fast {
                 Some((ip, user)) => Some((Some(ip), user)),
+                None if proven_absent => None,
                 None if re.full.is_match(content)? => re.captured(content)?,
                 None => None,
             };
