@@ -189,6 +189,24 @@ impl Candidates {
     }
 }
 
+/// A filter regex as syntax, in the dialect filters compile in (bytes, ASCII).
+fn syntax(expanded: &str) -> Option<regex_syntax::hir::Hir> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(expanded)
+        .ok()
+}
+
+/// Where the `host` group stands in a regex's top-level sequence.
+fn host_at(subs: &[regex_syntax::hir::Hir]) -> Option<usize> {
+    use regex_syntax::hir::HirKind;
+    subs.iter().position(
+        |h| matches!(h.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(HOST_GROUP)),
+    )
+}
+
 /// Whether a regex's `<HOST>` (a direct part of its top-level sequence) stands
 /// between bytes that cannot be part of an address (`from 1.2.3.4 port`, `[1.2.3.4]`,
 /// or the start or end of the line): then it can only be a whole address token of
@@ -196,20 +214,13 @@ impl Candidates {
 /// not match.
 pub fn host_is_delimited(expanded: &str) -> bool {
     use regex_syntax::hir::{HirKind, Look};
-    let Ok(hir) = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(expanded)
-    else {
+    let Some(hir) = syntax(expanded) else {
         return false;
     };
     let HirKind::Concat(subs) = hir.kind() else {
         return false;
     };
-    let Some(at) = subs.iter().position(
-        |h| matches!(h.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(HOST_GROUP)),
-    ) else {
+    let Some(at) = host_at(subs) else {
         return false;
     };
     // `\[?` before and `\]?` after the address (the placeholder's brackets).
@@ -243,12 +254,7 @@ pub fn host_is_delimited(expanded: &str) -> bool {
 pub fn prefix_literals(expanded: &str) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     use regex_syntax::hir::{HirKind, Look};
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(expanded)
-        .ok()?;
+    let hir = syntax(expanded)?;
     let HirKind::Concat(subs) = hir.kind() else {
         return None;
     };
@@ -273,18 +279,11 @@ pub fn prefix_literals(expanded: &str) -> Option<Vec<Vec<u8>>> {
 /// for exactly what stands before the group (`\A...\z`) and what follows it (`\A...`).
 pub fn split_at_host(expanded: &str) -> Option<(String, String)> {
     use regex_syntax::hir::{Hir, HirKind, Look};
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(expanded)
-        .ok()?;
+    let hir = syntax(expanded)?;
     let HirKind::Concat(subs) = hir.kind() else {
         return None;
     };
-    let at = subs.iter().position(
-        |h| matches!(h.kind(), HirKind::Capture(c) if c.name.as_deref() == Some(HOST_GROUP)),
-    )?;
+    let at = host_at(subs)?;
     let mut before = subs[..at].to_vec();
     before.push(Hir::look(Look::End));
     let mut after = vec![Hir::look(Look::Start)];
