@@ -209,7 +209,7 @@ fn host_at(subs: &[regex_syntax::hir::Hir]) -> Option<usize> {
 
 /// Whether a regex's `<HOST>` (a direct part of its top-level sequence) stands
 /// between bytes that cannot be part of an address (`from 1.2.3.4 port`, `[1.2.3.4]`,
-/// or the start or end of the line): then it can only be a whole address token of
+/// or the start or the anchored end of the line): then it can only be a whole address token of
 /// the line, which [`Candidates`] lists, so when no candidate fits, the regex does
 /// not match.
 pub fn host_is_delimited(expanded: &str) -> bool {
@@ -223,29 +223,46 @@ pub fn host_is_delimited(expanded: &str) -> bool {
     let Some(at) = host_at(subs) else {
         return false;
     };
-    // `\[?` before and `\]?` after the address (the placeholder's brackets).
-    let optional_bracket = |h: &regex_syntax::hir::Hir, b: u8| {
-        matches!(h.kind(), HirKind::Repetition(r) if r.min == 0 && r.max == Some(1)
-            && matches!(r.sub.kind(), HirKind::Literal(l) if *l.0 == [b]))
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::Hir;
+    // Every text that can stand right before the address ends with a non-address byte
+    // (or nothing, at the start of the line), and every text right after it starts
+    // with one (or nothing, at its end).
+    let edge = |part: &[Hir], suffix: bool, anchored: bool| {
+        let kind = if suffix {
+            ExtractKind::Suffix
+        } else {
+            ExtractKind::Prefix
+        };
+        let seq = Extractor::new()
+            .kind(kind)
+            .extract(&Hir::concat(part.to_vec()));
+        seq.literals().is_some_and(|lits| {
+            !lits.is_empty()
+                && lits.iter().all(|l| {
+                    let byte = if suffix {
+                        l.as_bytes().last()
+                    } else {
+                        l.as_bytes().first()
+                    };
+                    match byte {
+                        Some(&b) => !is_address_byte(b),
+                        None => anchored && l.is_exact(),
+                    }
+                })
+        })
     };
-    let mut before = subs[..at].iter().rev().peekable();
-    if before.peek().is_some_and(|h| optional_bracket(h, b'[')) {
-        before.next();
-    }
-    let left = match before.next().map(|h| h.kind()) {
-        Some(HirKind::Literal(l)) => l.0.last().is_some_and(|&b| !is_address_byte(b)),
-        Some(HirKind::Look(Look::Start)) => true,
-        _ => false,
-    };
-    let mut after = subs[at + 1..].iter().peekable();
-    if after.peek().is_some_and(|h| optional_bracket(h, b']')) {
-        after.next();
-    }
-    let right = match after.next().map(|h| h.kind()) {
-        None | Some(HirKind::Look(Look::End)) => true,
-        Some(HirKind::Literal(l)) => l.0.first().is_some_and(|&b| !is_address_byte(b)),
-        _ => false,
-    };
+    let starts = matches!(
+        subs.first().map(|h| h.kind()),
+        Some(HirKind::Look(Look::Start))
+    );
+    let ends = matches!(
+        subs.last().map(|h| h.kind()),
+        Some(HirKind::Look(Look::End))
+    );
+    let left = edge(&subs[..at], true, starts);
+    // An address last in an unanchored regex may be the start of a longer token.
+    let right = edge(&subs[at + 1..], false, ends);
     left && right
 }
 

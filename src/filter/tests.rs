@@ -252,3 +252,36 @@ fn url_decoding_lets_encoded_probes_match_but_not_move_fields() {
         Verdict::Miss
     );
 }
+
+#[test]
+fn an_address_between_non_address_bytes_is_delimited() {
+    use super::host::host_is_delimited as delimited;
+    let x = |s: &str| expand_placeholders(s);
+    assert!(delimited(&x(r"^Failed for \S+ from <HOST> port \d+$")));
+    assert!(delimited(&x(
+        r"^Received disconnect from <HOST>(?: port \d+)? 3: .*$"
+    )));
+    // `:` may continue an address (IPv6, or a port after IPv4).
+    assert!(!delimited(&x(
+        r"^Received disconnect from <HOST>(?: port \d+)?:\s*3: .*$"
+    )));
+    assert!(delimited(&x(r"^<HOST> - - \[")));
+    assert!(delimited(&x(r"^from <HOST>(?: port \d+)?$")));
+    // The address may run on into an address byte, or start inside a token.
+    assert!(!delimited(&x(r"^from <HOST>")));
+    assert!(!delimited(&x(r"^client <HOST>:\d+ x$")));
+    assert!(!delimited(&x(r"^x\S*<HOST> y$")));
+    assert!(!delimited(&x(r"^(?:a|b)<HOST> y$")));
+}
+
+#[test]
+fn literal_starts_are_found_for_anchored_regexes_only() {
+    use super::host::prefix_literals as starts;
+    let x = |s: &str| expand_placeholders(s);
+    let lits = starts(&x(r"^(?:error: )?Received disconnect from <HOST>$")).expect("starts");
+    assert!(lits.contains(&b"Received dis".to_vec()), "{lits:?}");
+    assert!(lits.contains(&b"error: Recei".to_vec()), "{lits:?}");
+    assert_eq!(starts(&x(r"Received <HOST>")), None, "unanchored");
+    assert_eq!(starts(&x(r"^<HOST> x")), None, "an address first");
+    assert_eq!(starts(&x(r"^.*<HOST>")), None);
+}
