@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use gaoler::filter::{Filter, Verdict};
+use gaoler::filter::{Filter, SessionRules, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(serde::Deserialize)]
@@ -12,6 +12,20 @@ struct Spec {
     failregex: Vec<String>,
     #[serde(default)]
     ignoreregex: Vec<String>,
+    session: Option<Session>,
+}
+
+#[derive(serde::Deserialize)]
+struct Session {
+    key: String,
+    #[serde(default)]
+    hold: Vec<String>,
+    #[serde(default)]
+    success: Vec<String>,
+    #[serde(default)]
+    end: Vec<String>,
+    #[serde(default)]
+    note: Vec<String>,
 }
 
 fn sshd() -> &'static Filter {
@@ -19,14 +33,35 @@ fn sshd() -> &'static Filter {
     FILTER.get_or_init(|| {
         let spec: Spec =
             toml::from_str(include_str!("../../filters/sshd.toml")).expect("sshd.toml");
-        Filter::new("sshd", &spec.failregex, &spec.ignoreregex, None).expect("compiles")
+        let session = spec.session.map(|s| SessionRules {
+            key: s.key,
+            hold: s.hold,
+            success: s.success,
+            end: s.end,
+            note: s.note,
+            max_sessions: 1000,
+            max_age_secs: 600,
+        });
+        Filter::build(
+            "sshd",
+            &spec.failregex,
+            &spec.ignoreregex,
+            None,
+            session.as_ref(),
+        )
+        .expect("compiles")
     })
 }
 
 fuzz_target!(|line: &[u8]| {
-    if let Verdict::Failure(found) | Verdict::Ignored(found) = sshd().examine(line) {
+    let host = match sshd().examine(line) {
+        Verdict::Failure(found) | Verdict::Ignored(found) => Some(found.host),
+        Verdict::Mark(mark) => mark.host,
+        _ => None,
+    };
+    if let Some(host) = host {
         let text = String::from_utf8_lossy(line).to_ascii_lowercase();
-        match found.host {
+        match host {
             // Dotted quads are written one way only (IPv4-mapped IPv6 ends with one).
             std::net::IpAddr::V4(v4) => {
                 assert!(text.contains(&v4.to_string()), "{v4} not in {text:?}")
