@@ -206,9 +206,19 @@ pub fn convert(
             .collect(),
         None => fail_sources,
     };
+    // What meets the start of the line: the prefregex when it stays one, else each
+    // regex.
+    let at_start = |re: String| {
+        if pref_source.is_none() || merged.is_some() {
+            regex::line_start(&re)
+        } else {
+            re
+        }
+    };
     for source in &fail_sources {
         let role = regex::tagged(source);
         let checked = regex::translate(source, t.sessions)
+            .map(at_start)
             .and_then(|re| compiles_as(&re, role, t.sessions).map(|()| re));
         match (checked, role) {
             (Ok(re), Tagged::Fail) => t.fail.push(re),
@@ -226,6 +236,7 @@ pub fn convert(
     let probe = ["^<HOST>$".to_string()];
     for source in lines(value("ignoreregex")) {
         let checked = regex::translate_any(&source)
+            .map(at_start)
             .and_then(|re| compiles(&probe, std::slice::from_ref(&re), None, None).map(|()| re));
         match checked {
             Ok(re) => t.ignore.push(re),
@@ -283,7 +294,7 @@ pub fn convert(
 /// fail2ban's prefregex translated; it must keep a content group and compile with
 /// the filter's other regexes.
 fn prefregex(source: &str, t: &Translated) -> Result<String, String> {
-    let re = regex::translate_any(source)?;
+    let re = regex::line_start(&regex::translate_any(source)?);
     if !re.contains("(?P<content>") {
         return Err("it has no <F-CONTENT>".into());
     }
