@@ -16,9 +16,23 @@ pub struct FilterOut {
 }
 
 /// The syslog (or journal) prefix fail2ban's filters match is already split off by
-/// gaoler's framing, so common.conf's prefix regex becomes empty.
-fn prefix_overrides() -> Section {
-    vec![("__prefix_line".into(), String::new())]
+/// gaoler's framing, so common.conf's prefix regex becomes empty: in each of its log
+/// types, and as what a filter's own `__prefix_line` extends (`%(known/__prefix_line)s
+/// (?:\w{14,20}: )?` keeps its queue id). A filter that defines `__prefix_line`
+/// itself keeps its own.
+fn prefix_overrides(ini: &Ini) -> Section {
+    let mut o: Section = ["known", "lt_file", "lt_short", "lt_journal", "lt_rfc5424"]
+        .iter()
+        .map(|s| (format!("{s}/__prefix_line"), String::new()))
+        .collect();
+    let own = ["Definition", "Init"]
+        .iter()
+        .filter_map(|s| ini.section(s))
+        .any(|s| s.iter().any(|(k, _)| k == "__prefix_line"));
+    if !own {
+        o.push(("__prefix_line".into(), String::new()));
+    }
+    o
 }
 
 /// Lookups for a filter: `overrides`, then a jail's `opts`, then `[Init]`, then
@@ -173,7 +187,7 @@ pub fn convert(
     opts: &[(String, String)],
     report: &mut Report,
 ) -> Option<FilterOut> {
-    let overrides = prefix_overrides();
+    let overrides = prefix_overrides(ini);
     let opts: Section = opts.to_vec();
     let scope = scope(ini, &overrides, &opts);
     let value = |key: &str| scope.get(key).map(|v| scope.expand_tags(&v));
