@@ -84,7 +84,76 @@ pub fn translate_any(source: &str) -> Result<String, String> {
     }
     s = field_tags(&s)?;
     let s = python_syntax(&s)?;
+    let s = merge_host_alternatives(&s);
     Ok(global_flags_first(&host_port(&date_ambits(&s))))
+}
+
+/// A group whose alternatives each hold the address (`(?:IPv6:<IP6>|<IP4>)`): gaoler
+/// captures only a regex's first `<HOST>`, so the address is taken out of the
+/// alternatives, `(?:IPv6:|)<HOST>(?:|)`: what stands before and after it are the
+/// alternatives now.
+fn merge_host_alternatives(s: &str) -> String {
+    let b = s.as_bytes();
+    let (mut i, mut in_class) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'(' if !in_class => {
+                if let Some(close) = matching_paren(s, i) {
+                    let atom = &s[i..=close];
+                    let open = group_open_len(atom);
+                    let alts = split_alternatives(&atom[open..atom.len() - 1]);
+                    let split: Vec<_> = alts.iter().filter_map(|a| split_at_top_host(a)).collect();
+                    let look = atom.starts_with("(?=")
+                        || atom.starts_with("(?!")
+                        || atom.starts_with("(?<");
+                    if alts.len() > 1 && split.len() == alts.len() && !look {
+                        let before: Vec<&str> = split.iter().map(|(p, _)| *p).collect();
+                        let after: Vec<&str> = split.iter().map(|(_, a)| *a).collect();
+                        let merged = format!(
+                            "{}(?:{})<HOST>(?:{}))",
+                            &atom[..open],
+                            before.join("|"),
+                            after.join("|")
+                        );
+                        return merge_host_alternatives(&format!(
+                            "{}{merged}{}",
+                            &s[..i],
+                            &s[close + 1..]
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    s.to_string()
+}
+
+/// An alternative holding `<HOST>` once, outside any group: what stands around it.
+fn split_at_top_host(alt: &str) -> Option<(&str, &str)> {
+    let at = alt.find("<HOST>")?;
+    if alt[at + 6..].contains("<HOST>") {
+        return None;
+    }
+    let before = &alt[..at];
+    let (mut depth, mut i, mut in_class) = (0i32, 0, false);
+    let b = before.as_bytes();
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'(' if !in_class => depth += 1,
+            b')' if !in_class => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    (depth == 0 && !in_class).then(|| (before, &alt[at + 6..]))
 }
 
 /// What stands where fail2ban removed a date in brackets (`[]`, as common.conf's
@@ -827,6 +896,19 @@ mod tests {
         // What comes after the first required part stays.
         assert_eq!(line_start(r"^Failed \s+<HOST>"), r"^Failed \s+<HOST>");
         assert_eq!(line_start(r"^(?!x) <HOST>"), r"^(?!x) <HOST>");
+    }
+
+    #[test]
+    fn alternatives_each_holding_the_address_share_one() {
+        assert_eq!(
+            translate(r"^\[(?:IPv6:<IP6>|<IP4>)\]: x", false).as_deref(),
+            Ok(r"^\[(?:(?:IPv6:|)<HOST>(?:|))\]: x")
+        );
+        // An address nested deeper in an alternative stays where it is.
+        assert_eq!(
+            translate(r"^(?:a(<HOST>)|<HOST>) x", false).as_deref(),
+            Ok(r"^(?:a(<HOST>)|<HOST>) x")
+        );
     }
 
     #[test]
