@@ -687,7 +687,22 @@ fn matching_paren(s: &str, open: usize) -> Option<usize> {
 pub fn datepattern(source: &str) -> Result<Option<String>, String> {
     let s = source.trim();
     if s.contains('\n') {
-        return Err("several date patterns: gaoler detects the format itself".into());
+        // One format of its own beside fail2ban's default detection: gaoler reads
+        // that format (its own detection knows the usual ones, not this one).
+        let own: Vec<_> = s
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(datepattern)
+            .collect();
+        return match own.as_slice() {
+            [Ok(Some(p)), rest @ ..] | [rest @ .., Ok(Some(p))]
+                if rest.iter().all(|r| matches!(r, Ok(None))) =>
+            {
+                Ok(Some(p.clone()))
+            }
+            _ => Err("several date patterns: gaoler detects the format itself".into()),
+        };
     }
     match s {
         "" | "{^LN-BEG}" | "{DATE}" | "^{DATE}" | "{^LN-BEG}{DATE}" => return Ok(None),
@@ -940,6 +955,12 @@ mod tests {
         );
         assert!(datepattern("{^LN-BEG}%ExY%Exm%Exd  ?%H:%M:%S").is_err());
         assert_eq!(datepattern("{EPOCH}"), Ok(Some("epoch".into())));
+        // One format of its own beside the default detection is that format.
+        assert_eq!(
+            datepattern("{^LN-BEG}%%b-%%d-%%Exy %%H:%%M:%%S\n{^LN-BEG}"),
+            Ok(Some("%b-%d-%y %H:%M:%S".into()))
+        );
+        assert!(datepattern("^%%Y %%H:%%M\n^%%d %%H:%%M").is_err());
         assert_eq!(datepattern("{NONE}"), Ok(Some("none".into())));
         assert!(datepattern("%%d/%%b/%%Y:%%H:%%M:%%S %%z").is_err());
         // Escaped punctuation is itself; brackets around the stamp are gaoler's own.
