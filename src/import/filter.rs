@@ -213,10 +213,21 @@ pub fn convert(
         .filter(|p| p.contains("<HOST>") || p.contains("<ADDR>"))
         .and_then(content_span)
         .map(|(before, after)| (before.to_string(), after.to_string()));
+    // fail2ban searches the content with each failregex: one not anchored at the
+    // start may begin past it, one not anchored at the end leaves the rest of the
+    // content unread.
     let fail_sources: Vec<String> = match &merged {
         Some((before, after)) => fail_sources
             .iter()
-            .map(|f| format!("{before}(?:{}){after}", f.trim().trim_start_matches('^')))
+            .map(|f| {
+                let f = f.trim();
+                let lead = if f.starts_with('^') { "" } else { ".*?" };
+                let tail = if ends_anchored(f) { "" } else { ".*" };
+                format!(
+                    "{before}{lead}(?:{}){tail}{after}",
+                    f.trim_start_matches('^')
+                )
+            })
             .collect(),
         None => fail_sources,
     };
@@ -317,6 +328,14 @@ fn prefregex(source: &str, t: &Translated) -> Result<String, String> {
         ..SessionRules::default()
     });
     compiles(&t.fail, &t.ignore, Some(&re), session.as_ref()).map(|()| re)
+}
+
+/// Whether a regex ends in an (unescaped) `$`.
+fn ends_anchored(re: &str) -> bool {
+    let Some(body) = re.strip_suffix('$') else {
+        return false;
+    };
+    body.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0
 }
 
 /// A fail2ban prefregex around its `<F-CONTENT>...</F-CONTENT>`: what stands before
