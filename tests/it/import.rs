@@ -144,8 +144,8 @@ fn annotated(path: &std::path::Path, name: &str) -> Vec<Annotated> {
 }
 
 /// Every stock filter the importer converts, run over fail2ban's own annotated test
-/// log of the same name (default mode; lines expecting a host name are left out, as
-/// gaoler never resolves names): the overall recall stays at what the translator
+/// log of the same name (default mode; lines expecting a host name or 0.0.0.0 are left
+/// out, as in accuracy.rs): the overall recall stays at what the translator
 /// reaches, with no wrong address and no more false positives than known. The
 /// per-filter table is printed (`--no-capture`).
 #[test]
@@ -199,8 +199,12 @@ fn imported_stock_filters_match_fail2bans_annotated_corpus() {
             match case.expect {
                 Some(true) => {
                     let want = case.host.as_deref().map(str::parse::<std::net::IpAddr>);
-                    if matches!(want, Some(Err(_))) {
-                        continue; // a host name
+                    // A host name (never resolved), or 0.0.0.0 (anonymised, never a
+                    // client): not an address gaoler would ban.
+                    if matches!(want, Some(Err(_)))
+                        || matches!(want, Some(Ok(ip)) if ip.is_unspecified())
+                    {
+                        continue;
                     }
                     total += 1;
                     if let Some(host) = found {
@@ -241,7 +245,7 @@ fn imported_stock_filters_match_fail2bans_annotated_corpus() {
 
 /// What the translator reaches on the corpus (see the test above); raise as it
 /// improves.
-const MIN_RECALL_PERMILLE: usize = 780;
+const MIN_RECALL_PERMILLE: usize = 890;
 /// sendmail-reject: a "No such user here" line fail2ban ties to its queue id
 /// (`<F-MLFID>`), gaoler's imported session to the process.
 const MAX_FALSE_POSITIVES: usize = 1;
