@@ -16,9 +16,23 @@ pub struct FilterOut {
 }
 
 /// The syslog (or journal) prefix fail2ban's filters match is already split off by
-/// gaoler's framing, so common.conf's prefix regex becomes empty.
-fn prefix_overrides() -> Section {
-    vec![("__prefix_line".into(), String::new())]
+/// gaoler's framing, so common.conf's prefix regex becomes empty: in each of its log
+/// types, and as what a filter's own `__prefix_line` extends (`%(known/__prefix_line)s
+/// (?:\w{14,20}: )?` keeps its queue id). A filter that defines `__prefix_line`
+/// itself keeps its own.
+fn prefix_overrides(ini: &Ini) -> Section {
+    let mut o: Section = ["known", "lt_file", "lt_short", "lt_journal", "lt_rfc5424"]
+        .iter()
+        .map(|s| (format!("{s}/__prefix_line"), String::new()))
+        .collect();
+    let own = ["Definition", "Init"]
+        .iter()
+        .filter_map(|s| ini.section(s))
+        .any(|s| s.iter().any(|(k, _)| k == "__prefix_line"));
+    if !own {
+        o.push(("__prefix_line".into(), String::new()));
+    }
+    o
 }
 
 /// Lookups for a filter: `overrides`, then a jail's `opts`, then `[Init]`, then
@@ -173,7 +187,7 @@ pub fn convert(
     opts: &[(String, String)],
     report: &mut Report,
 ) -> Option<FilterOut> {
-    let overrides = prefix_overrides();
+    let overrides = prefix_overrides(ini);
     let opts: Section = opts.to_vec();
     let scope = scope(ini, &overrides, &opts);
     let value = |key: &str| scope.get(key).map(|v| scope.expand_tags(&v));
@@ -199,16 +213,37 @@ pub fn convert(
         .filter(|p| p.contains("<HOST>") || p.contains("<ADDR>"))
         .and_then(content_span)
         .map(|(before, after)| (before.to_string(), after.to_string()));
+    // fail2ban searches the content with each failregex: one not anchored at the
+    // start may begin past it, one not anchored at the end leaves the rest of the
+    // content unread.
     let fail_sources: Vec<String> = match &merged {
         Some((before, after)) => fail_sources
             .iter()
-            .map(|f| format!("{before}(?:{}){after}", f.trim().trim_start_matches('^')))
+            .map(|f| {
+                let f = f.trim();
+                let lead = if f.starts_with('^') { "" } else { ".*?" };
+                let tail = if ends_anchored(f) { "" } else { ".*" };
+                format!(
+                    "{before}{lead}(?:{}){tail}{after}",
+                    f.trim_start_matches('^')
+                )
+            })
             .collect(),
         None => fail_sources,
+    };
+    // What meets the start of the line: the prefregex when it stays one, else each
+    // regex.
+    let at_start = |re: String| {
+        if pref_source.is_none() || merged.is_some() {
+            regex::line_start(&re)
+        } else {
+            re
+        }
     };
     for source in &fail_sources {
         let role = regex::tagged(source);
         let checked = regex::translate(source, t.sessions)
+            .map(at_start)
             .and_then(|re| compiles_as(&re, role, t.sessions).map(|()| re));
         match (checked, role) {
             (Ok(re), Tagged::Fail) => t.fail.push(re),
@@ -226,6 +261,7 @@ pub fn convert(
     let probe = ["^<HOST>$".to_string()];
     for source in lines(value("ignoreregex")) {
         let checked = regex::translate_any(&source)
+            .map(at_start)
             .and_then(|re| compiles(&probe, std::slice::from_ref(&re), None, None).map(|()| re));
         match checked {
             Ok(re) => t.ignore.push(re),
@@ -283,7 +319,7 @@ pub fn convert(
 /// fail2ban's prefregex translated; it must keep a content group and compile with
 /// the filter's other regexes.
 fn prefregex(source: &str, t: &Translated) -> Result<String, String> {
-    let re = regex::translate_any(source)?;
+    let re = regex::line_start(&regex::translate_any(source)?);
     if !re.contains("(?P<content>") {
         return Err("it has no <F-CONTENT>".into());
     }
@@ -292,6 +328,14 @@ fn prefregex(source: &str, t: &Translated) -> Result<String, String> {
         ..SessionRules::default()
     });
     compiles(&t.fail, &t.ignore, Some(&re), session.as_ref()).map(|()| re)
+}
+
+/// Whether a regex ends in an (unescaped) `$`.
+fn ends_anchored(re: &str) -> bool {
+    let Some(body) = re.strip_suffix('$') else {
+        return false;
+    };
+    body.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0
 }
 
 /// A fail2ban prefregex around its `<F-CONTENT>...</F-CONTENT>`: what stands before

@@ -199,6 +199,15 @@ impl Scope<'_> {
         if key == "__name__" {
             return Some(self.section.to_string());
         }
+        if let Some(v) = self
+            .layers
+            .iter()
+            .find_map(|l| get(l, key))
+            .filter(|_| key.contains('/'))
+        {
+            // A layer may set `section/name` (what `%(known/name)s` reads) too.
+            return Some(v.to_string());
+        }
         if let Some((sec, opt)) = key.split_once('/') {
             let section = if sec.eq_ignore_ascii_case("known") {
                 self.ini.known.get(self.section)
