@@ -292,6 +292,27 @@ pub fn prefix_literals(expanded: &str) -> Option<Vec<Vec<u8>>> {
     Some(literals.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
+/// The longest literal text every match of a regex contains after its address (or
+/// after its start, without one): a literal part of its top-level sequence. `None`
+/// when it has none of at least 3 bytes.
+pub fn required_literal(expanded: &str) -> Option<Vec<u8>> {
+    use regex_syntax::hir::HirKind;
+    let hir = syntax(expanded)?;
+    let HirKind::Concat(subs) = hir.kind() else {
+        return None;
+    };
+    // After the address (what tells a message's variants apart), or after the start.
+    let from = host_at(subs).map_or(2, |at| at + 1);
+    subs.iter()
+        .skip(from)
+        .filter_map(|h| match h.kind() {
+            HirKind::Literal(l) => Some(l.0.to_vec()),
+            _ => None,
+        })
+        .filter(|l| l.len() >= 3)
+        .max_by_key(Vec::len)
+}
+
 /// For a regex whose `host` group is a direct part of its top-level sequence: regexes
 /// for exactly what stands before the group (`\A...\z`) and what follows it (`\A...`).
 pub fn split_at_host(expanded: &str) -> Option<(String, String)> {

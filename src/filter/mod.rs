@@ -95,6 +95,8 @@ struct FailRegex {
     /// The address stands between non-address bytes: when no candidate of a line
     /// with all its candidates listed fits, the regex does not match.
     delimited: bool,
+    /// A text every match contains (beyond its start): a line without it is no match.
+    required: Option<memchr::memmem::Finder<'static>>,
 }
 
 impl FailRegex {
@@ -108,6 +110,8 @@ impl FailRegex {
             .and_then(|(before, after)| Some((compile(&before).ok()?, compile(&after).ok()?)));
         let prefixes = host::prefix_literals(expanded);
         let delimited = split.is_some() && host::host_is_delimited(expanded);
+        let required =
+            host::required_literal(expanded).map(|l| memchr::memmem::Finder::new(&l).into_owned());
         Ok(FailRegex {
             full,
             split,
@@ -116,6 +120,7 @@ impl FailRegex {
             has_user,
             prefixes,
             delimited,
+            required,
         })
     }
 
@@ -653,6 +658,13 @@ impl Filter {
             let re = &self.fail[i];
             // A line that starts with none of the regex's literal starts cannot match.
             if allowed & (1 << i.min(63)) == 0 || !re.starts(content) {
+                continue;
+            }
+            if re
+                .required
+                .as_ref()
+                .is_some_and(|f| f.find(content).is_none())
+            {
                 continue;
             }
             // A success or end of a session that is not open settles nothing.

@@ -285,3 +285,28 @@ fn literal_starts_are_found_for_anchored_regexes_only() {
     assert_eq!(starts(&x(r"^<HOST> x")), None, "an address first");
     assert_eq!(starts(&x(r"^.*<HOST>")), None);
 }
+
+#[test]
+fn the_longest_literal_every_match_contains_is_found() {
+    use super::host::required_literal as required;
+    let x = |s: &str| expand_placeholders(s);
+    assert_eq!(
+        required(&x(
+            r"^(?:error: )?Received disconnect from <HOST>(?: port \d+)?:\s*3: .*: Auth fail$"
+        )),
+        Some(b": Auth fail".to_vec())
+    );
+    // Optional or alternative parts are not required.
+    assert_eq!(required(&x(r"^x <HOST>(?: port \d+)?$")), None);
+    assert_eq!(required(&x(r"^x (?:abc|abd) <HOST>$")), None);
+    // A filter skips a regex whose required text is missing, and finds the next one.
+    let f = filter(
+        &[r"^from <HOST>: 3: .*: Auth fail$", r"^from <HOST>: 11: .*$"],
+        &[],
+        None,
+    );
+    match f.examine(b"from 192.0.2.9: 11: bye") {
+        Verdict::Failure(found) => assert_eq!(found.regex, 1),
+        other => panic!("{other:?}"),
+    }
+}
