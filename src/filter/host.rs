@@ -292,17 +292,25 @@ pub fn prefix_literals(expanded: &str) -> Option<Vec<Vec<u8>>> {
     Some(literals.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
-/// The longest literal text every match of a regex contains after its address (or
-/// after its start, without one): a literal part of its top-level sequence. `None`
-/// when it has none of at least 3 bytes.
+/// The longest literal text every match of a regex contains past its literal start:
+/// a literal part of its top-level sequence. `None` when it has none of at least 3
+/// bytes.
 pub fn required_literal(expanded: &str) -> Option<Vec<u8>> {
     use regex_syntax::hir::HirKind;
     let hir = syntax(expanded)?;
     let HirKind::Concat(subs) = hir.kind() else {
         return None;
     };
-    // After the address (what tells a message's variants apart), or after the start.
-    let from = host_at(subs).map_or(2, |at| at + 1);
+    // Past the literal start the gate checks already: the leading anchors, optional
+    // parts and literals.
+    let from = subs
+        .iter()
+        .position(|h| match h.kind() {
+            HirKind::Look(_) | HirKind::Literal(_) => false,
+            HirKind::Repetition(r) => r.min > 0,
+            _ => true,
+        })
+        .unwrap_or(subs.len());
     subs.iter()
         .skip(from)
         .filter_map(|h| match h.kind() {

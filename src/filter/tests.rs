@@ -296,6 +296,12 @@ fn the_longest_literal_every_match_contains_is_found() {
         )),
         Some(b": Auth fail".to_vec())
     );
+    assert_eq!(
+        required(&x(
+            r"^pam_[a-z]+\(sshd:auth\):\s+authentication failure; rhost=<HOST>$"
+        )),
+        Some(b"authentication failure; rhost=".to_vec())
+    );
     // Optional or alternative parts are not required.
     assert_eq!(required(&x(r"^x <HOST>(?: port \d+)?$")), None);
     assert_eq!(required(&x(r"^x (?:abc|abd) <HOST>$")), None);
