@@ -16,17 +16,22 @@ fn stock() -> PathBuf {
     dir
 }
 
+/// `gaoler import-fail2ban` of the stock tree into `dest`.
+fn import_stock(dest: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(bin())
+        .arg("import-fail2ban")
+        .arg(stock())
+        .arg("--output")
+        .arg(dest)
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn the_stock_debian_fail2ban_tree_imports_and_passes_the_check() {
     let out = tempfile::tempdir().expect("tmp");
     let dest = out.path().join("gaoler");
-    let run = std::process::Command::new(bin())
-        .arg("import-fail2ban")
-        .arg(stock())
-        .arg("--output")
-        .arg(&dest)
-        .output()
-        .expect("run");
+    let run = import_stock(&dest);
     let report = text(&run.stdout);
     assert!(run.status.success(), "{report}\n{}", text(&run.stderr));
     assert!(report.contains("`gaoler check` passes"), "{report}");
@@ -154,13 +159,7 @@ fn imported_stock_filters_match_fail2bans_annotated_corpus() {
         .join("target/fail2ban-stock/usr/lib/python3/dist-packages/fail2ban/tests/files/logs");
     let out = tempfile::tempdir().expect("tmp");
     let dest = out.path().join("gaoler");
-    let run = std::process::Command::new(bin())
-        .arg("import-fail2ban")
-        .arg(stock())
-        .arg("--output")
-        .arg(&dest)
-        .output()
-        .expect("run");
+    let run = import_stock(&dest);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let mut names: Vec<String> = std::fs::read_dir(dest.join("filters"))
         .expect("filters")
