@@ -94,6 +94,14 @@ pub fn linear(source: &str) -> Result<Regex, String> {
         .map_err(|e| format!("invalid regex: {}", e.to_string().replace('\n', " ")))
 }
 
+/// Several linear regexes as one automaton (which of them match, in one scan).
+pub fn linear_set<S: AsRef<str>>(sources: &[S]) -> Result<regex::bytes::RegexSet, regex::Error> {
+    regex::bytes::RegexSetBuilder::new(sources)
+        .unicode(false)
+        .size_limit(64 * 1024 * 1024)
+        .build()
+}
+
 /// Look-around or a backreference: what only the backtracking engine has.
 fn needs_backtracking(source: &str) -> bool {
     ["(?=", "(?!", "(?<=", "(?<!", "(?P=", "\\k<"]

@@ -7,22 +7,24 @@ mod engine;
 mod framing;
 mod host;
 mod proxy;
+mod rules;
 mod session;
 
 use std::net::IpAddr;
 
-use engine::{LimitHit, Matcher};
-use regex::bytes::{Regex, RegexSet};
+use engine::{linear_set, LimitHit, Matcher};
+use regex::bytes::RegexSet;
+use rules::{FailRegex, Gate, Ignore};
 
 pub use engine::BACKTRACK_LIMIT;
 pub use framing::{split_line, DatePattern, Framed, Framer, LogTz};
-pub use host::prefix_literals as prefix_literals_of;
 pub use host::{
     expand_placeholders, substitute_vars, ALT_USER_GROUP, HOST_GROUP, USER_GROUP, XFF_GROUP,
 };
 pub use proxy::TrustedProxies;
 pub use session::{
-    key_of, Mark, Role, Sessions, Settled, DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_SESSIONS,
+    key_of, Mark, Role, SessionKey, SessionRules, SessionSpec, Sessions, Settled,
+    DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_SESSIONS,
 };
 
 /// Which regex of a filter an error or a match refers to.
@@ -78,142 +80,6 @@ pub enum Verdict {
     Limited,
 }
 
-/// One failregex: the full regex, and where `<HOST>` is a direct part of its top-level
-/// sequence, DFA-only regexes for what must stand before and after the address.
-#[derive(Debug)]
-struct FailRegex {
-    full: Matcher,
-    split: Option<(Regex, Regex)>,
-    /// What the line says about its session (`Fail` for a filter without sessions).
-    role: Role,
-    /// The regex captures an address (only a session's lines may lack one).
-    has_host: bool,
-    /// The regex captures a user name, which a session needs.
-    has_user: bool,
-    /// What a matching line must start with (one of them), when that is known.
-    prefixes: Option<Vec<Vec<u8>>>,
-    /// The address stands between non-address bytes: when no candidate of a line
-    /// with all its candidates listed fits, the regex does not match.
-    delimited: bool,
-    /// A text every match contains (beyond its start): a line without it is no match.
-    required: Option<memchr::memmem::Finder<'static>>,
-}
-
-impl FailRegex {
-    fn new(expanded: &str, role: Role) -> Result<FailRegex, String> {
-        let full = Matcher::new(expanded)?;
-        let has_host = full.has_group(HOST_GROUP);
-        let has_user = full.has_group(USER_GROUP) || full.has_group(ALT_USER_GROUP);
-        // The fast path is for linear regexes only.
-        let split = host::split_at_host(expanded)
-            .filter(|_| full.is_linear())
-            .and_then(|(before, after)| Some((compile(&before).ok()?, compile(&after).ok()?)));
-        let prefixes = host::prefix_literals(expanded);
-        let delimited = split.is_some() && host::host_is_delimited(expanded);
-        let required =
-            host::required_literal(expanded).map(|l| memchr::memmem::Finder::new(&l).into_owned());
-        Ok(FailRegex {
-            full,
-            split,
-            role,
-            has_host,
-            has_user,
-            prefixes,
-            delimited,
-            required,
-        })
-    }
-
-    /// Whether `content` starts with one of the regex's literal starts (true when
-    /// it has none known).
-    fn starts(&self, content: &[u8]) -> bool {
-        self.prefixes
-            .as_ref()
-            .is_none_or(|p| p.iter().any(|l| content.starts_with(l)))
-    }
-
-    /// The address without running a capture engine: the leftmost address in the
-    /// line with a valid prefix before it and a valid suffix after it, the first the
-    /// server wrote; `None` leaves the case to `captured`.
-    fn fast(
-        &self,
-        content: &[u8],
-        candidates: &mut Option<host::Candidates>,
-        with_user: bool,
-    ) -> Option<(IpAddr, Option<String>)> {
-        let (before, after) = self.split.as_ref()?;
-        let (start, end, ip) = candidates
-            .get_or_insert_with(|| host::Candidates::find(content))
-            .iter()
-            .find(|(start, end, _)| {
-                before.is_match(&content[..*start]) && after.is_match(&content[*end..])
-            })?;
-        if !with_user {
-            return Some((ip, None));
-        }
-        // The user, from the short parts around the address (cheap captures): the
-        // same text a capture of the whole line gives.
-        let user_in = |re: &Regex, text: &[u8]| -> (Option<String>, Option<String>) {
-            let Some(c) = re.captures(text) else {
-                return (None, None);
-            };
-            let get = |name: &str| {
-                c.name(name)
-                    .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
-            };
-            (get(USER_GROUP), get(ALT_USER_GROUP))
-        };
-        let (u1, a1) = user_in(before, &content[..start]);
-        let (u2, a2) = user_in(after, &content[end..]);
-        let user = u1.or(u2);
-        let alt = a1.or(a2).filter(|a| !a.is_empty());
-        let user = match (user, alt) {
-            (Some(u), Some(a)) if u.is_empty() => Some(a),
-            (Some(u), _) => Some(u),
-            (None, a) => a,
-        };
-        Some((ip, user))
-    }
-
-    /// The address (and user) as the regex engine's captures give them; `None` when
-    /// the regex does not match or its address does not parse. A regex without
-    /// `<HOST>` (a session's) matches with no address.
-    #[allow(clippy::type_complexity)]
-    fn captured(
-        &self,
-        content: &[u8],
-    ) -> Result<Option<(Option<IpAddr>, Option<String>)>, LimitHit> {
-        let Some([host, user, alt]) = self
-            .full
-            .groups(content, [HOST_GROUP, USER_GROUP, ALT_USER_GROUP])?
-        else {
-            return Ok(None);
-        };
-        let host = match host {
-            Some(r) => match host::parse(&content[r]) {
-                Some(ip) => Some(ip),
-                None => return Ok(None),
-            },
-            None if self.has_host => return Ok(None),
-            None => None,
-        };
-        let alt = alt.filter(|r| !r.is_empty());
-        let user = match (user, alt) {
-            (Some(u), Some(a)) if u.is_empty() => Some(a),
-            (Some(u), _) => Some(u),
-            (None, a) => a,
-        }
-        .map(|r| String::from_utf8_lossy(&content[r]).into_owned());
-        Ok(Some((host, user)))
-    }
-
-    /// The X-Forwarded-For value the regex's `xff` group captured, if it has one.
-    fn forwarded<'a>(&self, content: &'a [u8]) -> Option<&'a [u8]> {
-        let [xff] = self.full.groups(content, [XFF_GROUP]).ok()??;
-        xff.map(|r| &content[r])
-    }
-}
-
 /// How a message is transformed before the regexes see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Decode {
@@ -222,116 +88,6 @@ pub enum Decode {
     None,
     /// `%XX` escapes decoded, twice (see `decode.rs`).
     Url,
-}
-
-/// How a filter ties lines into sessions, and which regexes say what about one
-/// (see `session/`). The failregexes are the sessions' failures.
-#[derive(Clone, Debug, Default)]
-pub struct SessionRules {
-    /// `"process"` (the syslog header's program and pid, or the journal's `_PID`) or
-    /// a regex whose `(?P<session>...)` group captures an id from the message.
-    pub key: String,
-    pub hold: Vec<String>,
-    pub success: Vec<String>,
-    pub end: Vec<String>,
-    pub note: Vec<String>,
-    pub max_sessions: usize,
-    pub max_age_secs: i64,
-}
-
-/// What ties a filter's lines into sessions.
-#[derive(Debug)]
-pub enum SessionKey {
-    /// The logging process: the syslog header (`host prog[pid]: `) or `_PID`.
-    Process,
-    /// An id in the line, captured by the regex's `session` group.
-    Captured(Regex),
-}
-
-/// A compiled filter's session settings.
-#[derive(Debug)]
-pub struct SessionSpec {
-    pub key: SessionKey,
-    pub max_sessions: usize,
-    pub max_age_secs: i64,
-}
-
-impl SessionSpec {
-    /// A fresh, empty set of sessions with this filter's limits.
-    pub fn sessions(&self) -> Sessions {
-        Sessions::new(self.max_sessions, self.max_age_secs)
-    }
-
-    /// The key of the session `line` belongs to: its process (the header the
-    /// framing removed, or the journal's process, if it named one), or the id the
-    /// key regex finds in the whole line (an id may stand in what framing removes).
-    pub fn key(&self, line: &[u8], process: Option<&[u8]>) -> Option<u64> {
-        match &self.key {
-            SessionKey::Process => process.map(key_of),
-            SessionKey::Captured(re) => re
-                .captures(line)
-                .and_then(|c| c.name("session"))
-                .map(|m| key_of(m.as_bytes())),
-        }
-    }
-}
-
-/// The literal starts of every regex of a filter, by first byte: which regexes a
-/// line may match, from a few comparisons. Only for filters whose regexes (at most
-/// 64) all have literal starts.
-#[derive(Debug)]
-struct Gate {
-    /// For each first byte, the (regex, literal) pairs starting with it.
-    by_first: Vec<Vec<(u8, Box<[u8]>)>>,
-}
-
-impl Gate {
-    fn new(fail: &[FailRegex]) -> Option<Gate> {
-        if fail.len() > 64 {
-            return None;
-        }
-        let mut by_first: Vec<Vec<(u8, Box<[u8]>)>> = vec![Vec::new(); 256];
-        for (i, re) in fail.iter().enumerate() {
-            for lit in re.prefixes.as_ref()? {
-                by_first[usize::from(*lit.first()?)].push((i as u8, lit.clone().into()));
-            }
-        }
-        Some(Gate { by_first })
-    }
-
-    /// A bit per regex the line's start allows.
-    fn allowed(&self, content: &[u8]) -> u64 {
-        let Some(&first) = content.first() else {
-            return 0;
-        };
-        self.by_first[usize::from(first)]
-            .iter()
-            .filter(|(_, lit)| content.starts_with(lit))
-            .fold(0, |bits, (i, _)| bits | 1 << i)
-    }
-}
-
-/// The ignoreregexes: one automaton, or each on its own when one needs look-around.
-#[derive(Debug)]
-enum Ignore {
-    Set(RegexSet),
-    Each(Vec<Matcher>),
-}
-
-impl Ignore {
-    fn is_match(&self, text: &[u8]) -> Result<bool, LimitHit> {
-        match self {
-            Ignore::Set(set) => Ok(set.is_match(text)),
-            Ignore::Each(list) => {
-                for m in list {
-                    if m.is_match(text)? {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            }
-        }
-    }
 }
 
 /// A filter ready to run: its failregexes, ignoreregexes and optional prefregex.
@@ -412,34 +168,13 @@ impl Filter {
                     add(source, role, RegexRole::Session(role, i), &mut errors);
                 }
             }
-            let key = if rules.key == "process" {
-                Some(SessionKey::Process)
-            } else {
-                match compile(&expand_placeholders(&rules.key)) {
-                    Ok(re) if re.capture_names().flatten().any(|n| n == "session") => {
-                        Some(SessionKey::Captured(re))
-                    }
-                    Ok(_) => {
-                        errors.push(FilterError {
-                            role: RegexRole::SessionKey,
-                            message: "a session key is \"process\" or a regex with a group (?P<session>...)".into(),
-                        });
-                        None
-                    }
-                    Err(message) => {
-                        errors.push(FilterError {
-                            role: RegexRole::SessionKey,
-                            message,
-                        });
-                        None
-                    }
-                }
-            };
-            spec = key.map(|key| SessionSpec {
-                key,
-                max_sessions: rules.max_sessions,
-                max_age_secs: rules.max_age_secs,
-            });
+            match SessionSpec::new(rules) {
+                Ok(s) => spec = Some(s),
+                Err(message) => errors.push(FilterError {
+                    role: RegexRole::SessionKey,
+                    message,
+                }),
+            }
         }
         let ignore_sources: Vec<String> =
             ignoreregex.iter().map(|s| expand_placeholders(s)).collect();
@@ -491,7 +226,7 @@ impl Filter {
             Role::End => 3,
             Role::Note => 4,
         });
-        let fail_set = set(&sources).map_err(|e| {
+        let fail_set = linear_set(&sources).map_err(|e| {
             vec![FilterError {
                 role: RegexRole::Fail(0),
                 message: format!("failregexes do not combine: {e}"),
@@ -500,7 +235,7 @@ impl Filter {
         let ignore = if ignore_each.is_empty() {
             None
         } else if ignore_each.iter().all(Matcher::is_linear) {
-            Some(Ignore::Set(set(&ignore_sources).map_err(|e| {
+            Some(Ignore::Set(linear_set(&ignore_sources).map_err(|e| {
                 vec![FilterError {
                     role: RegexRole::Ignore(0),
                     message: format!("ignoreregexes do not combine: {e}"),
@@ -792,21 +527,6 @@ impl Filter {
         }
         Ok(Verdict::Mark(mark))
     }
-}
-
-fn compile(source: &str) -> Result<Regex, String> {
-    regex::bytes::RegexBuilder::new(source)
-        .unicode(false)
-        .size_limit(16 * 1024 * 1024)
-        .build()
-        .map_err(|e| format!("invalid regex: {}", e.to_string().replace('\n', " ")))
-}
-
-fn set<S: AsRef<str>>(sources: &[S]) -> Result<RegexSet, regex::Error> {
-    regex::bytes::RegexSetBuilder::new(sources)
-        .unicode(false)
-        .size_limit(64 * 1024 * 1024)
-        .build()
 }
 
 #[cfg(test)]

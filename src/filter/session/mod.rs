@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
+use regex::bytes::Regex;
+
 use crate::types::Timestamp;
 
 /// What a matched line says about its session.
@@ -42,6 +44,79 @@ pub struct Mark {
     pub regex: usize,
     /// The trusted proxy the line was logged for, when `host` came from X-Forwarded-For.
     pub via: Option<IpAddr>,
+}
+
+/// How a filter ties lines into sessions, and which regexes say what about one
+/// (see `session/`). The failregexes are the sessions' failures.
+#[derive(Clone, Debug, Default)]
+pub struct SessionRules {
+    /// `"process"` (the syslog header's program and pid, or the journal's `_PID`) or
+    /// a regex whose `(?P<session>...)` group captures an id from the message.
+    pub key: String,
+    pub hold: Vec<String>,
+    pub success: Vec<String>,
+    pub end: Vec<String>,
+    pub note: Vec<String>,
+    pub max_sessions: usize,
+    pub max_age_secs: i64,
+}
+
+/// What ties a filter's lines into sessions.
+#[derive(Debug)]
+pub enum SessionKey {
+    /// The logging process: the syslog header (`host prog[pid]: `) or `_PID`.
+    Process,
+    /// An id in the line, captured by the regex's `session` group.
+    Captured(Regex),
+}
+
+/// A compiled filter's session settings.
+#[derive(Debug)]
+pub struct SessionSpec {
+    pub key: SessionKey,
+    pub max_sessions: usize,
+    pub max_age_secs: i64,
+}
+
+impl SessionSpec {
+    /// Compiles a filter's session rules' key: `"process"`, or a regex with a
+    /// `(?P<session>...)` group.
+    pub fn new(rules: &SessionRules) -> Result<SessionSpec, String> {
+        let key = if rules.key == "process" {
+            SessionKey::Process
+        } else {
+            let re = super::engine::linear(&super::expand_placeholders(&rules.key))?;
+            if !re.capture_names().flatten().any(|n| n == "session") {
+                return Err(
+                    "a session key is \"process\" or a regex with a group (?P<session>...)".into(),
+                );
+            }
+            SessionKey::Captured(re)
+        };
+        Ok(SessionSpec {
+            key,
+            max_sessions: rules.max_sessions,
+            max_age_secs: rules.max_age_secs,
+        })
+    }
+
+    /// A fresh, empty set of sessions with this filter's limits.
+    pub fn sessions(&self) -> Sessions {
+        Sessions::new(self.max_sessions, self.max_age_secs)
+    }
+
+    /// The key of the session `line` belongs to: its process (the header the
+    /// framing removed, or the journal's process, if it named one), or the id the
+    /// key regex finds in the whole line (an id may stand in what framing removes).
+    pub fn key(&self, line: &[u8], process: Option<&[u8]>) -> Option<u64> {
+        match &self.key {
+            SessionKey::Process => process.map(key_of),
+            SessionKey::Captured(re) => re
+                .captures(line)
+                .and_then(|c| c.name("session"))
+                .map(|m| key_of(m.as_bytes())),
+        }
+    }
 }
 
 /// Failures a line settles: `count` of them against `host`.
