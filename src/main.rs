@@ -301,7 +301,7 @@ fn filter_test(
             test_filter::run(&filter, tz, std::io::stdin().lock(), &opts)
         }
         Some(p) => match std::fs::File::open(p) {
-            Ok(f) => test_filter::run(&filter, tz, f, &opts),
+            Ok(f) => test_filter::run_file(&filter, tz, f, &opts),
             Err(e) => {
                 eprintln!(
                     "gaoler test-filter: cannot open {}: {}",

@@ -89,17 +89,7 @@ pub fn run(
     mut input: impl Read,
     opts: &Options,
 ) -> std::io::Result<Report> {
-    let framer = Framer {
-        tz,
-        pattern: filter.datepattern().cloned(),
-    };
-    let mut report = Report {
-        regex_hits: vec![0; filter.failregex_count()],
-        ..Report::default()
-    };
-    let now = Utc::now();
-    let mut sessions = filter.session().map(|spec| spec.sessions());
-    let start = Instant::now();
+    let mut scan = Scan::new(filter, tz, opts);
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0;
     let mut skipping = false;
@@ -114,24 +104,11 @@ pub fn run(
             if std::mem::take(&mut skipping) {
                 continue; // the rest of a cut line, counted already
             }
-            if line.len() > DEFAULT_MAX_LINE {
-                report.cut_line();
-                continue;
-            }
-            examine(filter, &framer, line, now, opts, &mut sessions, &mut report);
+            scan.line(line);
         }
         if eof {
             if from < filled && !skipping {
-                let line = buf[from..filled].to_vec();
-                examine(
-                    filter,
-                    &framer,
-                    &line,
-                    now,
-                    opts,
-                    &mut sessions,
-                    &mut report,
-                );
+                scan.line(&buf[from..filled]);
             }
             break;
         }
@@ -140,14 +117,99 @@ pub fn run(
         filled -= from;
         if filled > DEFAULT_MAX_LINE {
             if !skipping {
-                report.cut_line();
+                scan.report.cut_line();
             }
             filled = 0;
             skipping = true;
         }
     }
-    report.seconds = start.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(scan.finish())
+}
+
+/// [`run`] over a file. A regular file is read through a memory map (as ripgrep
+/// does): no copy of each page into a buffer. Like ripgrep, the process may then be
+/// stopped by SIGBUS if the file is truncated while it is read; anything else is
+/// read as a stream.
+pub fn run_file(
+    filter: &Filter,
+    tz: LogTz,
+    file: std::fs::File,
+    opts: &Options,
+) -> std::io::Result<Report> {
+    if !file.metadata()?.is_file() {
+        return run(filter, tz, file, opts);
+    }
+    // SAFETY: the map is only read, and lives only in this call. Another process
+    // truncating the file meanwhile is the documented risk above.
+    let map = match unsafe { memmap2::MmapOptions::new().populate().map(&file) } {
+        Ok(map) => map,
+        Err(_) => return run(filter, tz, file, opts),
+    };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let mut scan = Scan::new(filter, tz, opts);
+    let mut rest: &[u8] = &map;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(pos) => (&rest[..pos], &rest[pos + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        scan.line(line);
+        rest = next;
+    }
+    Ok(scan.finish())
+}
+
+/// One pass of a filter over lines, and what it found.
+struct Scan<'a> {
+    filter: &'a Filter,
+    framer: Framer,
+    opts: &'a Options,
+    now: chrono::DateTime<Utc>,
+    sessions: Option<Sessions>,
+    report: Report,
+    start: Instant,
+}
+
+impl<'a> Scan<'a> {
+    fn new(filter: &'a Filter, tz: LogTz, opts: &'a Options) -> Scan<'a> {
+        Scan {
+            filter,
+            framer: Framer {
+                tz,
+                pattern: filter.datepattern().cloned(),
+            },
+            opts,
+            now: Utc::now(),
+            sessions: filter.session().map(|spec| spec.sessions()),
+            report: Report {
+                regex_hits: vec![0; filter.failregex_count()],
+                ..Report::default()
+            },
+            start: Instant::now(),
+        }
+    }
+
+    /// One line (without its newline); over the cap it is counted as cut.
+    fn line(&mut self, line: &[u8]) {
+        if line.len() > DEFAULT_MAX_LINE {
+            self.report.cut_line();
+            return;
+        }
+        examine(
+            self.filter,
+            &self.framer,
+            line,
+            self.now,
+            self.opts,
+            &mut self.sessions,
+            &mut self.report,
+        );
+    }
+
+    fn finish(mut self) -> Report {
+        self.report.seconds = self.start.elapsed().as_secs_f64();
+        self.report
+    }
 }
 
 impl Report {
@@ -368,6 +430,41 @@ mod tests {
         )
         .expect("run");
         assert_eq!((r.lines, r.matched, r.cut), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_mapped_file_reads_like_a_stream() {
+        // Cut lines, a last line without its newline, and a line the probe answers.
+        let mut input = b"Nov 21 08:13:46 h a[1]: Failed for root from 192.0.2.7\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * DEFAULT_MAX_LINE));
+        input.extend(b"\nnothing\n\n");
+        input.extend(std::iter::repeat_n(b'y', DEFAULT_MAX_LINE + 1));
+        input.extend(b"\nFailed for bob from 2001:db8::1");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("log");
+        std::fs::write(&path, &input).expect("write");
+        let opts = Options {
+            all_matches: true,
+            missed: true,
+            ..Options::default()
+        };
+        let f = sshd_like();
+        let streamed = run(&f, LogTz::Local, &input[..], &opts).expect("run");
+        let file = std::fs::File::open(&path).expect("open");
+        let mapped = run_file(&f, LogTz::Local, file, &opts).expect("run_file");
+        let key = |r: &Report| {
+            let hosts: Vec<String> = r.matches.iter().map(|m| m.host.clone()).collect();
+            (
+                r.lines,
+                r.matched,
+                r.missed,
+                r.cut,
+                hosts,
+                r.missed_lines.clone(),
+            )
+        };
+        assert_eq!(key(&mapped), key(&streamed));
+        assert_eq!((mapped.lines, mapped.matched, mapped.cut), (6, 2, 2));
     }
 
     /// A reader that hands out 4,096 bytes at a time.

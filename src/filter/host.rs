@@ -155,15 +155,18 @@ impl Candidates {
     pub fn find(line: &[u8]) -> Candidates {
         let mut found = [None; Candidates::MAX];
         let mut n = 0;
-        let mut start = 0;
+        let mut from = 0;
+        // An address token holds a `.` or a `:`: look for those, and take the run of
+        // address bytes around each.
         while n < Candidates::MAX {
-            while start < line.len() && !is_address_byte(line[start]) {
-                start += 1;
-            }
-            if start == line.len() {
+            let Some(at) = memchr::memchr2(b'.', b':', &line[from..]) else {
                 break;
+            };
+            let mut start = from + at;
+            while start > from && is_address_byte(line[start - 1]) {
+                start -= 1;
             }
-            let mut end = start;
+            let mut end = from + at + 1;
             while end < line.len() && is_address_byte(line[end]) {
                 end += 1;
             }
@@ -174,7 +177,7 @@ impl Candidates {
                     n += 1;
                 }
             }
-            start = end;
+            from = end;
         }
         Candidates { found }
     }
@@ -338,4 +341,76 @@ pub fn split_at_host(expanded: &str) -> Option<(String, String)> {
         Hir::concat(before).to_string(),
         Hir::concat(after).to_string(),
     ))
+}
+
+/// For a regex ending in free text (`...(?:: .*)?$`, `...:.*$`): a regex that matches
+/// a line without a newline exactly when it does, with that free tail left out, so a
+/// yes/no answer stops where the free text starts instead of scanning to the end of
+/// the line. `None` when the regex has no such tail.
+pub fn without_free_tail(expanded: &str) -> Option<String> {
+    use regex_syntax::hir::{HirKind, Look};
+    let hir = syntax(expanded)?;
+    let HirKind::Concat(subs) = hir.kind() else {
+        return None;
+    };
+    let (last, body) = subs.split_last()?;
+    if !matches!(last.kind(), HirKind::Look(Look::End)) {
+        return None;
+    }
+    let mut found = false;
+    let probe = tail_free(&regex_syntax::hir::Hir::concat(body.to_vec()), &mut found);
+    found.then(|| probe.to_string())
+}
+
+/// A regex `t` such that, on text without a newline, `h` matches up to the end of the
+/// text exactly when `t` matches a prefix of it: `.*` and `.+` at the end become
+/// nothing or one byte, and where nothing can be left out, `t` is `h$`. Sets `found`
+/// when something was left out. Captures go (the result only answers yes or no).
+fn tail_free(h: &regex_syntax::hir::Hir, found: &mut bool) -> regex_syntax::hir::Hir {
+    use regex_syntax::hir::{Hir, HirKind, Look};
+    let anchored = || Hir::concat(vec![h.clone(), Hir::look(Look::End)]);
+    match h.kind() {
+        HirKind::Repetition(r) if r.max.is_none() && r.min <= 1 && any_but_newline(&r.sub) => {
+            *found = true;
+            if r.min == 0 {
+                Hir::empty()
+            } else {
+                (*r.sub).clone()
+            }
+        }
+        // (x|y)$ is x$|y$, and x?$ is x$|$.
+        HirKind::Repetition(r) if r.min == 0 && r.max == Some(1) => {
+            Hir::alternation(vec![tail_free(&r.sub, found), Hir::look(Look::End)])
+        }
+        HirKind::Alternation(alts) => {
+            Hir::alternation(alts.iter().map(|a| tail_free(a, found)).collect())
+        }
+        HirKind::Capture(c) => tail_free(&c.sub, found),
+        // ab$ is a(b$).
+        HirKind::Concat(subs) => match subs.split_last() {
+            Some((last, init)) => {
+                let mut parts = init.to_vec();
+                parts.push(tail_free(last, found));
+                Hir::concat(parts)
+            }
+            None => anchored(),
+        },
+        _ => anchored(),
+    }
+}
+
+/// `.` (without or with `s`): every byte but possibly the newline.
+fn any_but_newline(h: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    match h.kind() {
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut missing = 256usize;
+            for r in c.iter() {
+                missing -= usize::from(r.end() - r.start()) + 1;
+            }
+            missing == 0
+                || (missing == 1 && c.iter().all(|r| !(r.start()..=r.end()).contains(&b'\n')))
+        }
+        _ => false,
+    }
 }

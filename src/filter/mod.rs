@@ -404,7 +404,7 @@ impl Filter {
             }
             // A success or end of a session that is not open settles nothing.
             if matches!(re.role, Role::Success | Role::End) && !open() {
-                if !re.full.is_match(content)? {
+                if !re.is_match(content)? {
                     continue;
                 }
                 return Ok(Verdict::Mark(Mark {
@@ -432,7 +432,7 @@ impl Filter {
             let found = match fast {
                 Some((ip, user)) => Some((Some(ip), user)),
                 None if proven_absent => None,
-                None if re.full.is_match(content)? => re.captured(content)?,
+                None if re.is_match(content)? => re.captured(content)?,
                 None => None,
             };
             let Some((host, user)) = found else {

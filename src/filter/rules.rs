@@ -30,6 +30,8 @@ pub(super) struct FailRegex {
     pub(super) delimited: bool,
     /// A text every match contains (beyond its start): a line without it is no match.
     pub(super) required: Option<memchr::memmem::Finder<'static>>,
+    /// The regex without its free tail, for yes/no answers on lines without a newline.
+    probe: Option<Regex>,
 }
 
 impl FailRegex {
@@ -45,7 +47,11 @@ impl FailRegex {
         let delimited = split.is_some() && host::host_is_delimited(expanded);
         let required =
             host::required_literal(expanded).map(|l| memchr::memmem::Finder::new(&l).into_owned());
+        let probe = host::without_free_tail(expanded)
+            .filter(|_| full.is_linear())
+            .and_then(|p| linear(&p).ok());
         Ok(FailRegex {
+            probe,
             full,
             split,
             role,
@@ -63,6 +69,14 @@ impl FailRegex {
         self.prefixes
             .as_ref()
             .is_none_or(|p| p.iter().any(|l| content.starts_with(l)))
+    }
+
+    /// Whether the whole regex matches `content`.
+    pub(super) fn is_match(&self, content: &[u8]) -> Result<bool, LimitHit> {
+        match &self.probe {
+            Some(probe) if memchr::memchr(b'\n', content).is_none() => Ok(probe.is_match(content)),
+            _ => self.full.is_match(content),
+        }
     }
 
     /// The address without running a capture engine: the leftmost address in the

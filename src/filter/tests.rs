@@ -316,3 +316,92 @@ fn the_longest_literal_every_match_contains_is_found() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_free_tail_is_left_out_of_yes_no_answers_without_changing_them() {
+    use super::host::without_free_tail as probe;
+    let x = |s: &str| expand_placeholders(s);
+    // Nothing to leave out: no probe.
+    assert_eq!(probe(&x(r"^from <HOST> port \d+$")), None);
+    assert_eq!(probe(&x(r"^from <HOST>(?: \S+)?$")), None);
+    assert_eq!(
+        probe(&x(r"^from <HOST>.*")),
+        None,
+        "not anchored at the end"
+    );
+    let cases = [
+        r"^Accepted \S+ for (?P<user>\S+) from <HOST>(?: port \d+)?(?: ssh\d*)?(?:: .*)?$",
+        r"^(?:error: )?Received disconnect from <HOST>(?: port \d+)?:\s*11:.*$",
+        r"^x <HOST>(?:: (?s:.+))?$",
+        r"^(?:a .*|b)$",
+        r"^c(?:: (?P<tail>.*))?$",
+    ];
+    let lines = [
+        "Accepted publickey for pi from 192.0.2.1 port 22 ssh2: ED25519 SHA256:x",
+        "Accepted publickey for pi from 192.0.2.1 port 22 ssh2",
+        "Accepted publickey for pi from 192.0.2.1 port 22 ssh2:",
+        "Accepted publickey for pi from 192.0.2.1 port 22 ssh2 trailing",
+        "Accepted publickey for pi from 192.0.2.1: x",
+        "Received disconnect from 192.0.2.1 port 22:11: bye",
+        "Received disconnect from 192.0.2.1 port 22:11:",
+        "error: Received disconnect from 192.0.2.1:12: bye",
+        "x 192.0.2.1",
+        "x 192.0.2.1: ",
+        "x 192.0.2.1: y",
+        "x 192.0.2.1:",
+        "a ",
+        "a anything",
+        "b",
+        "bb",
+        "c",
+        "c: d",
+        "c:",
+        "",
+    ];
+    for case in cases {
+        let full = super::engine::linear(&x(case)).expect("full");
+        let p = probe(&x(case)).unwrap_or_else(|| panic!("a probe for {case}"));
+        let p = super::engine::linear(&p).expect("probe");
+        for line in lines {
+            assert_eq!(
+                p.is_match(line.as_bytes()),
+                full.is_match(line.as_bytes()),
+                "{case} on {line:?}"
+            );
+        }
+    }
+    // A line with a newline goes to the whole regex (`.` stops there): the filter
+    // answers as it does.
+    let re = super::rules::FailRegex::new(&x(r"^a <HOST> .*$"), super::session::Role::End)
+        .expect("regex");
+    assert_eq!(re.is_match(b"a 192.0.2.1 b\nc"), Ok(false));
+    assert_eq!(re.is_match(b"a 192.0.2.1 b c"), Ok(true));
+}
+
+#[test]
+fn address_candidates_are_every_address_token_leftmost_first() {
+    use super::host::Candidates;
+    let line = b"Failed for fe80 from 2001:db8::1 port 22 via 192.0.2.7:80 on ::ffff:10.0.0.1 a.b.c.d 1.2.3";
+    let found: Vec<String> = Candidates::find(line)
+        .iter()
+        .map(|(s, e, ip)| {
+            assert_eq!(
+                std::str::from_utf8(&line[s..e])
+                    .ok()
+                    .map(str::parse::<std::net::IpAddr>)
+                    .and_then(Result::ok)
+                    .map(|p| p.to_canonical()),
+                Some(ip),
+                "range of {ip}"
+            );
+            ip.to_string()
+        })
+        .collect();
+    // `192.0.2.7:80` is one token that is no address: left to the regex engine.
+    assert_eq!(found, ["2001:db8::1", "10.0.0.1"]);
+    assert!(Candidates::find(line).complete());
+    let many = "1.1.1.1 ".repeat(9);
+    assert!(!Candidates::find(many.as_bytes()).complete());
+    assert_eq!(Candidates::find(b"").iter().count(), 0);
+    assert_eq!(Candidates::find(b"...:::").iter().count(), 0);
+}

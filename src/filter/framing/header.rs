@@ -9,8 +9,11 @@ use super::stamp::{clock, day_month_year, digits, fraction};
 /// What follows a leading `[hex:hex-hex] `, an id made of hex digits, `:` and `-`
 /// with at least one separator.
 pub(super) fn thread_id_prefix(line: &[u8]) -> Option<&[u8]> {
+    if line.first() != Some(&b'[') {
+        return None;
+    }
     let close = line.iter().take(48).position(|&b| b == b']')?;
-    let id = line.get(1..close).filter(|_| line[0] == b'[')?;
+    let id = line.get(1..close)?;
     let ok = id.len() >= 3
         && id
             .iter()

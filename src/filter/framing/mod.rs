@@ -116,6 +116,9 @@ fn syslog_horizon(now: Timestamp) -> (NaiveDateTime, i32) {
 
 thread_local! {
     static HORIZON: std::cell::Cell<Option<(Timestamp, NaiveDateTime, i32)>> = const { std::cell::Cell::new(None) };
+    /// The last year-less minute read on this thread (month, day, hour and minute a
+    /// byte each), the instant of its second 0, and the `now` and zone it was read at.
+    static MINUTE: std::cell::Cell<Option<(u32, NaiveDateTime, Timestamp, LogTz)>> = const { std::cell::Cell::new(None) };
     /// The last (zone, wall-clock hour, offset) resolved on this thread.
     static OFFSETS: std::cell::Cell<Option<(LogTz, i64, i32)>> = const { std::cell::Cell::new(None) };
 }
@@ -367,14 +370,50 @@ impl Framer {
         if !matches!(b.get(n), None | Some(b' ' | b']')) {
             return None;
         }
-        // The latest year that does not put the line more than a day ahead (compared
-        // on wall-clock values, with room for any zone), then resolved once.
+        // Lines come many to a minute: the minute's instant is remembered when each of
+        // its seconds resolves to it plus the seconds (one year, one offset of whole
+        // minutes).
+        let minute = (month << 24) | (day << 16) | (h << 8) | m;
+        if s < 60 {
+            if let Some((k, first, at, tz)) = MINUTE.with(|c| c.get()) {
+                if k == minute && at == now && tz == self.tz {
+                    let t = chrono::Timelike::with_second(&first, s)?;
+                    return Some((Timestamp::from_naive_utc_and_offset(t, Utc), n));
+                }
+            }
+        }
+        let t = self.year_less(month, day, h, m, s, now)?;
+        if s < 60 {
+            let first = self.year_less(month, day, h, m, 0, now);
+            let last = self.year_less(month, day, h, m, 59, now);
+            if let (Some(first), Some(last)) = (first, last) {
+                let secs = |t: Timestamp| (t - first).num_seconds();
+                let whole = chrono::Timelike::second(&first) == 0;
+                if whole && secs(last) == 59 && secs(t) == i64::from(s) {
+                    MINUTE.with(|c| c.set(Some((minute, first.naive_utc(), now, self.tz))));
+                }
+            }
+        }
+        Some((t, n))
+    }
+
+    /// A year-less wall-clock time: the latest year that does not put it more than a
+    /// day ahead of `now` (compared on wall-clock values, with room for any zone).
+    fn year_less(
+        &self,
+        month: u32,
+        day: u32,
+        h: u32,
+        m: u32,
+        s: u32,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
         let (limit, year) = syslog_horizon(now);
         let naive = [year + 1, year, year - 1]
             .into_iter()
             .filter_map(|y| NaiveDate::from_ymd_opt(y, month, day)?.and_hms_opt(h, m, s))
             .find(|t| *t <= limit)?;
-        self.tz.resolve(naive).map(|t| (t, n))
+        self.tz.resolve(naive)
     }
 
     /// `2026-11-21T08:13:46[.123][Z|+01:00|+0100| UTC]` (or a space for `T`).

@@ -254,6 +254,60 @@ fn cached_offsets_follow_dst_changes() {
 }
 
 #[test]
+fn lines_of_one_minute_share_its_instant_only_where_that_is_right() {
+    let at = |f: &Framer, line: &str, now: Timestamp| f.split(line.as_bytes(), now).time;
+    let local = utc_framer();
+    let n = now();
+    for s in [0, 7, 59] {
+        assert_eq!(
+            at(&local, &format!("Nov 21 08:13:{s:02} h x: y"), n),
+            Some(utc(2026, 11, 21, 8, 13, s)),
+        );
+    }
+    // Another `now` may put the same stamp in another year.
+    let later = utc(2027, 11, 19, 0, 0, 0);
+    assert_eq!(
+        at(&local, "Nov 21 08:13:07 h x: y", later),
+        Some(utc(2026, 11, 21, 8, 13, 7))
+    );
+    let next_day = utc(2027, 11, 21, 0, 0, 0);
+    assert_eq!(
+        at(&local, "Nov 21 08:13:08 h x: y", next_day),
+        Some(utc(2027, 11, 21, 8, 13, 8))
+    );
+    // Another zone, then the first again.
+    let berlin = Framer {
+        tz: LogTz::parse("Europe/Berlin").expect("tz"),
+        pattern: None,
+    };
+    assert_eq!(
+        at(&berlin, "Nov 21 08:13:09 h x: y", n),
+        Some(utc(2026, 11, 21, 7, 13, 9))
+    );
+    assert_eq!(
+        at(&local, "Nov 21 08:13:09 h x: y", n),
+        Some(utc(2026, 11, 21, 8, 13, 9))
+    );
+    // A minute that does not exist, and one that happens twice (its first time).
+    assert_eq!(at(&berlin, "Mar 29 02:30:01 h x: y", n), None);
+    assert_eq!(at(&berlin, "Mar 29 02:30:02 h x: y", n), None);
+    assert_eq!(
+        at(&berlin, "Oct 25 02:30:01 h x: y", n),
+        Some(utc(2026, 10, 25, 0, 30, 1))
+    );
+    assert_eq!(
+        at(&berlin, "Oct 25 02:30:02 h x: y", n),
+        Some(utc(2026, 10, 25, 0, 30, 2))
+    );
+    // A second past 59 (a leap second) is no time, and leaves the minute alone.
+    assert_eq!(at(&local, "Nov 21 08:13:60 h x: y", n), None);
+    assert_eq!(
+        at(&local, "Nov 21 08:13:10 h x: y", n),
+        Some(utc(2026, 11, 21, 8, 13, 10))
+    );
+}
+
+#[test]
 fn framings_seen_in_real_logs_lose_their_stamps_and_headers() {
     let msg = "Failed password for root from 192.0.2.7 port 22 ssh2";
     // A one-digit day after one space.
