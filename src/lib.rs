@@ -28,6 +28,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod filter;
+pub mod fleet;
 pub mod firewall;
 pub mod import;
 pub mod ipc;
