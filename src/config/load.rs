@@ -116,6 +116,9 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     let defaults = defaults.over(&builtin_defaults());
     loader.filter_path = daemon.filter_path.clone();
     let jails = loader.jails(&defaults);
+    let fleet = raw
+        .fleet
+        .and_then(|f| loader.fleet(f, &main_path, &text, &jails));
 
     if recidive.is_some() {
         if let Some(j) = jails.iter().find(|j| j.name == RECIDIVE) {
@@ -133,6 +136,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
             firewall,
             recidive,
             metrics,
+            fleet,
             jails,
             warnings: loader.warnings,
         })

@@ -6,6 +6,7 @@
 
 mod diag;
 mod filters;
+mod fleet;
 mod jail;
 mod load;
 mod raw;
@@ -46,6 +47,8 @@ pub struct Config {
     pub recidive: Option<RecidiveConfig>,
     /// `[metrics] listen`: where `/metrics` is served (`None`: not served).
     pub metrics: Option<SocketAddr>,
+    /// `[fleet]`: ban sharing with other hosts (`None`: this host alone).
+    pub fleet: Option<FleetConfig>,
     /// Every jail file, enabled or not, sorted by name.
     pub jails: Vec<JailConfig>,
     /// Settings that are valid but have no effect in this version.
@@ -59,6 +62,72 @@ impl Config {
 
     pub fn jail(&self, name: &str) -> Option<&JailConfig> {
         self.jails.iter().find(|j| j.name == name)
+    }
+}
+
+/// `[fleet]`, checked: servers, this host's name and key, whom to trust, what to share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`).
+    pub servers: Vec<String>,
+    /// This host's name in the fleet (the origin its bans carry elsewhere).
+    pub host: String,
+    /// This host's ed25519 secret key file (mode 0600).
+    pub key: PathBuf,
+    /// Public keys (base64) of the hosts whose bans are applied here.
+    pub trusted_keys: Vec<String>,
+    /// Jails whose bans are published (`None`: every jail).
+    pub share: Option<Vec<String>>,
+    /// Apply other hosts' bans here.
+    pub apply: bool,
+    pub stream: String,
+    pub subject: String,
+    /// Copies JetStream keeps of the stream (3 on a three-node cluster).
+    pub replicas: usize,
+    /// NATS authentication: a creds file, an nkey seed file, user and password, or a token.
+    pub credentials: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// TLS: the CA to trust, and a client certificate and key.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The broadest prefix accepted from another host.
+    pub max_prefix_v4: u8,
+    pub max_prefix_v6: u8,
+    /// Decisions accepted per minute from one origin.
+    pub rate_per_origin: u32,
+}
+
+impl FleetConfig {
+    /// Whether `jail`'s bans are published.
+    pub fn shares(&self, jail: &str) -> bool {
+        self.share
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|j| j == jail))
+    }
+
+    /// The settings only a restart applies (the connection and the stream); reload
+    /// may change `share`, `apply`, `trusted_keys` and the limits.
+    pub fn restart_only(&self) -> impl PartialEq + '_ {
+        (
+            &self.servers,
+            &self.host,
+            &self.key,
+            &self.stream,
+            &self.subject,
+            self.replicas,
+            (
+                &self.credentials,
+                &self.nkey,
+                &self.user,
+                &self.password,
+                &self.token,
+            ),
+            (&self.tls_ca, &self.tls_cert, &self.tls_key),
+        )
     }
 }
 

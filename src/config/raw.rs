@@ -16,6 +16,7 @@ pub struct RawMain {
     pub firewall: Option<RawFirewall>,
     pub recidive: Option<RawRecidive>,
     pub metrics: Option<RawMetrics>,
+    pub fleet: Option<RawFleet>,
     pub defaults: Option<RawJail>,
 }
 
@@ -97,6 +98,38 @@ pub struct RawRecidive {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub listen: Option<Spanned<String>>,
+}
+
+/// `[fleet]`: ban sharing over NATS JetStream (SPEC "Fleet").
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub servers: Option<Spanned<Vec<String>>>,
+    pub host: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub trusted_keys: Option<Vec<Spanned<String>>>,
+    pub share: Option<Vec<Spanned<String>>>,
+    pub apply: Option<bool>,
+    pub stream: Option<Spanned<String>>,
+    pub subject: Option<Spanned<String>>,
+    pub replicas: Option<Spanned<i64>>,
+    pub credentials: Option<Spanned<String>>,
+    pub nkey: Option<Spanned<String>>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub tls: Option<RawFleetTls>,
+    pub max_prefix_v4: Option<Spanned<i64>>,
+    pub max_prefix_v6: Option<Spanned<i64>>,
+    pub rate_per_origin: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetTls {
+    pub ca: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -597,3 +597,58 @@ fn an_ignore_list_that_is_a_device_or_a_pipe_is_refused_at_once() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn fleet_is_checked_where_it_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let key_b64 = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    let main = format!(
+        "{MAIN}\n[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nhost = \"web-1\"\nkey = \"fleet.key\"\ntrusted_keys = [\"{key_b64}\"]\nshare = [\"sshd\"]\n"
+    );
+    let d = Dir::new(&main);
+    d.write(
+        "jails/sshd.toml",
+        "filter = \"sshd\"\nlogpath = \"auth.log\"\n",
+    );
+    d.write("fleet.key", "secret\n");
+    let key = d.0.path().join("fleet.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let cfg = d.load().expect("valid");
+    let fleet = cfg.fleet.expect("fleet");
+    assert_eq!(fleet.host, "web-1");
+    assert_eq!(fleet.key, key);
+    assert_eq!(
+        (fleet.stream.as_str(), fleet.subject.as_str()),
+        ("GAOLER", "gaoler.bans")
+    );
+    assert_eq!(
+        (fleet.max_prefix_v4, fleet.max_prefix_v6, fleet.replicas),
+        (24, 48, 1)
+    );
+    assert!(fleet.apply && fleet.shares("sshd") && !fleet.shares("other"));
+
+    // A key others may read, an unknown jail, a key that is not one, a bad URL.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    d.write(
+        "gaoler.toml",
+        &format!("{MAIN}\n[fleet]\nservers = [\"http://x\"]\nkey = \"fleet.key\"\ntrusted_keys = [\"abc\"]\nshare = [\"nope\"]\nmax_prefix_v4 = 0\n"),
+    );
+    let errors = d.errors().join("\n");
+    for wanted in [
+        "must be mode 0600",
+        "share: no jail `nope`",
+        "`abc` is not a public key",
+        "`http://x` is not a NATS URL",
+        "max_prefix_v4 must be between 1 and 32",
+    ] {
+        assert!(errors.contains(wanted), "{wanted} in:\n{errors}");
+    }
+    assert!(errors.contains("gaoler.toml:"), "{errors}");
+    // Missing servers and key are named.
+    d.write("gaoler.toml", &format!("{MAIN}\n[fleet]\n"));
+    let errors = d.errors().join("\n");
+    assert!(
+        errors.contains("needs `servers`") && errors.contains("needs `key`"),
+        "{errors}"
+    );
+}

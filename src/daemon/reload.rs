@@ -133,6 +133,17 @@ fn restart_only_changes(running: &Config, next: &Config) -> Option<String> {
         ("[metrics] listen", running.metrics != next.metrics),
         ("[daemon] log_format", a.log_format != b.log_format),
         ("[daemon] log_file", a.log_file != b.log_file),
+        (
+            "[fleet] (added or removed)",
+            running.fleet.is_some() != next.fleet.is_some(),
+        ),
+        (
+            "[fleet] servers, host, key, stream, subject, replicas, authentication or tls",
+            match (&running.fleet, &next.fleet) {
+                (Some(x), Some(y)) => x.restart_only() != y.restart_only(),
+                _ => false,
+            },
+        ),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))
