@@ -244,6 +244,7 @@ fn lazy_clients() -> [String; 7] {
                     banned_at: now,
                     expires_at: Some(now + chrono::Duration::days(1)),
                     count: 1,
+                    origin: None,
                 })
             })
             .collect();

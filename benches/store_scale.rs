@@ -20,6 +20,7 @@ fn ban(i: u32, now: chrono::DateTime<chrono::Utc>) -> Ban {
         banned_at: now,
         expires_at: Some(now + chrono::Duration::days(1)),
         count: 1,
+        origin: None,
     }
 }
 

@@ -171,20 +171,30 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
     }
 }
 
+/// The bans; with an ORIGIN column when the fleet decided any of them.
 fn bans_table(bans: &[BanView], now: Timestamp) -> String {
+    let fleet = bans.iter().any(|b| b.origin.is_some());
     let rows = bans
         .iter()
         .map(|b| {
-            vec![
+            let mut row = vec![
                 b.ip.clone(),
                 b.jail.clone(),
                 b.banned_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 expiry(b.expires_at, now),
                 b.count.to_string(),
-            ]
+            ];
+            if fleet {
+                row.push(b.origin.clone().unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
-    table(&["IP", "JAIL", "BANNED AT (UTC)", "EXPIRES", "COUNT"], rows)
+    let mut head = vec!["IP", "JAIL", "BANNED AT (UTC)", "EXPIRES", "COUNT"];
+    if fleet {
+        head.push("ORIGIN");
+    }
+    table(&head, rows)
 }
 
 /// "in 42m", "never", "now".
@@ -253,6 +263,7 @@ mod tests {
                 banned_at: now,
                 expires_at: Some(now + chrono::Duration::seconds(42 * 60)),
                 count: 2,
+                origin: None,
             },
             BanView {
                 ip: "2001:db8::/64".into(),
@@ -260,6 +271,7 @@ mod tests {
                 banned_at: now,
                 expires_at: None,
                 count: 1,
+                origin: None,
             },
         ];
         let text = render_text(&Response::Bans { bans }, now);

@@ -152,6 +152,21 @@ pub struct Ban {
     pub expires_at: Option<Timestamp>,
     /// How many times this target has been banned in this jail, this ban included.
     pub count: u32,
+    /// The fleet host that decided the ban; `None` for this host's own (and for
+    /// records written before the fleet existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where a ban received from the fleet was decided.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Origin {
+    /// The deciding host's name.
+    pub host: String,
+    /// Its public key (base64): only a decision signed with it lifts the ban.
+    pub key: String,
+    /// The ban's id at its origin.
+    pub id: String,
 }
 
 impl Ban {
@@ -290,6 +305,7 @@ pub(crate) fn test_ban(jail: &str, ip: &str) -> Ban {
         banned_at: test_time(),
         expires_at: None,
         count: 1,
+        origin: None,
     }
 }
 
@@ -342,6 +358,7 @@ mod tests {
             banned_at: now,
             expires_at: Some(now + chrono::Duration::milliseconds(10_900)),
             count: 1,
+            origin: None,
         };
         assert_eq!(ban.remaining(now), Some(Some(Duration::from_secs(10))));
         assert!(ban.is_expired(now + chrono::Duration::milliseconds(10_100)));

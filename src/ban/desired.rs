@@ -207,6 +207,7 @@ mod tests {
             banned_at: t0(),
             expires_at: secs.map(|s| t0() + chrono::Duration::seconds(s)),
             count: 1,
+            origin: None,
         }
     }
 

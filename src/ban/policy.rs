@@ -134,6 +134,7 @@ pub fn new_ban<'t>(
         banned_at: now,
         expires_at: bantime.expiry_from(now),
         count,
+        origin: None,
     })
 }
 

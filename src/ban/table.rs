@@ -175,6 +175,7 @@ impl<F: Firewall> BanManager<F> {
                 banned_at: now,
                 expires_at,
                 count: 1,
+                origin: None,
             });
         }
         let puts: Vec<StoreChange> = recovered.iter().cloned().map(StoreChange::Put).collect();

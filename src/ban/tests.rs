@@ -158,6 +158,7 @@ async fn restore_puts_back_live_bans_with_less_time_and_drops_the_rest() {
         expires_at: len
             .map(|l| now - chrono::Duration::seconds(banned_ago) + chrono::Duration::seconds(l)),
         count: 1,
+        origin: None,
     };
     store
         .clone()
@@ -481,6 +482,7 @@ async fn history_older_than_the_horizon_no_longer_escalates_and_is_purged() {
             banned_at: t0() - chrono::Duration::days(60),
             expires_at: Some(t0() - chrono::Duration::days(59)),
             count: 3,
+            origin: None,
         })])
         .expect("seed");
     r.manager.purge_history();

@@ -71,6 +71,9 @@ pub struct BanView {
     pub banned_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub count: u32,
+    /// The fleet host that decided the ban (`null`: this host).
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl From<&Ban> for BanView {
@@ -81,6 +84,7 @@ impl From<&Ban> for BanView {
             banned_at: b.banned_at,
             expires_at: b.expires_at,
             count: b.count,
+            origin: b.origin.as_ref().map(|o| o.host.clone()),
         }
     }
 }

@@ -62,12 +62,20 @@ fn ban_view_has_the_stable_json_fields() {
         banned_at: chrono::DateTime::from_timestamp(0, 0).expect("time"),
         expires_at: None,
         count: 1,
+        origin: None,
     };
     let v: serde_json::Value = serde_json::to_value(&view).expect("json");
     assert_eq!(v["ip"], "192.0.2.1");
     assert_eq!(v["banned_at"], "1970-01-01T00:00:00Z");
     assert!(v["expires_at"].is_null());
     assert_eq!(v["count"], 1);
+    assert!(v["origin"].is_null(), "this host's own ban: origin null");
+    let fleet = BanView {
+        origin: Some("web-2".into()),
+        ..view
+    };
+    let v: serde_json::Value = serde_json::to_value(&fleet).expect("json");
+    assert_eq!(v["origin"], "web-2");
 }
 
 mod fuzz {

@@ -15,6 +15,7 @@ fn ban(ip: &str, count: u32) -> Ban {
         banned_at: at,
         expires_at: Some(at + chrono::Duration::hours(1)),
         count,
+        origin: None,
     }
 }
 
@@ -113,6 +114,23 @@ fn version_1_records_still_load() {
     let permanent = r#"{"v":1,"target":"2001:db8::/64","jail":"sshd","banned_at":"2026-11-21T08:00:00Z","expires_at":null,"count":1}"#;
     let rec: BanRecord = serde_json::from_str(permanent).expect("permanent loads");
     assert_eq!(rec.ban.expires_at, None);
+}
+
+#[test]
+fn a_fleet_bans_origin_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut b = ban("192.0.2.9", 1);
+    b.origin = Some(crate::types::Origin {
+        host: "web-2".into(),
+        key: "a2V5".into(),
+        id: "sshd/192.0.2.9/1".into(),
+    });
+    {
+        let mut store = SledStore::open(dir.path()).expect("open");
+        store.commit(&[StoreChange::Put(b.clone())]).expect("commit");
+    }
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.bans().expect("bans"), vec![b]);
 }
 
 #[test]

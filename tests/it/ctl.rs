@@ -200,6 +200,7 @@ fn clients_that_never_read_their_bans_do_not_grow_the_daemons_memory() {
                     banned_at: now,
                     expires_at: Some(now + chrono::Duration::hours(1)),
                     count: 1,
+                    origin: None,
                 })
             })
             .collect();
