@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{with_recent, BanStore, Damage, History, RecentBan, StoreChange, StoreError};
+use super::{with_recent, BanStore, Damage, History, Outbox, RecentBan, StoreChange, StoreError};
 use crate::types::{Ban, Target};
 
 /// Bans and history in maps; `fail` makes every read and commit fail, as an
@@ -17,6 +17,8 @@ pub struct MemoryStore {
     pub fail: bool,
     /// Damage to report until healed (as a replaced database would).
     pub damage: Option<Damage>,
+    /// The fleet's outbox, shared with its publisher.
+    pub outbox: MemoryOutbox,
 }
 
 impl MemoryStore {
@@ -54,6 +56,7 @@ impl BanStore for MemoryStore {
                     self.bans.remove(&key);
                     self.history.insert(key, History::of(ban));
                 }
+                StoreChange::Publish(decision) => self.outbox.push(decision.clone()),
                 StoreChange::NoteRecent(ban) => {
                     let list = self.recent.remove(&ban.target).unwrap_or_default();
                     self.recent.insert(ban.target, with_recent(list, ban));
@@ -123,5 +126,50 @@ impl BanStore for SharedStore {
     }
     fn healed(&mut self) {
         self.get().healed()
+    }
+}
+
+/// An in-memory outbox (shared between the fake store and a test's publisher).
+#[derive(Clone, Default, Debug)]
+pub struct MemoryOutbox(Arc<Mutex<Entries>>);
+
+/// The last sequence number given, and the entries waiting.
+#[derive(Default, Debug)]
+struct Entries {
+    last: u64,
+    waiting: BTreeMap<u64, Vec<u8>>,
+}
+
+impl MemoryOutbox {
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, entry: Vec<u8>) {
+        let mut e = self.entries();
+        e.last += 1;
+        let seq = e.last;
+        e.waiting.insert(seq, entry);
+    }
+}
+
+impl Outbox for MemoryOutbox {
+    fn waiting(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .entries()
+            .waiting
+            .iter()
+            .take(max)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
+    fn published(&self, seq: u64) -> Result<(), StoreError> {
+        self.entries().waiting.remove(&seq);
+        Ok(())
+    }
+
+    fn depth(&self) -> u64 {
+        self.entries().waiting.len() as u64
     }
 }

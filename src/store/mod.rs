@@ -13,9 +13,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use memory::{MemoryStore, SharedStore};
+pub use memory::{MemoryOutbox, MemoryStore, SharedStore};
 pub use positions::MemoryPositions;
-pub use sled_store::{SledPositions, SledStore};
+pub use sled_store::{SledOutbox, SledPositions, SledStore};
 
 use crate::types::{Ban, Target, Timestamp};
 
@@ -31,6 +31,21 @@ pub enum StoreChange {
     Remove(Ban),
     /// Add the ban to its target's recent bans in any jail (for recidive).
     NoteRecent(Ban),
+    /// Queue a decision for the fleet's publisher (its serialized form), saved with
+    /// the ban it is about so that neither goes without the other.
+    Publish(Vec<u8>),
+}
+
+/// The fleet's outbox: decisions saved with their bans and waiting to be published,
+/// oldest first. The ban manager adds to it (`StoreChange::Publish`, in its commits);
+/// the publisher reads it and removes what the message engine acknowledged.
+pub trait Outbox: Send + Sync {
+    /// Up to `max` waiting entries, oldest first, with their sequence numbers.
+    fn waiting(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The entry `seq` was published: forget it.
+    fn published(&self, seq: u64) -> Result<(), StoreError>;
+    /// How many entries wait.
+    fn depth(&self) -> u64;
 }
 
 /// What the store remembers of a target's past bans in one jail.
@@ -151,6 +166,14 @@ struct HistoryRecord {
 
 fn ban_key(jail: &str, target: &Target) -> Vec<u8> {
     format!("b/{jail}/{target}").into_bytes()
+}
+
+/// An outbox entry's key: `o/` and its sequence number, big-endian so keys sort in
+/// the order entries were made.
+fn outbox_key(seq: u64) -> Vec<u8> {
+    let mut key = b"o/".to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 fn history_key(jail: &str, target: &Target) -> Vec<u8> {

@@ -1,6 +1,6 @@
 //! The durable `BanStore` on sled: one tree, keys `b/<jail>/<target>` (current bans),
-//! `h/<jail>/<target>` (history) and `r/<target>` (recent bans), JSON values with a
-//! version. Each commit is one atomic sled batch followed by one flush, the ledger's
+//! `h/<jail>/<target>` (history), `r/<target>` (recent bans) and `o/<seq>` (the
+//! fleet's outbox, `SledOutbox`), JSON values with a version. Each commit is one atomic sled batch followed by one flush, the ledger's
 //! count written before it. The handles, reopening and damage are `database.rs`'s; the
 //! read positions live in a second tree of the same database (`SledPositions`).
 
@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use super::database::{panic_text, Database, Handles};
 use super::{
-    ban_key, history_key, recent_key, with_recent, BanRecord, BanStore, Damage, History,
-    HistoryRecord, RecentBan, RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
+    ban_key, history_key, outbox_key, recent_key, with_recent, BanRecord, BanStore, Damage,
+    History, HistoryRecord, Outbox, RecentBan, RecentRecord, StoreChange, StoreError,
+    FORMAT_VERSION,
 };
 use crate::source::{PositionError, Positions};
 use crate::types::{Ban, Target};
@@ -48,6 +49,13 @@ impl SledStore {
             .name("gaoler-read-ahead".into())
             .spawn(move || read_bans(&db));
         *self.ahead.lock().unwrap_or_else(|p| p.into_inner()) = started.ok();
+    }
+
+    /// The fleet's outbox, for its publisher.
+    pub fn outbox(&self) -> SledOutbox {
+        SledOutbox {
+            db: self.db.clone(),
+        }
     }
 
     /// The read positions, in their own tree of the same database.
@@ -212,6 +220,13 @@ impl BanStore for SledStore {
                     ban_keys.push((key, false));
                     batch.insert(history_key(&ban.jail, &ban.target), to_json(&hist)?);
                 }
+                StoreChange::Publish(decision) => {
+                    // sled's ids grow across restarts: entries keep their order.
+                    let seq = self
+                        .db
+                        .with("numbering an outbox entry", |h| h.db.generate_id())?;
+                    batch.insert(outbox_key(seq), decision.clone());
+                }
                 StoreChange::NoteRecent(ban) => {
                     let list = match recent.remove(&ban.target) {
                         Some(l) => l,
@@ -348,5 +363,47 @@ impl Positions for SledPositions {
 
     fn save(&self, key: &[u8], position: &[u8]) -> Result<(), PositionError> {
         Ok(self.put(key, position.to_vec())?)
+    }
+}
+
+/// The outbox entries (`o/<seq>`) of the ban store's tree, for the fleet's publisher:
+/// it only reads them and removes those published; the ban manager adds them in its
+/// commits.
+#[derive(Clone)]
+pub struct SledOutbox {
+    db: Arc<Database>,
+}
+
+impl Outbox for SledOutbox {
+    fn waiting(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.db.with("reading the fleet outbox", |h| {
+            h.tree
+                .scan_prefix(b"o/")
+                .take(max)
+                .map(|item| {
+                    let (key, value) = item?;
+                    let mut seq = [0u8; 8];
+                    if let Some(tail) = key.get(2..10) {
+                        seq.copy_from_slice(tail);
+                    }
+                    Ok((u64::from_be_bytes(seq), value.to_vec()))
+                })
+                .collect()
+        })
+    }
+
+    fn published(&self, seq: u64) -> Result<(), StoreError> {
+        // Not flushed: a crash may publish it again, which the message id dedups.
+        self.db.with("removing a published outbox entry", |h| {
+            h.tree.remove(outbox_key(seq)).map(|_| ())
+        })
+    }
+
+    fn depth(&self) -> u64 {
+        self.db
+            .with("counting the fleet outbox", |h| {
+                Ok(h.tree.scan_prefix(b"o/").keys().count() as u64)
+            })
+            .unwrap_or(0)
     }
 }

@@ -127,10 +127,53 @@ fn a_fleet_bans_origin_is_kept() {
     });
     {
         let mut store = SledStore::open(dir.path()).expect("open");
-        store.commit(&[StoreChange::Put(b.clone())]).expect("commit");
+        store
+            .commit(&[StoreChange::Put(b.clone())])
+            .expect("commit");
     }
     let store = SledStore::open(dir.path()).expect("reopen");
     assert_eq!(store.bans().expect("bans"), vec![b]);
+}
+
+#[test]
+fn the_outbox_keeps_its_order_across_restarts_and_forgets_what_was_published() {
+    use super::Outbox;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut store = SledStore::open(dir.path()).expect("open");
+        store
+            .commit(&[
+                StoreChange::Put(ban("192.0.2.1", 1)),
+                StoreChange::Publish(b"first".to_vec()),
+            ])
+            .expect("commit");
+        store
+            .commit(&[StoreChange::Publish(b"second".to_vec())])
+            .expect("commit");
+        assert_eq!(store.outbox().depth(), 2);
+    }
+    let mut store = SledStore::open(dir.path()).expect("reopen");
+    store
+        .commit(&[StoreChange::Publish(b"third".to_vec())])
+        .expect("commit");
+    let outbox = store.outbox();
+    let waiting = outbox.waiting(10).expect("waiting");
+    let texts: Vec<&[u8]> = waiting.iter().map(|(_, v)| v.as_slice()).collect();
+    assert_eq!(texts, [&b"first"[..], b"second", b"third"]);
+    assert_eq!(outbox.waiting(1).expect("one").len(), 1);
+    outbox.published(waiting[0].0).expect("published");
+    drop((outbox, store));
+    let store = SledStore::open(dir.path()).expect("reopen");
+    let left: Vec<Vec<u8>> = store
+        .outbox()
+        .waiting(10)
+        .expect("waiting")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(left, [b"second".to_vec(), b"third".to_vec()]);
+    // Outbox entries are not bans.
+    assert_eq!(store.bans().expect("bans").len(), 1);
 }
 
 #[test]
