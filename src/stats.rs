@@ -47,10 +47,63 @@ pub struct Stats {
     /// answer (by its connections).
     pub metrics_dropped_cap: AtomicU64,
     pub metrics_dropped_deadline: AtomicU64,
+    /// Ban sharing (all zero without `[fleet]`).
+    pub fleet: FleetCounters,
     /// Per jail; a reload adds and removes jails.
     jails: RwLock<BTreeMap<String, Arc<JailCounters>>>,
     /// Lines read per source, each counter written only by the reader that registered it.
     sources: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+}
+
+/// Why a message from the fleet was not applied (the labels of
+/// `gaoler_fleet_rejected_total`), in the order of [`FleetCounters::rejected`].
+pub const FLEET_REJECTIONS: [&str; 7] = [
+    "malformed",
+    "untrusted",
+    "replayed",
+    "expired",
+    "ignored",
+    "too_broad",
+    "rate_limited",
+];
+
+/// The fleet's counters; each has one writer, named on it.
+#[derive(Debug, Default)]
+pub struct FleetCounters {
+    /// Connected to a NATS server (the publisher).
+    pub connected: std::sync::atomic::AtomicBool,
+    /// The server connected to, or the last error (the publisher).
+    pub server: Mutex<String>,
+    /// Decisions published and acknowledged by JetStream (the publisher).
+    pub published: AtomicU64,
+    /// Decisions waiting in the outbox (the publisher, after each round).
+    pub outbox: AtomicU64,
+    /// Messages taken from the stream, other hosts' and this host's own (the consumer).
+    pub received: AtomicU64,
+    /// Messages refused by the checks, by reason (the consumer; see
+    /// [`FLEET_REJECTIONS`]).
+    pub rejected: [AtomicU64; FLEET_REJECTIONS.len()],
+    /// Messages the stream holds that the consumer has not taken yet (the consumer).
+    pub lag: AtomicU64,
+    /// Fleet bans now in force here (the ban manager).
+    pub applied: AtomicU64,
+    /// Fleet bans this host's own rules refused: a jail it lacks, a protected
+    /// address (the ban manager).
+    pub refused_here: AtomicU64,
+}
+
+impl FleetCounters {
+    /// Counts a rejection under `label` (one of [`FLEET_REJECTIONS`]).
+    pub fn reject(&self, label: &str) {
+        if let Some(i) = FLEET_REJECTIONS.iter().position(|l| *l == label) {
+            self.rejected[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Every rejection, whatever the reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|c| c.load(Relaxed)).sum()
+    }
 }
 
 impl Stats {

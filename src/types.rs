@@ -158,6 +158,23 @@ pub struct Ban {
     pub origin: Option<Origin>,
 }
 
+/// A decision this host announces to its fleet: kept in the store's outbox, in the
+/// commit that makes it, until the publisher has published it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Announcement {
+    pub kind: AnnouncementKind,
+    pub ban: Ban,
+    /// When it was decided: the ban's start, or the moment it was lifted.
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnouncementKind {
+    Ban,
+    Unban,
+}
+
 /// Where a ban received from the fleet was decided.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Origin {

@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
 
 use super::events::{BanEvent, Ended};
+use super::messages::{Lift, Received};
 use super::policy::set_of;
 use super::{isolate, transaction, BanError, BanManager};
 use crate::firewall::Firewall;
 use crate::store::StoreChange;
-use crate::types::{Ban, Target, Timestamp};
+use crate::types::{Announcement, AnnouncementKind, Ban, Target, Timestamp};
 
 /// What becomes of the kernel elements of bans the store refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,7 @@ impl<F: Firewall> BanManager<F> {
         if self.recidive.is_some() {
             changes.extend(bans.iter().cloned().map(StoreChange::NoteRecent));
         }
+        changes.extend(self.announce(&bans, AnnouncementKind::Ban, now));
         let kernel = self.desired().ban_changes(&bans, now);
         let store = &mut self.store;
         let joined = std::time::Instant::now();
@@ -178,10 +180,22 @@ impl<F: Firewall> BanManager<F> {
         if lifted.is_empty() {
             return Ok(lifted);
         }
+        let now = self.clock.now();
+        let announced = self.announce(&lifted, AnnouncementKind::Unban, now);
+        self.lift(lifted, announced, now).await
+    }
+
+    /// Lifts `lifted` (store, kernel, then book), with `also` in the same store
+    /// commit (the fleet's announcements of the unbans by hand).
+    async fn lift(
+        &mut self,
+        lifted: Vec<Ban>,
+        also: Vec<StoreChange>,
+        now: Timestamp,
+    ) -> Result<Vec<Ban>, BanError> {
         // A shared set keeps the element while another of its jails still bans the target.
         let keys = self.desired().set_keys(&lifted);
-        self.forget(&lifted)?;
-        let now = self.clock.now();
+        self.forget(&lifted, also)?;
         let kernel = self.desired().settle(&keys, now);
         match isolate::apply(&mut self.firewall, &self.stats, &kernel).await {
             Ok(refused) if refused.is_empty() => Ok(lifted),
@@ -218,10 +232,17 @@ impl<F: Firewall> BanManager<F> {
         found
     }
 
-    /// Lifted bans leave the store, then the book; the kernel is the caller's.
-    pub(super) fn forget(&mut self, lifted: &[Ban]) -> Result<(), BanError> {
-        let removes: Vec<StoreChange> = lifted.iter().cloned().map(StoreChange::Remove).collect();
-        self.store.commit(&removes)?;
+    /// Lifted bans leave the store (with `also` in the same commit), then the book;
+    /// the kernel is the caller's.
+    pub(super) fn forget(
+        &mut self,
+        lifted: &[Ban],
+        also: Vec<StoreChange>,
+    ) -> Result<(), BanError> {
+        let mut changes: Vec<StoreChange> =
+            lifted.iter().cloned().map(StoreChange::Remove).collect();
+        changes.extend(also);
+        self.store.commit(&changes)?;
         for ban in lifted {
             self.waiting.pending.remove(&(ban.jail.clone(), ban.target));
             // Pending bans were never counted as bans, so neither as unbans.
@@ -232,5 +253,93 @@ impl<F: Firewall> BanManager<F> {
         }
         self.refresh_counts();
         Ok(())
+    }
+}
+
+impl<F: Firewall> BanManager<F> {
+    /// The outbox entries announcing `bans` to the fleet: this host's own bans of
+    /// the shared jails (never a ban received from another host: no echo).
+    fn announce(&self, bans: &[Ban], kind: AnnouncementKind, now: Timestamp) -> Vec<StoreChange> {
+        let Some(sharing) = &self.sharing else {
+            return Vec::new();
+        };
+        bans.iter()
+            .filter(|b| b.origin.is_none() && sharing.shares(&b.jail))
+            .filter_map(|b| {
+                let at = match kind {
+                    AnnouncementKind::Ban => b.banned_at,
+                    AnnouncementKind::Unban => now,
+                };
+                let entry = Announcement {
+                    kind,
+                    ban: b.clone(),
+                    at,
+                };
+                serde_json::to_vec(&entry).ok().map(StoreChange::Publish)
+            })
+            .collect()
+    }
+
+    /// Bans from the fleet: through the same write path as this host's own, with
+    /// the start, end and count their origin decided. A target this jail bans
+    /// already keeps its ban; one that is protected here is refused and counted.
+    pub(super) async fn apply_received(&mut self, batch: Vec<Received>) {
+        if batch.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        let mut bans = Vec::with_capacity(batch.len());
+        for r in &batch {
+            if self.desired().holds(&r.jail, &r.target) || !seen.insert((r.jail.as_str(), r.target))
+            {
+                continue;
+            }
+            let held: Vec<Target> = if r.target.is_single() {
+                Vec::new()
+            } else {
+                self.matching(Some(&r.jail), None)
+                    .iter()
+                    .map(|b| b.target)
+                    .collect()
+            };
+            match super::policy::received_ban(&self.jails, r, &held, now) {
+                Ok(ban) => bans.push(ban),
+                Err(e) => {
+                    self.stats.fleet.refused_here.fetch_add(1, Relaxed);
+                    tracing::info!(origin = %r.origin.host, jail = %r.jail, target = %r.target, error = %e, "fleet ban not applied")
+                }
+            }
+        }
+        let n = bans.len() as u64;
+        let made = bans.clone();
+        match self.commit_bans(bans, now, IfUnsaved::Keep).await {
+            Ok(()) | Err(BanError::Firewall(_)) => {
+                self.stats.fleet.applied.fetch_add(n, Relaxed);
+            }
+            Err(e @ BanError::Store(_)) => {
+                tracing::error!(error = %e, bans = made.len(), "the store refused fleet bans; they are in the kernel, kept in memory and saved by the retry");
+                self.waiting.keep_unsaved(made);
+                self.waiting.schedule(Instant::now());
+            }
+            Err(e) => tracing::error!(error = %e, "fleet bans could not be applied"),
+        }
+    }
+
+    /// An unban from the fleet: lifts the ban of that target in that jail only when
+    /// it came from that origin (host, key and ban id); anything else stays.
+    pub(super) async fn lift_received(&mut self, lift: Lift) {
+        let lifted: Vec<Ban> = self
+            .matching(Some(&lift.jail), Some(&lift.target))
+            .into_iter()
+            .filter(|b| b.origin.as_ref() == Some(&lift.origin))
+            .collect();
+        if lifted.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        if let Err(e) = self.lift(lifted, Vec::new(), now).await {
+            tracing::warn!(origin = %lift.origin.host, jail = %lift.jail, target = %lift.target, error = %e, "fleet unban");
+        }
     }
 }

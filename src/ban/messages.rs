@@ -14,7 +14,7 @@ use crate::config::{Config, RecidiveConfig};
 use crate::firewall::{FirewallError, Layout};
 use crate::source::Barrier;
 use crate::store::StoreError;
-use crate::types::{Ban, BanTime, Target};
+use crate::types::{Ban, BanTime, Origin, Target, Timestamp};
 
 /// A jail's verdict that `target` is to be banned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,10 +27,48 @@ pub struct Decision {
     pub addr: Option<IpAddr>,
 }
 
-/// What the jail task sends the ban manager, in order.
+/// A ban another host of the fleet decided: applied in the jail of the same name,
+/// with the start, end and count its origin decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub jail: String,
+    pub target: Target,
+    pub banned_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub count: u32,
+    pub origin: Origin,
+}
+
+/// Another host lifted its ban: the ban here goes only if it came from that origin
+/// (same host, key and ban id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lift {
+    pub jail: String,
+    pub target: Target,
+    pub origin: Origin,
+}
+
+/// Which jails' bans this host announces to its fleet (`[fleet] share`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sharing {
+    /// `None`: every jail.
+    pub jails: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Sharing {
+    pub fn shares(&self, jail: &str) -> bool {
+        self.jails.as_ref().is_none_or(|j| j.contains(jail))
+    }
+}
+
+/// What the jail task (and the fleet's consumer) sends the ban manager, in order.
 #[derive(Debug)]
 pub enum Decided {
     Ban(Decision),
+    /// A ban from the fleet.
+    Received(Received),
+    /// An unban from the fleet.
+    Lift(Lift),
     /// Answered once the decisions sent before it are saved; a reader then saves its
     /// read position. Unanswered (dropped) when they could not be saved.
     Saved(Barrier),
@@ -72,6 +110,8 @@ pub struct Reconfig {
     pub recidive: Option<RecidiveConfig>,
     pub history_horizon: Duration,
     pub reconcile_every: Option<Duration>,
+    /// What this host announces to its fleet (`None`: no fleet).
+    pub sharing: Option<Sharing>,
 }
 
 impl Reconfig {
@@ -82,8 +122,16 @@ impl Reconfig {
             recidive: config.recidive.clone(),
             history_horizon: config.daemon.dbpurgeage,
             reconcile_every: reconcile_every(config.firewall.reconcile_interval),
+            sharing: sharing(config),
         }
     }
+}
+
+/// `[fleet] share` as the manager keeps it.
+pub fn sharing(config: &Config) -> Option<Sharing> {
+    config.fleet.as_ref().map(|f| Sharing {
+        jails: f.share.as_ref().map(|j| j.iter().cloned().collect()),
+    })
 }
 
 /// `reconcile_interval` as the manager keeps it: zero is off.
@@ -114,6 +162,8 @@ pub enum BanError {
         existing: Target,
         jail: String,
     },
+    #[error("{target} in jail `{jail}`: the ban had already ended")]
+    Ended { target: Target, jail: String },
     #[error("the state database refused the change: {0}")]
     Store(#[from] StoreError),
     #[error("cannot read the saved bans: {0}")]

@@ -35,7 +35,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use book::BanBook;
 pub use events::{BanEvent, Ended, Output};
-pub use messages::{BanError, Command, Decided, Decision, Reconfig, Reconfigured, Restored};
+pub use messages::{
+    sharing, BanError, Command, Decided, Decision, Lift, Received, Reconfig, Reconfigured,
+    Restored, Sharing,
+};
 pub use policy::{policies, BanPolicy};
 
 use crate::config::{OnStop, RecidiveConfig};
@@ -81,6 +84,9 @@ pub struct BanManager<F: Firewall> {
     /// The table may be gone (a change failed for want of it, or nft reported a
     /// deleted table): look at once, and rebuild it with every ban if so.
     table_doubt: Option<Doubt>,
+    /// Which of this host's own bans and unbans by hand are announced to the fleet
+    /// (through the store's outbox); `None` without a fleet.
+    sharing: Option<Sharing>,
 }
 
 /// Why the table is in doubt.
@@ -117,6 +123,7 @@ impl<F: Firewall> BanManager<F> {
             ban_log: BanLog::new(),
             outputs: Outputs::default(),
             table_doubt: None,
+            sharing: None,
         }
     }
 
@@ -136,6 +143,13 @@ impl<F: Firewall> BanManager<F> {
     /// Sets how long ban history counts for escalation (`dbpurgeage`).
     pub fn with_history_horizon(mut self, horizon: Duration) -> Self {
         self.history_horizon = horizon;
+        self
+    }
+
+    /// Announces this host's bans of the shared jails (and its unbans by hand) to
+    /// the fleet, through the store's outbox.
+    pub fn with_sharing(mut self, sharing: Option<Sharing>) -> Self {
+        self.sharing = sharing;
         self
     }
 
@@ -192,15 +206,25 @@ impl<F: Firewall> BanManager<F> {
                             Err(_) => break,
                         }
                     }
-                    let (mut bans, mut barriers) = (Vec::with_capacity(batch.len()), Vec::new());
+                    let (mut bans, mut received, mut barriers) =
+                        (Vec::with_capacity(batch.len()), Vec::new(), Vec::new());
                     for d in batch {
                         match d {
                             Decided::Ban(d) => bans.push(d),
+                            Decided::Received(r) => received.push(r),
+                            // An unban from the fleet comes after what was sent before it.
+                            Decided::Lift(lift) => {
+                                self.decide(std::mem::take(&mut bans)).await;
+                                self.apply_received(std::mem::take(&mut received)).await;
+                                self.lift_received(lift).await;
+                            }
                             Decided::Saved(b) => barriers.push(b),
                         }
                     }
-                    // Read positions are saved only behind saved decisions.
+                    // Read positions (and the fleet's acknowledgements) are saved only
+                    // behind saved decisions.
                     self.decide(bans).await;
+                    self.apply_received(received).await;
                     self.waiting.hold(barriers);
                 }
                 _ = tokio::time::sleep_until(wake) => {

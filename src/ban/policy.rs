@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::messages::Received;
 use super::BanError;
 use crate::config::Config;
 use crate::store::History;
@@ -94,21 +95,7 @@ pub fn new_ban<'t>(
     } else {
         target
     };
-    // Prefixes of one jail share an interval set: nft refuses overlapping ones.
-    if !target.is_single() {
-        let overlapping = held.into_iter().copied().find(|t| {
-            !t.is_single()
-                && *t != target
-                && (t.net().contains(&target.net()) || target.net().contains(&t.net()))
-        });
-        if let Some(existing) = overlapping {
-            return Err(BanError::Overlaps {
-                target,
-                existing,
-                jail: jail.to_string(),
-            });
-        }
-    }
+    no_overlap(jail, target, held)?;
     if policy.ignore.covers(&target) {
         return Err(BanError::Ignored {
             target,
@@ -135,6 +122,80 @@ pub fn new_ban<'t>(
         expires_at: bantime.expiry_from(now),
         count,
         origin: None,
+    })
+}
+
+/// Prefixes of one jail share an interval set: nft refuses overlapping ones.
+fn no_overlap<'t>(
+    jail: &str,
+    target: Target,
+    held: impl IntoIterator<Item = &'t Target>,
+) -> Result<(), BanError> {
+    if target.is_single() {
+        return Ok(());
+    }
+    let overlapping = held.into_iter().copied().find(|t| {
+        !t.is_single()
+            && *t != target
+            && (t.net().contains(&target.net()) || target.net().contains(&t.net()))
+    });
+    match overlapping {
+        Some(existing) => Err(BanError::Overlaps {
+            target,
+            existing,
+            jail: jail.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A ban another host decided, as this host applies it: in the jail of the same name,
+/// with its origin's start, end and count. Nothing protected here is covered: a
+/// prefix over one is refused (the address that failed elsewhere is not known here).
+pub fn received_ban<'t>(
+    jails: &BTreeMap<String, BanPolicy>,
+    received: &Received,
+    held: impl IntoIterator<Item = &'t Target>,
+    now: Timestamp,
+) -> Result<Ban, BanError> {
+    let Received {
+        jail,
+        target,
+        banned_at,
+        expires_at,
+        count,
+        origin,
+    } = received;
+    let policy = jails
+        .get(jail)
+        .ok_or_else(|| BanError::UnknownJail(jail.clone()))?;
+    let (target, jail_name) = (*target, jail.clone());
+    if policy.ignore.covers(&target) {
+        return Err(BanError::Ignored {
+            target,
+            jail: jail_name,
+        });
+    }
+    if policy.ignore.overlaps(&target) {
+        return Err(BanError::Protected {
+            target,
+            jail: jail_name,
+        });
+    }
+    no_overlap(jail, target, held)?;
+    if expires_at.is_some_and(|end| end <= now) {
+        return Err(BanError::Ended {
+            target,
+            jail: jail_name,
+        });
+    }
+    Ok(Ban {
+        target,
+        jail: jail_name,
+        banned_at: *banned_at,
+        expires_at: *expires_at,
+        count: *count,
+        origin: Some(origin.clone()),
     })
 }
 

@@ -117,6 +117,7 @@ impl<F: Firewall> BanManager<F> {
         self.jails = new.jails;
         self.recidive = new.recidive;
         self.history_horizon = new.history_horizon;
+        self.sharing = new.sharing;
         if self.reconcile_every != new.reconcile_every {
             self.reconcile_every = new.reconcile_every;
             self.reconcile_at = Instant::now() + new.reconcile_every.unwrap_or(MAX_SLEEP);
@@ -126,7 +127,7 @@ impl<F: Firewall> BanManager<F> {
         }
         // Already out of the kernel; a store that refuses keeps them until the next
         // start, which drops bans of jails no longer enabled.
-        if let Err(e) = self.forget(&lifted) {
+        if let Err(e) = self.forget(&lifted, Vec::new()) {
             tracing::error!(error = %e, "could not remove the bans of removed jails from the store");
         }
         Ok(report)

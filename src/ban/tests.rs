@@ -689,6 +689,7 @@ async fn a_reload_lifts_the_bans_of_removed_jails_and_rebuilds_a_changed_table()
         recidive: None,
         history_horizon: Duration::from_secs(86_400),
         reconcile_every: None,
+        sharing: None,
     };
     let done = r.manager.reconfigure(same.clone()).await.expect("reload");
     assert_eq!(done, Reconfigured::default());
@@ -1018,4 +1019,166 @@ async fn a_store_replaced_at_run_time_gets_every_ban_held_again() {
     r.manager.decide(vec![decision("203.0.113.7")]).await;
     assert_eq!(store.get().bans.len(), 3, "every ban held is saved again");
     assert!(store.get().damage.is_none(), "healed");
+}
+
+fn origin(host: &str, id: &str) -> crate::types::Origin {
+    crate::types::Origin {
+        host: host.into(),
+        key: format!("key-of-{host}"),
+        id: id.into(),
+    }
+}
+
+fn received(ip: &str, host: &str, secs: i64) -> Received {
+    Received {
+        jail: "sshd".into(),
+        target: target(ip),
+        banned_at: t0() - chrono::Duration::seconds(10),
+        expires_at: Some(t0() + chrono::Duration::seconds(secs)),
+        count: 3,
+        origin: origin(host, &format!("{host}/sshd/{ip}")),
+    }
+}
+
+/// What the manager put in the outbox, as announcements.
+fn announced(r: &Rig) -> Vec<crate::types::Announcement> {
+    use crate::store::Outbox;
+    let outbox = r.store.get().outbox.clone();
+    outbox
+        .waiting(1000)
+        .expect("outbox")
+        .into_iter()
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).expect("announcement"))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_bans_of_shared_jails_and_unbans_by_hand_are_announced_in_their_commit() {
+    use crate::types::AnnouncementKind::{Ban as Banned, Unban};
+    let mut r = rig(Shared::default());
+    add_jail(&mut r, "web", "web");
+    r.manager.sharing = Some(Sharing {
+        jails: Some(["sshd".to_string()].into()),
+    });
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager.decide(vec![decision("203.0.113.5")]).await;
+    let web = Decision {
+        jail: "web".into(),
+        ..decision("203.0.113.6")
+    };
+    r.manager.decide(vec![web]).await;
+    let out = announced(&r);
+    assert_eq!(out.len(), 1, "only the shared jail: {out:?}");
+    assert_eq!(
+        (out[0].kind, out[0].ban.target),
+        (Banned, target("203.0.113.5"))
+    );
+    assert_eq!(out[0].at, out[0].ban.banned_at);
+
+    // A store that refuses the ban refuses its announcement with it.
+    r.store.get().fail = true;
+    r.manager.decide(vec![decision("203.0.113.7")]).await;
+    r.store.get().fail = false;
+    assert_eq!(announced(&r).len(), 1);
+
+    r.manager
+        .unban(Some(&target("203.0.113.5")), None)
+        .await
+        .expect("unban");
+    let out = announced(&r);
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (out[1].kind, out[1].ban.target),
+        (Unban, target("203.0.113.5"))
+    );
+    // Expiry is not announced: every host lets the ban end on its own.
+    tokio::time::advance(Duration::from_secs(601)).await;
+    r.manager.expire();
+    assert_eq!(announced(&r).len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_ban_lands_with_its_origins_end_is_never_announced_again_and_only_its_origin_lifts_it(
+) {
+    let mut r = rig(Shared::default());
+    r.manager.sharing = Some(Sharing::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    r.manager
+        .apply_received(vec![received("203.0.113.20", "web-2", 300)])
+        .await;
+    let ban = ban_of(&r, "sshd", "203.0.113.20").expect("applied");
+    assert_eq!(ban.origin.as_ref().map(|o| o.host.as_str()), Some("web-2"));
+    assert_eq!(ban.expires_at, Some(t0() + chrono::Duration::seconds(300)));
+    assert_eq!(ban.count, 3);
+    assert_eq!(
+        kernel_has(&r.fw, "203.0.113.20"),
+        Some(Some(Duration::from_secs(300)))
+    );
+    assert_eq!(r.store.get().bans.len(), 1, "saved like a local ban");
+    assert!(announced(&r).is_empty(), "no echo");
+    assert_eq!(r.stats.fleet.applied.load(Relaxed), 1);
+
+    // Refused here: an ignored address, a jail this host lacks, an ended ban.
+    let mut ignored = received("192.0.2.9", "web-2", 300);
+    ignored.origin.id = "x".into();
+    let elsewhere = Received {
+        jail: "nope".into(),
+        ..received("203.0.113.21", "web-2", 300)
+    };
+    let ended = received("203.0.113.22", "web-2", 0);
+    let loopback = received("127.0.0.1", "web-2", 300);
+    let wide = Received {
+        target: target("192.0.0.0/16"),
+        ..received("192.0.0.0", "web-2", 300)
+    };
+    r.manager
+        .apply_received(vec![ignored, elsewhere, ended, loopback, wide])
+        .await;
+    assert_eq!(r.stats.fleet.refused_here.load(Relaxed), 5);
+    assert_eq!(r.manager.book().count_in("sshd"), 1);
+
+    // An unban from another origin, or with another id, lifts nothing.
+    for lift in [
+        Lift {
+            jail: "sshd".into(),
+            target: target("203.0.113.20"),
+            origin: origin("web-3", "web-2/sshd/203.0.113.20"),
+        },
+        Lift {
+            jail: "sshd".into(),
+            target: target("203.0.113.20"),
+            origin: origin("web-2", "another ban"),
+        },
+    ] {
+        r.manager.lift_received(lift).await;
+        assert!(ban_of(&r, "sshd", "203.0.113.20").is_some());
+    }
+    // Nor does it lift this host's own ban of the same address.
+    r.manager.decide(vec![decision("203.0.113.30")]).await;
+    r.manager
+        .lift_received(Lift {
+            jail: "sshd".into(),
+            target: target("203.0.113.30"),
+            origin: origin("web-2", "web-2/sshd/203.0.113.30"),
+        })
+        .await;
+    assert!(ban_of(&r, "sshd", "203.0.113.30").is_some());
+    // Its origin's does, everywhere, without announcing anything.
+    let before = announced(&r).len();
+    r.manager
+        .lift_received(Lift {
+            jail: "sshd".into(),
+            target: target("203.0.113.20"),
+            origin: origin("web-2", "web-2/sshd/203.0.113.20"),
+        })
+        .await;
+    assert!(ban_of(&r, "sshd", "203.0.113.20").is_none());
+    assert_eq!(kernel_has(&r.fw, "203.0.113.20"), None);
+    assert!(r
+        .store
+        .get()
+        .bans
+        .keys()
+        .all(|(_, t)| *t != target("203.0.113.20")));
+    assert_eq!(announced(&r).len(), before);
 }
