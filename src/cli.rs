@@ -1,5 +1,5 @@
 //! The command line (clap types only): `run`, `check`, `test-filter`, `ctl ...`,
-//! `import-fail2ban`.
+//! `import-fail2ban`, `fleet ...`.
 //! `--config DIR` is global and may stand anywhere.
 
 use std::path::PathBuf;
@@ -67,6 +67,21 @@ pub enum Command {
         /// The directory to write gaoler.toml, jails/ and filters/ into (new or empty).
         #[arg(long, short)]
         output: PathBuf,
+    },
+    /// Fleet ban sharing: keys.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Write a new secret key to FILE and print its public key.
+    ///
+    /// The file is created with mode 0600; an existing file is never overwritten.
+    /// The public key (one line of base64) goes into other hosts' `trusted_keys`.
+    Keygen {
+        /// The key file to create, e.g. /etc/gaoler/fleet.key.
+        file: PathBuf,
     },
 }
 

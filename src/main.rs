@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use gaoler::cli::{Cli, Command};
+use gaoler::cli::{Cli, Command, FleetCommand};
 use gaoler::config::BackendKind;
 use gaoler::firewall::{Backend, Firewall, LogFirewall, NftFirewall};
 use gaoler::ipc::access::SocketGroup;
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             *show_missed,
         ),
         Command::ImportFail2ban { dir, output } => import_fail2ban(dir, output),
+        Command::Fleet(FleetCommand::Keygen { file }) => fleet_keygen(file),
         Command::Ctl(args) => {
             let socket = socket_path(&cli);
             let group = config::socket_group(&cli.config);
@@ -110,6 +111,20 @@ fn import_fail2ban(dir: &std::path::Path, output: &std::path::Path) -> i32 {
                 output.display(),
                 errors.0.len()
             );
+            2
+        }
+    }
+}
+
+/// Writes a new fleet key and prints its public key (one line).
+fn fleet_keygen(file: &std::path::Path) -> i32 {
+    match gaoler::fleet::keys::keygen(file) {
+        Ok(public) => {
+            println!("{public}");
+            0
+        }
+        Err(e) => {
+            eprintln!("gaoler fleet keygen: {e}");
             2
         }
     }

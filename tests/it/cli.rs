@@ -552,3 +552,38 @@ fn random_frames_on_the_live_socket_never_stop_the_daemon() {
     });
     d.stop();
 }
+
+#[test]
+fn fleet_keygen_writes_a_0600_key_prints_its_public_key_and_never_overwrites() {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fleet.key");
+    let out = Command::new(bin())
+        .args(["fleet", "keygen"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(stdout.trim())
+        .expect("base64 public key");
+    assert_eq!(public.len(), 32);
+    let meta = std::fs::metadata(&path).expect("key file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let secret = std::fs::read(&path).expect("read key");
+
+    let again = Command::new(bin())
+        .args(["fleet", "keygen"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(again.stdout.is_empty(), "{}", text(&again.stdout));
+    let err = text(&again.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("fleet.key"), "{err}");
+    assert_eq!(std::fs::read(&path).expect("read key"), secret);
+}
