@@ -125,6 +125,8 @@ pub enum CtlCommand {
     },
     /// Throughput and totals since start.
     Stats,
+    /// Ban sharing: connection, published, received, applied, rejected, outbox, lag.
+    Fleet,
     /// Change the daemon's own log level now: error, warn, info, debug or trace (until
     /// a restart, or a reload with another log_level).
     LogLevel { level: String },
@@ -154,6 +156,7 @@ impl CtlCommand {
                 all: *all,
             },
             CtlCommand::Stats => Request::Stats,
+            CtlCommand::Fleet => Request::Fleet,
             CtlCommand::Reload => Request::Reload,
             CtlCommand::LogLevel { level } => Request::LogLevel {
                 level: level.clone(),

@@ -65,6 +65,7 @@ fn render_json(response: &Response) -> String {
         Response::Bans { bans } | Response::Unbanned { bans } => serde_json::json!(bans),
         Response::Banned { ban } => serde_json::json!(ban),
         Response::Stats(stats) => serde_json::json!(stats),
+        Response::Fleet(fleet) => serde_json::json!(fleet),
         Response::Reloaded(report) => serde_json::json!(report),
         Response::LogLevel { level } => serde_json::json!({ "log_level": level }),
         Response::LogsFlushed { file } => serde_json::json!({ "reopened": file }),
@@ -167,8 +168,50 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
                 s.lines_over_limit.to_string(),
             ]],
         ),
+        Response::Fleet(f) if !f.enabled => {
+            "no [fleet] in gaoler.toml: this host shares no bans\n".into()
+        }
+        Response::Fleet(f) => fleet_text(f),
         Response::Error { message, .. } => format!("error: {message}\n"),
     }
+}
+
+/// `ctl fleet`: the connection, then the counters, then rejections by reason.
+fn fleet_text(f: &crate::ipc::FleetReport) -> String {
+    let server = if f.server.is_empty() { "-" } else { &f.server };
+    let mut out = if f.connected {
+        format!("connected to {server}\n")
+    } else {
+        format!("not connected ({server})\n")
+    };
+    out.push_str(&table(
+        &[
+            "PUBLISHED",
+            "OUTBOX",
+            "RECEIVED",
+            "APPLIED",
+            "REJECTED",
+            "LAG",
+        ],
+        vec![vec![
+            f.published.to_string(),
+            f.outbox.to_string(),
+            f.received.to_string(),
+            f.applied.to_string(),
+            f.rejected.to_string(),
+            f.lag.to_string(),
+        ]],
+    ));
+    let reasons: Vec<String> = f
+        .rejected_by
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    if !reasons.is_empty() {
+        out.push_str(&format!("rejected: {}\n", reasons.join(", ")));
+    }
+    out
 }
 
 /// The bans; with an ORIGIN column when the fleet decided any of them.

@@ -178,6 +178,7 @@ async fn serve<F: Firewall + 'static>(
         group,
         reload: reload_tx,
         logs: logs.clone(),
+        fleet: config.fleet.is_some(),
     });
     tasks.spawn(server::serve(control, handler.clone(), shutdown.clone()));
     if let Some(listener) = metrics_listener {

@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use ed25519_dalek::VerifyingKey;
 use ipnet::IpNet;
 
-use super::wire::{self, Decision, Kind};
+use super::wire::{self, Kind, Sealed};
 use crate::types::{IgnoreList, Target, Timestamp};
 
 /// How many message ids are remembered for replay detection (the oldest forgotten
@@ -155,7 +155,7 @@ impl Admission {
         bytes: &[u8],
         now: Timestamp,
         ignore: &IgnoreList,
-    ) -> Result<Decision, Rejected> {
+    ) -> Result<Sealed, Rejected> {
         let sealed = wire::open(bytes).map_err(|e| Rejected::Malformed(e.to_string()))?;
         if sealed.key == self.own {
             return Err(Rejected::Own);
@@ -163,7 +163,7 @@ impl Admission {
         if !self.trusted.contains(&sealed.key) {
             return Err(Rejected::Untrusted);
         }
-        let d = sealed.decision;
+        let d = &sealed.decision;
         let msg_id = d.msg_id();
         if self.seen.contains(&msg_id) {
             return Err(Rejected::Replayed);
@@ -190,7 +190,7 @@ impl Admission {
             return Err(Rejected::RateLimited);
         }
         self.seen.insert(&msg_id);
-        Ok(d)
+        Ok(sealed)
     }
 }
 
@@ -264,8 +264,8 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::wire::seal;
     use crate::fleet::wire::tests::{ban, key};
+    use crate::fleet::wire::{seal, Decision};
     use crate::types::test_time;
     use chrono::Duration;
 
@@ -304,11 +304,23 @@ mod tests {
     fn a_trusted_ban_and_unban_are_admitted() {
         let mut g = gate(Limits::default());
         let d = ban("192.0.2.7");
-        assert_eq!(g.check(&seal(&d, &key(1)), now(), &none()), Ok(d));
+        assert_eq!(
+            g.check(&seal(&d, &key(1)), now(), &none())
+                .map(|s| s.decision),
+            Ok(d)
+        );
         let u = unban("192.0.2.7");
-        assert_eq!(g.check(&seal(&u, &key(1)), now(), &none()), Ok(u));
+        assert_eq!(
+            g.check(&seal(&u, &key(1)), now(), &none())
+                .map(|s| s.decision),
+            Ok(u)
+        );
         let p = ban("2001:db8:1::/48");
-        assert_eq!(g.check(&seal(&p, &key(2)), now(), &none()), Ok(p));
+        assert_eq!(
+            g.check(&seal(&p, &key(2)), now(), &none())
+                .map(|s| s.decision),
+            Ok(p)
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum Request {
         all: bool,
     },
     Stats,
+    /// The fleet's connection and counters.
+    Fleet,
     Reload,
     /// The daemon's own log level from now on (until a restart or a reload).
     LogLevel {
@@ -106,6 +108,30 @@ pub struct JailStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub jails: Vec<JailStatus>,
+}
+
+/// `ctl fleet --json`: ban sharing since start (SPEC "Fleet").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetReport {
+    /// `[fleet]` is configured.
+    pub enabled: bool,
+    pub connected: bool,
+    /// The NATS server connected to, or the last connection error.
+    pub server: String,
+    /// This host's decisions JetStream acknowledged.
+    pub published: u64,
+    /// Messages taken from the stream (this host's own included).
+    pub received: u64,
+    /// Other hosts' bans now in force here.
+    pub applied: u64,
+    /// Messages refused: by the checks, and by this host's jails.
+    pub rejected: u64,
+    /// Rejections by reason (`malformed`, `untrusted`, ..., `refused_by_jail`).
+    pub rejected_by: std::collections::BTreeMap<String, u64>,
+    /// This host's decisions waiting to be published.
+    pub outbox: u64,
+    /// Messages in the stream this host has not taken yet.
+    pub lag: u64,
 }
 
 /// `ctl stats --json`: totals since start.
@@ -168,6 +194,7 @@ pub enum Response {
         bans: Vec<BanView>,
     },
     Stats(StatsReport),
+    Fleet(FleetReport),
     Reloaded(ReloadReport),
     LogLevel {
         level: String,

@@ -21,8 +21,8 @@ use tokio_util::task::TaskTracker;
 use super::access::{allowed, denied_message, Peer, SocketGroup};
 use super::answer::{frame_bytes, send_bans, Answer, Out};
 use super::{
-    decode_request, BanView, JailStatus, Request, Response, StatsReport, StatusReport, MAX_FRAME,
-    PROTOCOL_VERSION,
+    decode_request, BanView, FleetReport, JailStatus, Request, Response, StatsReport, StatusReport,
+    MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::ban::Command;
 use crate::logging::LogControl;
@@ -110,6 +110,8 @@ pub struct Handler {
     pub reload: mpsc::Sender<oneshot::Sender<Response>>,
     /// The daemon's own log: level and file.
     pub logs: Arc<LogControl>,
+    /// `[fleet]` is configured (a restart adds or removes it).
+    pub fleet: bool,
 }
 
 /// Accepts connections until `shutdown`, serving at most `connection_cap` of the
@@ -318,6 +320,7 @@ impl Handler {
                 sessions_evicted: self.stats.sessions_evicted.load(Relaxed),
                 lines_over_limit: self.stats.lines_over_limit.load(Relaxed),
             }),
+            Request::Fleet => Response::Fleet(fleet_report(&self.stats, self.fleet)),
             Request::LogLevel { level } => match self.logs.set_level(&level) {
                 Ok(()) => {
                     tracing::info!(level = %level.to_ascii_lowercase(), "log level changed by ctl");
@@ -482,6 +485,30 @@ impl Handler {
     }
 }
 
+/// The fleet's counters as `ctl fleet` shows them.
+pub fn fleet_report(stats: &Stats, enabled: bool) -> FleetReport {
+    let f = &stats.fleet;
+    let mut rejected_by: std::collections::BTreeMap<String, u64> = crate::stats::FLEET_REJECTIONS
+        .iter()
+        .zip(&f.rejected)
+        .map(|(label, n)| (label.to_string(), n.load(Relaxed)))
+        .collect();
+    let by_jail = f.refused_here.load(Relaxed);
+    rejected_by.insert("refused_by_jail".into(), by_jail);
+    FleetReport {
+        enabled,
+        connected: f.connected.load(Relaxed),
+        server: f.server.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        published: f.published.load(Relaxed),
+        received: f.received.load(Relaxed),
+        applied: f.applied.load(Relaxed),
+        rejected: f.rejected_total() + by_jail,
+        rejected_by,
+        outbox: f.outbox.load(Relaxed),
+        lag: f.lag.load(Relaxed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +554,7 @@ mod tests {
             group: None,
             reload: mpsc::channel(1).0,
             logs: Arc::new(LogControl::detached()),
+            fleet: false,
         })
     }
 

@@ -193,7 +193,68 @@ pub fn render(stats: &Stats) -> String {
             ("deadline".to_string(), stats.metrics_dropped_deadline.load(Relaxed)),
         ],
     );
+    fleet(&mut out, &stats.fleet);
     out
+}
+
+/// Ban sharing (all zero without `[fleet]`).
+fn fleet(out: &mut String, f: &crate::stats::FleetCounters) {
+    scalar(
+        out,
+        "gaoler_fleet_connected",
+        "gauge",
+        "1 while connected to a NATS server of the fleet.",
+        u64::from(f.connected.load(Relaxed)),
+    );
+    scalar(
+        out,
+        "gaoler_fleet_published_total",
+        "counter",
+        "This host's ban decisions JetStream acknowledged.",
+        f.published.load(Relaxed),
+    );
+    scalar(
+        out,
+        "gaoler_fleet_outbox",
+        "gauge",
+        "This host's ban decisions waiting to be published.",
+        f.outbox.load(Relaxed),
+    );
+    scalar(
+        out,
+        "gaoler_fleet_received_total",
+        "counter",
+        "Messages taken from the fleet's stream, this host's own included.",
+        f.received.load(Relaxed),
+    );
+    scalar(
+        out,
+        "gaoler_fleet_applied_total",
+        "counter",
+        "Other hosts' bans put in force here.",
+        f.applied.load(Relaxed),
+    );
+    let mut reasons: Vec<(String, u64)> = crate::stats::FLEET_REJECTIONS
+        .iter()
+        .zip(&f.rejected)
+        .map(|(r, n)| (r.to_string(), n.load(Relaxed)))
+        .collect();
+    reasons.push(("refused_by_jail".to_string(), f.refused_here.load(Relaxed)));
+    labelled(
+        out,
+        "gaoler_fleet_rejected_total",
+        "counter",
+        "Messages from the fleet not applied, by reason.",
+        "reason",
+        &reasons,
+    );
+    scalar(
+        out,
+        "gaoler_fleet_consumer_lag",
+        "gauge",
+        "Messages in the fleet's stream this host has not taken yet.",
+        f.lag.load(Relaxed),
+    );
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -264,6 +325,16 @@ mod tests {
         s.sessions_evicted.store(8, Relaxed);
         s.metrics_dropped_cap.store(6, Relaxed);
         s.metrics_dropped_deadline.store(1, Relaxed);
+        let f = &s.fleet;
+        f.connected.store(true, Relaxed);
+        f.published.store(12, Relaxed);
+        f.outbox.store(2, Relaxed);
+        f.received.store(30, Relaxed);
+        f.applied.store(17, Relaxed);
+        f.reject("untrusted");
+        f.rejected[1].fetch_add(3, Relaxed);
+        f.refused_here.store(1, Relaxed);
+        f.lag.store(5, Relaxed);
         s
     }
 
@@ -341,6 +412,34 @@ gaoler_nft_transaction_seconds_count 3
 # TYPE gaoler_metrics_connections_dropped_total counter
 gaoler_metrics_connections_dropped_total{reason=\"cap\"} 6
 gaoler_metrics_connections_dropped_total{reason=\"deadline\"} 1
+# HELP gaoler_fleet_connected 1 while connected to a NATS server of the fleet.
+# TYPE gaoler_fleet_connected gauge
+gaoler_fleet_connected 1
+# HELP gaoler_fleet_published_total This host's ban decisions JetStream acknowledged.
+# TYPE gaoler_fleet_published_total counter
+gaoler_fleet_published_total 12
+# HELP gaoler_fleet_outbox This host's ban decisions waiting to be published.
+# TYPE gaoler_fleet_outbox gauge
+gaoler_fleet_outbox 2
+# HELP gaoler_fleet_received_total Messages taken from the fleet's stream, this host's own included.
+# TYPE gaoler_fleet_received_total counter
+gaoler_fleet_received_total 30
+# HELP gaoler_fleet_applied_total Other hosts' bans put in force here.
+# TYPE gaoler_fleet_applied_total counter
+gaoler_fleet_applied_total 17
+# HELP gaoler_fleet_rejected_total Messages from the fleet not applied, by reason.
+# TYPE gaoler_fleet_rejected_total counter
+gaoler_fleet_rejected_total{reason=\"malformed\"} 0
+gaoler_fleet_rejected_total{reason=\"untrusted\"} 4
+gaoler_fleet_rejected_total{reason=\"replayed\"} 0
+gaoler_fleet_rejected_total{reason=\"expired\"} 0
+gaoler_fleet_rejected_total{reason=\"ignored\"} 0
+gaoler_fleet_rejected_total{reason=\"too_broad\"} 0
+gaoler_fleet_rejected_total{reason=\"rate_limited\"} 0
+gaoler_fleet_rejected_total{reason=\"refused_by_jail\"} 1
+# HELP gaoler_fleet_consumer_lag Messages in the fleet's stream this host has not taken yet.
+# TYPE gaoler_fleet_consumer_lag gauge
+gaoler_fleet_consumer_lag 5
 ";
         assert_eq!(text, expected);
     }
@@ -355,7 +454,7 @@ gaoler_metrics_connections_dropped_total{reason=\"deadline\"} 1
         // Every metric has exactly one HELP and one TYPE line.
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!((helps, types), (16, 16));
+        assert_eq!((helps, types), (23, 23));
     }
 
     #[test]
