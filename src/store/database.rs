@@ -1,9 +1,10 @@
 //! The one owner of sled's handles, under the state directory: opens the database,
 //! reopens it after a write error (sled keeps an I/O error once it has seen one), and
-//! guards against its damage: the ledger's count is checked once the bans are counted,
-//! a database sled cannot read (or panics on) is moved aside as `db.damaged-<time>`
-//! and a new one started, and the damage is reported until the ban manager has saved
-//! the bans again. The records themselves are `sled_store.rs`'s.
+//! guards against its damage: the ledger's count is checked once the bans are counted
+//! (each commit is confirmed in it once sled's flush returned), a database sled cannot
+//! read (or panics on) is moved aside as `db.damaged-<time>` and a new one started,
+//! and the damage is reported until the ban manager has saved the bans again. The
+//! records themselves are `sled_store.rs`'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +54,8 @@ pub(super) struct Database {
     pub(super) ledger: Option<Ledger>,
     /// What the ledger held at open, until the database's count is known.
     pub(super) expected: Mutex<Option<Counts>>,
+    /// What the ledger holds now, as far as this process wrote or read it.
+    pub(super) recorded: Mutex<Option<Counts>>,
     /// Ban records in the database, once counted (read at start, or before the first
     /// commit).
     pub(super) count: Mutex<Option<u64>>,
@@ -89,6 +92,7 @@ impl Database {
             corrupt: Mutex::new(None),
             ledger,
             expected: Mutex::new(expected),
+            recorded: Mutex::new(expected),
             count: Mutex::new(None),
             missing: Mutex::new(None),
         };
@@ -212,12 +216,42 @@ impl Database {
         let Some(ledger) = &self.ledger else {
             return Ok(());
         };
-        ledger
-            .write(Counts { before, after })
-            .map_err(|e| StoreError::Db {
-                doing: "writing the ledger",
-                reason: crate::util::io_reason(&e),
-            })
+        let counts = Counts { before, after };
+        let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        // Unknown until the write is done: a failed one may have torn the record.
+        *recorded = None;
+        ledger.write(counts).map_err(|e| StoreError::Db {
+            doing: "writing the ledger",
+            reason: crate::util::io_reason(&e),
+        })?;
+        *recorded = Some(counts);
+        Ok(())
+    }
+
+    /// A commit is durable in sled, which holds `count` bans: the ledger stops
+    /// accepting the count before it. Without this, a database that came back
+    /// without the last commit (a flipped bit in its records, after a clean stop)
+    /// matched the ledger's count before that commit and went unnoticed. A failure is
+    /// only logged: the commit stands, and the record of it begun still counts it.
+    pub(super) fn confirm(&self, count: u64) {
+        let Some(ledger) = &self.ledger else {
+            return;
+        };
+        let counts = Counts {
+            before: count,
+            after: count,
+        };
+        let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        if *recorded == Some(counts) {
+            return;
+        }
+        *recorded = None;
+        match ledger.confirm(count) {
+            Ok(()) => *recorded = Some(counts),
+            Err(e) => {
+                tracing::warn!(state_dir = %self.state_dir.display(), bans = count, error = %crate::util::io_reason(&e), "cannot confirm a commit in the ledger: until the next one, losing it would go unnoticed");
+            }
+        }
     }
 
     /// After a reopen: the database is counted again before the next commit and
@@ -361,6 +395,12 @@ impl Drop for Database {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
         );
+        // The last confirmation is not synced by the commit that wrote it.
+        if let Some(ledger) = &self.ledger {
+            if let Err(e) = ledger.sync() {
+                tracing::warn!(state_dir = %self.state_dir.display(), error = %crate::util::io_reason(&e), "cannot sync the ledger while closing the state database");
+            }
+        }
     }
 }
 

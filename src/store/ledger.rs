@@ -1,9 +1,12 @@
 //! The number of current bans, kept apart from sled's files, so that bans sled loses
 //! silently (a flipped bit makes it stop reading its log early, and it starts clean
-//! with what it read) are noticed. Before each commit the ledger records the count
-//! before and after it; at start the bans found must match one of the two (a crash
-//! between the ledger and sled's flush leaves either). One fixed-size record,
-//! rewritten in place and synced: it never needs room on a full disk.
+//! with what it read) are noticed. Before each commit the ledger records, synced, the
+//! count before and after it; once sled's flush returned, the commit is confirmed (the
+//! count after it, twice). At start the bans found must match one of the two: only a
+//! commit never confirmed (a crash between the ledger and sled's flush) lets the count
+//! before it through, so a database that comes back without the last commit it
+//! finished is caught. One fixed-size record, rewritten in place: it never needs room
+//! on a full disk.
 
 use std::fs::File;
 use std::io;
@@ -49,10 +52,33 @@ impl Ledger {
         Ok((Ledger { file }, counts))
     }
 
-    /// Records `counts` durably.
+    /// Records `counts` durably: a commit from `before` to `after` is about to begin.
     pub fn write(&self, counts: Counts) -> io::Result<()> {
-        self.file.write_all_at(&encode(counts), 0)?;
+        self.put(counts)?;
         self.file.sync_data()
+    }
+
+    /// Records that the commit begun last is durable in sled, which now holds `count`
+    /// bans: the count before it is no longer a state the database may come back in.
+    /// Not synced, to keep one sync a commit: the write survives the process being
+    /// killed (it is in the kernel's cache once this returns), the next `write` or
+    /// `sync` makes it durable, and a power cut that loses it leaves the record of the
+    /// commit begun, which accepts the count after it too. Written only after sled's
+    /// flush returned, it never reaches the disk ahead of the bans it counts.
+    pub fn confirm(&self, count: u64) -> io::Result<()> {
+        self.put(Counts {
+            before: count,
+            after: count,
+        })
+    }
+
+    /// Makes the last record durable (at a clean stop).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn put(&self, counts: Counts) -> io::Result<()> {
+        self.file.write_all_at(&encode(counts), 0)
     }
 }
 

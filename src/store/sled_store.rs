@@ -1,7 +1,8 @@
 //! The durable `BanStore` on sled: one tree, keys `b/<jail>/<target>` (current bans),
 //! `h/<jail>/<target>` (history), `r/<target>` (recent bans) and `o/<seq>` (the
-//! fleet's outbox, `SledOutbox`), JSON values with a version. Each commit is one atomic sled batch followed by one flush, the ledger's
-//! count written before it. The handles, reopening and damage are `database.rs`'s; the
+//! fleet's outbox, `SledOutbox`), JSON values with a version. Each commit is one
+//! atomic sled batch followed by one flush, the ledger's count written before it and
+//! confirmed after it. The handles, reopening and damage are `database.rs`'s; the
 //! read positions live in a second tree of the same database (`SledPositions`).
 
 use std::path::Path;
@@ -281,6 +282,8 @@ impl BanStore for SledStore {
             Ok(())
         })?;
         *self.db.count.lock().unwrap_or_else(|p| p.into_inner()) = Some(after);
+        // Durable now: the count before this commit is no longer one to accept.
+        self.db.confirm(after);
         Ok(())
     }
 
