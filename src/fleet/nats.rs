@@ -1,1 +1,737 @@
-//! (being written)
+//! The NATS edge, and the only code that knows NATS: connect (auth, TLS), make sure the
+//! JetStream stream is there, publish with dedup (`Nats-Msg-Id`), read through a durable
+//! pull consumer. Written against nats-server 2.9 (Debian 12) and newer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream, ErrorCode};
+use async_nats::{Client, ConnectOptions, ServerAddr};
+use futures_util::StreamExt;
+
+/// How long one connection attempt to one server may take (TCP, TLS, INFO/CONNECT).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the client pings its server: a connection cut off without a reset (a
+/// partition) is given up after two pings without answer, and another server tried.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a JetStream API request (stream or consumer info, create, update) may take.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a publish waits for the stream's acknowledgement.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The stream's window in which a repeated `Nats-Msg-Id` is recognised and dropped.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a delivered message may stay unacknowledged before it is delivered again.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The most messages delivered and not yet acknowledged, per consumer.
+const MAX_ACK_PENDING: i64 = 1000;
+
+/// Where and how to reach NATS, and the stream the fleet shares. Its `Debug` hides the
+/// password and the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// Server URLs (`nats://host:4222`, `tls://host:4222`); one is enough, async-nats
+    /// learns the cluster's other servers from it.
+    pub servers: Vec<String>,
+    /// The JetStream stream's name.
+    pub stream: String,
+    /// The subject bans are published on (the stream's subject).
+    pub subject: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A file holding an nkey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed).
+    pub creds_file: Option<PathBuf>,
+    /// PEM roots to trust for the server's certificate; setting it requires TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The stream's `max_age`: at least the longest bantime, so that a host coming back
+    /// finds every ban still in force. `Duration::ZERO` keeps messages without limit.
+    pub max_age: Duration,
+    /// The stream's replicas when it is created (1, or 3 on a 3-node cluster).
+    pub replicas: usize,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            servers: vec!["nats://127.0.0.1:4222".to_string()],
+            stream: "GAOLER".to_string(),
+            subject: "gaoler.bans".to_string(),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            max_age: Duration::ZERO,
+            replicas: 1,
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |o: &Option<String>| o.as_ref().map(|_| "<hidden>");
+        f.debug_struct("NatsOptions")
+            .field("servers", &self.servers)
+            .field("stream", &self.stream)
+            .field("subject", &self.subject)
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("max_age", &self.max_age)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("NATS settings: {0}")]
+    Options(String),
+    #[error("cannot connect to NATS ({servers}): {reason}")]
+    Connect { servers: String, reason: String },
+    #[error("JetStream stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("publishing to {subject} (stream {stream}) failed: {reason}")]
+    Publish {
+        stream: String,
+        subject: String,
+        reason: String,
+    },
+    #[error("JetStream consumer {durable} on stream {stream}: {reason}")]
+    Consume {
+        stream: String,
+        durable: String,
+        reason: String,
+    },
+}
+
+/// What the stream said to a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The message's sequence in the stream (the first one's, for a duplicate).
+    pub sequence: u64,
+    /// The stream already held a message with this id (within its duplicate window).
+    pub duplicate: bool,
+}
+
+/// A connection to NATS with its JetStream context; async-nats reconnects by itself
+/// (to any server it knows) after the first success. Clones share one connection.
+#[derive(Clone)]
+pub struct Link {
+    client: Client,
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+    max_age: Duration,
+    replicas: usize,
+}
+
+/// The host's name as NATS takes it in a durable consumer's name: anything but
+/// `[A-Za-z0-9_-]` becomes `_`.
+pub fn durable_name(host: &str) -> String {
+    let name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "_".to_string()
+    } else {
+        name
+    }
+}
+
+/// Connects to one of `opts.servers` as `name` (the connection's name, seen in the
+/// server's monitoring). Tries each server once; retrying is the caller's job.
+pub async fn connect(opts: &NatsOptions, name: &str) -> Result<Link, NatsError> {
+    let servers = opts.servers.join(", ");
+    let addrs = server_addrs(opts)?;
+    let options = connect_options(opts, name).await?;
+    let client = options
+        .connect(addrs)
+        .await
+        .map_err(|e| NatsError::Connect {
+            servers: servers.clone(),
+            reason: connect_reason(&e),
+        })?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(API_TIMEOUT)
+        .build(client.clone());
+    Ok(Link {
+        client,
+        js,
+        stream: opts.stream.clone(),
+        subject: opts.subject.clone(),
+        max_age: opts.max_age,
+        replicas: opts.replicas.max(1),
+    })
+}
+
+fn server_addrs(opts: &NatsOptions) -> Result<Vec<ServerAddr>, NatsError> {
+    if opts.servers.is_empty() {
+        return Err(NatsError::Options("no NATS server given".to_string()));
+    }
+    opts.servers
+        .iter()
+        .map(|s| {
+            s.parse::<ServerAddr>()
+                .map_err(|e| NatsError::Options(format!("server {s:?}: {e}")))
+        })
+        .collect()
+}
+
+async fn connect_options(opts: &NatsOptions, name: &str) -> Result<ConnectOptions, NatsError> {
+    let mut o = ConnectOptions::new()
+        .name(name)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(PING_INTERVAL)
+        .request_timeout(Some(API_TIMEOUT))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("fleet: connected to NATS"),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("fleet: disconnected from NATS, reconnecting")
+                }
+                other => tracing::debug!("fleet: NATS event: {other}"),
+            }
+        });
+    match (&opts.user, &opts.password) {
+        (Some(user), Some(password)) => {
+            o = o.user_and_password(user.clone(), password.clone());
+        }
+        (None, None) => {}
+        _ => {
+            return Err(NatsError::Options(
+                "a NATS user needs a password, and a password a user".to_string(),
+            ))
+        }
+    }
+    if let Some(token) = &opts.token {
+        o = o.token(token.clone());
+    }
+    if let Some(path) = &opts.nkey_seed_file {
+        let seed = std::fs::read_to_string(path).map_err(|e| {
+            NatsError::Options(format!("cannot read nkey seed {}: {e}", path.display()))
+        })?;
+        o = o.nkey(seed.trim().to_string());
+    }
+    if let Some(path) = &opts.creds_file {
+        o = o.credentials_file(path).await.map_err(|e| {
+            NatsError::Options(format!(
+                "cannot read NATS credentials {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    for path in [&opts.tls_ca, &opts.tls_cert, &opts.tls_key]
+        .into_iter()
+        .flatten()
+    {
+        if !path.is_file() {
+            return Err(NatsError::Options(format!(
+                "TLS file {} is missing",
+                path.display()
+            )));
+        }
+    }
+    if let Some(ca) = &opts.tls_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => {
+            o = o
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(NatsError::Options(
+                "a TLS client certificate needs its key, and a key its certificate".to_string(),
+            ))
+        }
+    }
+    Ok(o)
+}
+
+fn connect_reason(e: &async_nats::ConnectError) -> String {
+    use async_nats::ConnectErrorKind as K;
+    let hint = match e.kind() {
+        K::AuthorizationViolation | K::Authentication => {
+            " (check the fleet's NATS user, password, token, nkey or credentials)"
+        }
+        K::Tls => " (check the TLS CA, certificate and key, and that the server speaks TLS)",
+        K::TimedOut => " (is the server reachable? a firewall may drop the connection)",
+        K::Io => " (is nats-server running and listening there?)",
+        _ => "",
+    };
+    format!("{e}{hint}")
+}
+
+/// Why a JetStream API call failed, with what an operator can do about the common cases.
+fn api_reason(e: &(dyn std::error::Error + 'static), code: Option<ErrorCode>) -> String {
+    use jetstream::context::{RequestError, RequestErrorKind};
+    // The request's own failure, somewhere down the chain of sources.
+    let mut request = None;
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = at {
+        if let Some(r) = err.downcast_ref::<RequestError>() {
+            request = Some(r.kind());
+        }
+        at = err.source();
+    }
+    match request {
+        // async-nats says "requested JetStream resource does not exist": nobody
+        // answers JetStream's API on this server.
+        Some(RequestErrorKind::NoResponders) => {
+            return "no JetStream on the server (no responders): is JetStream enabled \
+                    there (nats-server -js, or a jetstream {} block)?"
+                .to_string();
+        }
+        Some(RequestErrorKind::TimedOut) => {
+            return format!(
+                "{e} (no answer from JetStream: a cluster may be electing a leader, or \
+                 have lost its quorum)"
+            );
+        }
+        _ => {}
+    }
+    let hint = match code {
+        Some(ErrorCode::JETSTREAM_NOT_ENABLED) => {
+            " (enable JetStream on the server: nats-server -js, or a jetstream {} block)"
+        }
+        Some(ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT) => {
+            " (enable JetStream for the fleet's NATS account)"
+        }
+        Some(ErrorCode::INSUFFICIENT_RESOURCES | ErrorCode::CLUSTER_NO_PEERS) => {
+            " (the cluster has too few JetStream servers up for the stream's replicas)"
+        }
+        Some(ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED) => {
+            " (replicas above 1 need a JetStream cluster)"
+        }
+        _ if e.to_string().contains("timed out") => {
+            " (no answer from JetStream: a cluster may be electing a leader, or have lost \
+             its quorum)"
+        }
+        _ => "",
+    };
+    format!("{e}{hint}")
+}
+
+impl Link {
+    /// The server connected to (the last one while reconnecting), as its INFO names it:
+    /// `nats://host:port`, with its `server_name` when it has one.
+    pub fn server(&self) -> String {
+        let info = self.client.server_info();
+        if info.port == 0 {
+            return String::new();
+        }
+        let host = if info.host.contains(':') {
+            format!("[{}]", info.host)
+        } else {
+            info.host
+        };
+        if info.server_name.is_empty() || info.server_name == info.server_id {
+            format!("nats://{host}:{}", info.port)
+        } else {
+            format!("nats://{host}:{} ({})", info.port, info.server_name)
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn stream_error(&self, reason: String) -> NatsError {
+        NatsError::Stream {
+            stream: self.stream.clone(),
+            reason,
+        }
+    }
+
+    /// Creates the stream when it is missing (file storage, the subject, `max_age`, a
+    /// duplicate window for `Nats-Msg-Id`); when it exists, raises its `max_age` to the
+    /// configured one and adds the subject if it lacks it. Never lowers `max_age`, never
+    /// changes storage or replicas of an existing stream.
+    pub async fn ensure_stream(&self) -> Result<(), NatsError> {
+        // Two hosts may create the stream at once: the loser finds it on the second turn.
+        for _ in 0..2 {
+            match self.js.get_stream(&self.stream).await {
+                Ok(s) => return self.adjust_stream(s.cached_info().config.clone()).await,
+                Err(e) => {
+                    let code = match e.kind() {
+                        jetstream::context::GetStreamErrorKind::JetStream(j) => {
+                            Some(j.error_code())
+                        }
+                        _ => None,
+                    };
+                    if code != Some(ErrorCode::STREAM_NOT_FOUND) {
+                        return Err(self.stream_error(api_reason(&e, code)));
+                    }
+                }
+            }
+            match self.js.create_stream(self.stream_config()).await {
+                Ok(_) => {
+                    tracing::info!(
+                        stream = %self.stream,
+                        subject = %self.subject,
+                        "fleet: created the JetStream stream"
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    let code = match e.kind() {
+                        jetstream::context::CreateStreamErrorKind::JetStream(j) => {
+                            Some(j.error_code())
+                        }
+                        _ => None,
+                    };
+                    if code != Some(ErrorCode::STREAM_NAME_EXIST) {
+                        return Err(self.stream_error(api_reason(&e, code)));
+                    }
+                }
+            }
+        }
+        Err(self.stream_error("created and removed by others meanwhile; try again".to_string()))
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![self.subject.clone()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: self.max_age,
+            duplicate_window: duplicate_window(self.max_age),
+            num_replicas: self.replicas,
+            ..Default::default()
+        }
+    }
+
+    async fn adjust_stream(&self, mut config: stream::Config) -> Result<(), NatsError> {
+        let mut changed = Vec::new();
+        if !config.subjects.iter().any(|s| s == &self.subject) {
+            config.subjects.push(self.subject.clone());
+            changed.push(format!("subject {}", self.subject));
+        }
+        // Zero is "no limit", more than any other age.
+        let longer = |a: Duration, b: Duration| !b.is_zero() && (a.is_zero() || a > b);
+        if longer(self.max_age, config.max_age) {
+            config.max_age = self.max_age;
+            changed.push(format!("max_age {:?}", self.max_age));
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.js.update_stream(&config).await.map_err(|e| {
+            let code = match e.kind() {
+                jetstream::context::CreateStreamErrorKind::JetStream(j) => Some(j.error_code()),
+                _ => None,
+            };
+            self.stream_error(format!(
+                "updating it ({}): {}",
+                changed.join(", "),
+                api_reason(&e, code)
+            ))
+        })?;
+        tracing::info!(stream = %self.stream, changes = %changed.join(", "), "fleet: updated the JetStream stream");
+        Ok(())
+    }
+
+    /// Publishes `payload` on the subject with `Nats-Msg-Id: msg_id` and waits for the
+    /// stream's acknowledgement; a duplicate (the id was stored already) is a success.
+    /// Fails at once when the connection is known to be down, so nothing waits in the
+    /// client's buffer to go out later: the caller keeps it and publishes again. One
+    /// that timed out (a partition not noticed yet) may still reach the stream later;
+    /// publishing it again with the same id within the stream's duplicate window (two
+    /// minutes) stores it once.
+    pub async fn publish(&self, msg_id: &str, payload: Vec<u8>) -> Result<Published, NatsError> {
+        let fail = |reason: String| NatsError::Publish {
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            reason,
+        };
+        if !self.is_connected() {
+            return Err(fail("not connected to NATS (reconnecting)".to_string()));
+        }
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(msg_id);
+        let send = async {
+            let ack = self
+                .js
+                .send_publish(self.subject.clone(), message)
+                .await
+                .map_err(|e| fail(publish_reason(&e)))?;
+            ack.await.map_err(|e| fail(publish_reason(&e)))
+        };
+        let ack = tokio::time::timeout(PUBLISH_TIMEOUT, send)
+            .await
+            .map_err(|_| fail(no_ack()))??;
+        Ok(Published {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// The durable pull consumer `durable_name(durable)` on the stream: delivers every
+    /// message from the first, each acknowledged explicitly. Created when missing,
+    /// resumed (after its last acknowledged message) when present.
+    pub async fn consumer(&self, durable: &str) -> Result<Consumer, NatsError> {
+        let name = durable_name(durable);
+        let fail = |reason: String| NatsError::Consume {
+            stream: self.stream.clone(),
+            durable: name.clone(),
+            reason,
+        };
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| {
+            let code = match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j) => Some(j.error_code()),
+                _ => None,
+            };
+            fail(api_reason(&e, code))
+        })?;
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some("gaoler fleet: bans from other hosts".to_string()),
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        };
+        let inner = stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| {
+                let (code, hint) = match e.kind() {
+                    stream::ConsumerErrorKind::JetStream(j) => (Some(j.error_code()), ""),
+                    stream::ConsumerErrorKind::InvalidConsumerType => (
+                        None,
+                        " (a push consumer of that name exists: delete it, gaoler needs a pull consumer)",
+                    ),
+                    _ => (None, ""),
+                };
+                fail(format!("{}{hint}", api_reason(&e, code)))
+            })?;
+        Ok(Consumer {
+            inner,
+            client: self.client.clone(),
+            stream: self.stream.clone(),
+            durable: name,
+        })
+    }
+}
+
+/// The stream's duplicate window: two minutes, but never longer than `max_age`.
+fn duplicate_window(max_age: Duration) -> Duration {
+    if max_age.is_zero() {
+        DUPLICATE_WINDOW
+    } else {
+        DUPLICATE_WINDOW.min(max_age)
+    }
+}
+
+fn no_ack() -> String {
+    format!(
+        "no acknowledgement from the stream within {PUBLISH_TIMEOUT:?} (is NATS reachable, \
+         and the stream's leader up?)"
+    )
+}
+
+fn publish_reason(e: &jetstream::context::PublishError) -> String {
+    use jetstream::context::PublishErrorKind as K;
+    match e.kind() {
+        K::StreamNotFound => format!("{e} (no stream takes this subject: was it deleted?)"),
+        K::TimedOut => no_ack(),
+        _ => e.to_string(),
+    }
+}
+
+/// A durable pull consumer.
+pub struct Consumer {
+    inner: jetstream::consumer::Consumer<pull::Config>,
+    client: Client,
+    stream: String,
+    durable: String,
+}
+
+/// One delivered message; `ack` it once it is applied, or it comes again after 30 s.
+pub struct Delivery {
+    pub payload: Vec<u8>,
+    /// Its sequence in the stream.
+    pub sequence: u64,
+    message: jetstream::Message,
+    stream: String,
+    durable: String,
+}
+
+impl Consumer {
+    fn fail(&self, reason: String) -> NatsError {
+        NatsError::Consume {
+            stream: self.stream.clone(),
+            durable: self.durable.clone(),
+            reason,
+        }
+    }
+
+    /// The consumer's name on the server.
+    pub fn name(&self) -> &str {
+        &self.durable
+    }
+
+    /// Up to `max` messages, waiting at most about `wait` for the first ones; an empty
+    /// batch when nothing came.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, NatsError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(self.fail("not connected to NATS (reconnecting)".to_string()));
+        }
+        // The server ends the pull after `wait` (status 408); our own deadline a little
+        // later covers a connection lost meanwhile.
+        let expires = wait.max(Duration::from_millis(10));
+        let deadline = tokio::time::Instant::now() + expires + Duration::from_secs(1);
+        let mut batch = self
+            .inner
+            .batch()
+            .max_messages(max)
+            .expires(expires)
+            .messages()
+            .await
+            .map_err(|e| self.fail(format!("pull request: {e}")))?;
+        let mut out = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, batch.next()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(Ok(message))) => {
+                    let sequence = message.info().map_or(0, |i| i.stream_sequence);
+                    out.push(Delivery {
+                        payload: message.payload.to_vec(),
+                        sequence,
+                        message,
+                        stream: self.stream.clone(),
+                        durable: self.durable.clone(),
+                    });
+                }
+                Ok(Some(Err(e))) => {
+                    if out.is_empty() {
+                        return Err(self.fail(format!("pull: {e}")));
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Messages in the stream this consumer has not been given yet (its lag).
+    pub async fn pending(&self) -> Result<u64, NatsError> {
+        let info = self.inner.get_info().await.map_err(|e| {
+            let code = match e.kind() {
+                jetstream::context::ConsumerInfoErrorKind::JetStream(j) => Some(j.error_code()),
+                _ => None,
+            };
+            self.fail(format!("consumer info: {}", api_reason(&e, code)))
+        })?;
+        Ok(info.num_pending)
+    }
+}
+
+impl Delivery {
+    /// Acknowledges the message and waits for the server to confirm, so a confirmed
+    /// message is never delivered to this consumer again.
+    pub async fn ack(self) -> Result<(), NatsError> {
+        self.message
+            .double_ack()
+            .await
+            .map_err(|e| NatsError::Consume {
+                stream: self.stream,
+                durable: self.durable,
+                reason: format!("acknowledging message {}: {e}", self.sequence),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_names_keep_only_what_nats_allows() {
+        assert_eq!(durable_name("web-1"), "web-1");
+        assert_eq!(durable_name("web_1.example.org"), "web_1_example_org");
+        assert_eq!(durable_name("a b*c>d"), "a_b_c_d");
+        assert_eq!(durable_name("hôte"), "h_te");
+        assert_eq!(durable_name(""), "_");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let o = NatsOptions {
+            password: Some("pw-secret".into()),
+            token: Some("tok-secret".into()),
+            ..Default::default()
+        };
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<hidden>"), "{shown}");
+    }
+
+    #[test]
+    fn the_duplicate_window_fits_in_max_age() {
+        assert_eq!(duplicate_window(Duration::ZERO), DUPLICATE_WINDOW);
+        assert_eq!(
+            duplicate_window(Duration::from_secs(3600)),
+            DUPLICATE_WINDOW
+        );
+        assert_eq!(
+            duplicate_window(Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_are_checked_before_connecting() {
+        let no_servers = NatsOptions {
+            servers: vec![],
+            ..Default::default()
+        };
+        let err = connect(&no_servers, "t").await.err().expect("refused");
+        assert!(err.to_string().contains("no NATS server"), "{err}");
+        let half_login = NatsOptions {
+            user: Some("u".into()),
+            ..Default::default()
+        };
+        let err = connect(&half_login, "t").await.err().expect("refused");
+        assert!(err.to_string().contains("needs a password"), "{err}");
+        let missing_ca = NatsOptions {
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let err = connect(&missing_ca, "t").await.err().expect("refused");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+}

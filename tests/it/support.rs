@@ -1,6 +1,8 @@
 //! Test helpers: temporary config directories, a guard around a running daemon, `ctl`
-//! calls, and `Lab`, two network namespaces joined by a veth pair. Every namespace a
-//! test creates is deleted when its guard drops, also when the test fails.
+//! calls, and `Lab`, two network namespaces joined by a veth pair; for the fleet,
+//! `Nats` (one nats-server), `NatsCluster` (three) and `Net` (namespaces on a bridge).
+//! Every namespace a test creates is deleted when its guard drops, also when the test
+//! fails, and every nats-server it starts is killed.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -526,7 +528,7 @@ fn sweep_leftovers() {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+            delete_netns(name);
         }
     }
 }
@@ -581,4 +583,521 @@ pub fn rss_kb(pid: u32) -> u64 {
 /// How many files process `pid` has open.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+// ---------------------------------------------------------------------------------
+// NATS: Debian's nats-server (2.9), alone or as a 3-node JetStream cluster, on
+// loopback or inside private network namespaces joined by a bridge (`Net`).
+
+/// Fails loudly when nats-server is missing; `scripts/test` installs Debian's package.
+pub fn ensure_nats_server() {
+    let out = Command::new("nats-server").arg("--version").output();
+    assert!(
+        out.is_ok_and(|o| o.status.success()),
+        "the fleet tests need nats-server: run scripts/test (it installs it), or \
+         apt-get install -y nats-server with a /usr/sbin/policy-rc.d that exits 101"
+    );
+}
+
+/// A loopback address of its own for each call in this test process (127.X.Y.1..3 are
+/// the cluster's nodes), so tests running at once never share address and port.
+fn loopback_base() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!(
+        "127.{}.{}",
+        10 + (pid % 200),
+        (pid / 200 + n as u32 * 7) % 250
+    )
+}
+
+/// A TCP port nobody listens on at `addr` right now (in the caller's namespace).
+fn free_port(addr: &str) -> u16 {
+    let l = TcpListener::bind((addr, 0)).expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Whether something accepts TCP connections on `addr:port` (inside `netns` if given).
+fn accepts(netns: Option<&str>, addr: &str, port: u16) -> bool {
+    let sock = SocketAddr::new(addr.parse().expect("ip"), port);
+    let try_it =
+        move || std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok();
+    match netns {
+        Some(ns) => in_netns(ns, try_it),
+        None => try_it(),
+    }
+}
+
+/// Spawns `cmd` so that it gets SIGKILL when this test process dies, even killed
+/// (PR_SET_PDEATHSIG). The signal follows the thread that forked, so one thread that
+/// lives as long as the process does all the forking.
+fn spawn_for_life(mut cmd: Command) -> std::io::Result<Child> {
+    type Job = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    // SAFETY: prctl in the forked child before exec is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        std::sync::Mutex::new(tx)
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .send((cmd, tx))
+        .expect("spawner thread");
+    rx.recv().expect("spawner answer")
+}
+
+/// A running nats-server with JetStream, killed (SIGKILL) when dropped. Its store and
+/// log live in a temporary directory that survives `kill` and `restart`.
+pub struct Nats {
+    /// The namespace it runs in (`None`: the host's, on a loopback address).
+    pub netns: Option<String>,
+    pub addr: String,
+    pub port: u16,
+    /// `server_name`, in a cluster.
+    pub name: String,
+    dir: tempfile::TempDir,
+    /// A configuration file (cluster nodes); without one, `-js -sd -a -p`.
+    config: Option<PathBuf>,
+    /// The monitoring port (cluster nodes), on `addr`.
+    monitor_port: Option<u16>,
+    /// More command-line arguments (without a configuration file).
+    extra: Vec<String>,
+    child: Option<Child>,
+    /// Where this run's log starts in `nats.log`.
+    log_from: usize,
+}
+
+impl Nats {
+    /// One server on a loopback address of its own in the host's namespace.
+    pub fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// The same with more arguments for nats-server: `["--user", "u", "--pass", "p"]`,
+    /// `["--auth", "TOKEN"]`, or `["-js=false"]` for a server without JetStream.
+    pub fn start_with(extra: &[&str]) -> Nats {
+        let addr = format!("{}.1", loopback_base());
+        let port = free_port(&addr);
+        Nats::start_at_with(None, &addr, port, extra)
+    }
+
+    /// One server in `netns` (or on the host when `None`), listening on `addr:port`.
+    pub fn start_at(netns: Option<&str>, addr: &str, port: u16) -> Nats {
+        Nats::start_at_with(netns, addr, port, &[])
+    }
+
+    fn start_at_with(netns: Option<&str>, addr: &str, port: u16, extra: &[&str]) -> Nats {
+        ensure_nats_server();
+        let mut n = Nats {
+            netns: netns.map(str::to_string),
+            addr: addr.to_string(),
+            port,
+            name: String::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            config: None,
+            monitor_port: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            child: None,
+            log_from: 0,
+        };
+        n.spawn();
+        n.wait_ready(Duration::from_secs(10));
+        n
+    }
+
+    /// `nats://addr:port`.
+    pub fn url(&self) -> String {
+        format!("nats://{}:{}", self.addr, self.port)
+    }
+
+    /// The JetStream store directory (`-sd`).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    /// The server's log (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// This run's log.
+    fn run_log(&self) -> String {
+        self.log()
+            .get(self.log_from..)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "nats-server already running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("nats log");
+        self.log_from = log.metadata().map_or(0, |m| m.len() as usize);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nats-server"]);
+                c
+            }
+            None => Command::new("nats-server"),
+        };
+        match &self.config {
+            Some(config) => {
+                cmd.arg("-c").arg(config);
+            }
+            None => {
+                cmd.arg("-js").arg("-sd").arg(self.store_dir()).args([
+                    "-a",
+                    &self.addr,
+                    "-p",
+                    &self.port.to_string(),
+                ]);
+                cmd.args(&self.extra);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.child = Some(spawn_for_life(cmd).expect("spawn nats-server"));
+    }
+
+    /// Waits until this run logged "Server is ready" and accepts connections.
+    fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("nats-server exited with {status}:\n{}", self.run_log());
+            }
+            if self.run_log().contains("Server is ready")
+                && accepts(self.netns.as_deref(), &self.addr, self.port)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "nats-server at {} not ready after {limit:?}:\n{}",
+                self.url(),
+                self.run_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's `GET /jsz` (JetStream state, `meta_cluster` in a cluster), from
+    /// its monitoring port; `None` without one or when it does not answer.
+    pub fn jsz(&self) -> Option<serde_json::Value> {
+        use std::io::Read;
+        let port = self.monitor_port?;
+        let sock = SocketAddr::new(self.addr.parse().ok()?, port);
+        let get = move || -> Option<Vec<u8>> {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(500)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET /jsz HTTP/1.0\r\nHost: nats\r\n\r\n")
+                .ok()?;
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).ok()?;
+            Some(answer)
+        };
+        let answer = match &self.netns {
+            Some(ns) => in_netns(ns, get),
+            None => get(),
+        }?;
+        let at = memchr::memmem::find(&answer, b"\r\n\r\n")?;
+        serde_json::from_slice(&answer[at + 4..]).ok()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGKILL (a crashed node), and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // `ip netns exec` execs nats-server, so the pid is the server's.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same address, port and store (killing it first if it
+    /// runs), and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready(Duration::from_secs(10));
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- nats-server {} {} log ---\n{}--- end of nats-server log ---",
+                self.name,
+                self.url(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Three nats-servers forming a JetStream cluster (`server_name` n1..n3, cluster
+/// `gaoler-test`, each routing to the other two).
+pub struct NatsCluster {
+    pub nodes: Vec<Nats>,
+}
+
+impl NatsCluster {
+    /// Three nodes on loopback addresses of their own (127.X.Y.1..3), host namespace.
+    pub fn loopback() -> NatsCluster {
+        let base = loopback_base();
+        let places: Vec<(Option<String>, String)> =
+            (1..=3).map(|i| (None, format!("{base}.{i}"))).collect();
+        NatsCluster::start(&places)
+    }
+
+    /// Three nodes, node i in `net`'s namespace `nodes[i]`, on its address there.
+    pub fn in_net(net: &Net, nodes: [usize; 3]) -> NatsCluster {
+        let places: Vec<(Option<String>, String)> = nodes
+            .iter()
+            .map(|&i| (Some(net.ns(i).to_string()), net.addr(i).to_string()))
+            .collect();
+        NatsCluster::start(&places)
+    }
+
+    /// Nodes at `places` (namespace, address): client port 4222 and route port 6222
+    /// inside namespaces, free ports on loopback.
+    fn start(places: &[(Option<String>, String)]) -> NatsCluster {
+        ensure_nats_server();
+        let ports: Vec<(u16, u16, u16)> = places
+            .iter()
+            .map(|(ns, addr)| match ns {
+                Some(_) => (4222, 6222, 8222),
+                None => (free_port(addr), free_port(addr), free_port(addr)),
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (ns, addr)) in places.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let routes: Vec<String> = places
+                .iter()
+                .zip(&ports)
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, ((_, a), (_, rp, _)))| format!("\"nats-route://{a}:{rp}\""))
+                .collect();
+            let (port, route_port, monitor_port) = ports[i];
+            let config = dir.path().join("nats.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: {name}\nlisten: \"{addr}:{port}\"\nhttp: \"{addr}:{monitor_port}\"\n\
+                     jetstream {{ store_dir: \"{store}\" }}\n\
+                     cluster {{\n  name: \"gaoler-test\"\n  listen: \"{addr}:{route_port}\"\n  \
+                     routes: [ {routes} ]\n}}\n",
+                    store = dir.path().join("store").display(),
+                    routes = routes.join(", "),
+                ),
+            )
+            .expect("write nats.conf");
+            let mut n = Nats {
+                netns: ns.clone(),
+                addr: addr.clone(),
+                port,
+                name,
+                dir,
+                config: Some(config),
+                monitor_port: Some(monitor_port),
+                extra: Vec::new(),
+                child: None,
+                log_from: 0,
+            };
+            n.spawn();
+            nodes.push(n);
+        }
+        let mut cluster = NatsCluster { nodes };
+        for n in &mut cluster.nodes {
+            n.wait_ready(Duration::from_secs(10));
+        }
+        cluster.wait_meta_leader(Duration::from_secs(15));
+        cluster
+    }
+
+    /// Every node's URL, for a client's server list.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Nats::url).collect()
+    }
+
+    /// Waits until every running node knows the JetStream metadata leader (its
+    /// monitoring `/jsz`; the log does not always say so).
+    pub fn wait_meta_leader(&mut self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for n in &mut self.nodes {
+                if n.is_running() {
+                    all &= n.jsz().is_some_and(|j| {
+                        j["meta_cluster"]["leader"]
+                            .as_str()
+                            .is_some_and(|l| !l.is_empty())
+                    });
+                }
+            }
+            if all {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no JetStream metadata leader known to every node after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Private network namespaces joined by a bridge in a hub namespace of their own:
+/// node i is namespace `ns(i)` with `addr(i)` (192.0.2.i+1/24) on its `eth0`. Nothing
+/// of the host's network is touched. On drop every process still inside one of these
+/// namespaces is killed and the namespaces are deleted, also when the test fails.
+pub struct Net {
+    hub: String,
+    nodes: Vec<(String, String)>,
+}
+
+impl Net {
+    pub fn new(count: usize) -> Net {
+        require_root();
+        sweep_leftovers();
+        assert!((1..=200).contains(&count), "1 to 200 nodes");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("gt-{}-{n}", std::process::id());
+        let mut net = Net {
+            hub: format!("{base}-hub"),
+            nodes: Vec::new(),
+        };
+        ip(&["netns", "add", &net.hub]);
+        ip(&["-n", &net.hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &net.hub, "link", "set", "br0", "up"]);
+        for i in 0..count {
+            let ns = format!("{base}-{i}");
+            let addr = format!("192.0.2.{}", i + 1);
+            ip(&["netns", "add", &ns]);
+            // Pushed into `net` at once, so a failure below still deletes it.
+            net.nodes.push((ns.clone(), addr.clone()));
+            let port = format!("p{i}");
+            ip(&[
+                "-n", &net.hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
+            ip(&["-n", &net.hub, "link", "set", &port, "master", "br0"]);
+            ip(&["-n", &net.hub, "link", "set", &port, "up"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    pub fn ns(&self, i: usize) -> &str {
+        &self.nodes[i].0
+    }
+
+    pub fn addr(&self, i: usize) -> &str {
+        &self.nodes[i].1
+    }
+
+    /// Cuts node i off the others (its port on the bridge goes down).
+    pub fn cut(&self, i: usize) {
+        ip(&["-n", &self.hub, "link", "set", &format!("p{i}"), "down"]);
+    }
+
+    /// Joins node i to the others again.
+    pub fn heal(&self, i: usize) {
+        ip(&["-n", &self.hub, "link", "set", &format!("p{i}"), "up"]);
+    }
+
+    /// Runs `f` (a future) to completion on a current-thread tokio runtime whose thread
+    /// is inside node i's namespace: every socket it opens is that node's.
+    pub fn block_on<T, F>(&self, i: usize, f: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        in_netns(self.ns(i), move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f())
+        })
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let all = std::iter::once(&self.hub).chain(self.nodes.iter().map(|(ns, _)| ns));
+        for ns in all {
+            delete_netns(ns);
+        }
+    }
+}
+
+/// Kills what still runs in namespace `ns` (only processes a test started there), then
+/// deletes it.
+fn delete_netns(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in text(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+}
+
+/// Network namespaces need root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test creates network namespaces: run it as root"
+    );
 }
