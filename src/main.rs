@@ -237,8 +237,18 @@ async fn edges(
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
+    // The fleet's key is read now: a key that cannot be read stops the start, as a
+    // config error would (`check` reports it too).
+    let fleet = match &cfg.fleet {
+        Some(f) => Some(daemon::FleetEdge {
+            key: gaoler::fleet::keys::load_signing_key(&f.key)?,
+            outbox: Arc::new(store.outbox()),
+        }),
+        None => None,
+    };
     let control = server::bind(&cfg.daemon.socket, group.as_ref())?;
     Ok(daemon::Edges {
+        fleet,
         firewall,
         store: Box::new(store),
         positions,

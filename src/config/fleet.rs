@@ -101,6 +101,8 @@ impl Loader {
                             path.display()
                         ),
                     ));
+                } else if let Err(e) = crate::fleet::keys::load_signing_key(&path) {
+                    errors.push(err(k.span(), format!("key: {e}")));
                 }
                 path
             }
@@ -219,7 +221,7 @@ impl Loader {
         let rate_per_origin = raw
             .rate_per_origin
             .and_then(|r| self.int_in(&r, 1..=1_000_000, "[fleet] rate_per_origin", file, text))
-            .map_or(600, |r| r as u32);
+            .map_or(60_000, |r| r as u32);
         (self.errors.len() == before).then(|| FleetConfig {
             servers,
             host,

@@ -610,7 +610,10 @@ fn fleet_is_checked_where_it_is_written() {
         "jails/sshd.toml",
         "filter = \"sshd\"\nlogpath = \"auth.log\"\n",
     );
-    d.write("fleet.key", "secret\n");
+    d.write(
+        "fleet.key",
+        "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n",
+    );
     let key = d.0.path().join("fleet.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let cfg = d.load().expect("valid");
@@ -627,6 +630,14 @@ fn fleet_is_checked_where_it_is_written() {
     );
     assert!(fleet.apply && fleet.shares("sshd") && !fleet.shares("other"));
 
+    // A key file that holds no key.
+    d.write("fleet.key", "secret\n");
+    let errors = d.errors().join("\n");
+    assert!(errors.contains("[fleet] key: "), "{errors}");
+    d.write(
+        "fleet.key",
+        "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n",
+    );
     // A key others may read, an unknown jail, a key that is not one, a bad URL.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     d.write(

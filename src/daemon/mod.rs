@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::ban::{self, BanError, BanManager};
 use crate::config::{Config, JailConfig};
 use crate::firewall::{Firewall, FirewallError, Layout};
+use crate::fleet;
 use crate::ipc::access::{NoSuchGroup, SocketGroup};
 use crate::ipc::server::{self, Handler, SocketError};
 use crate::ipc::Response;
@@ -52,6 +53,8 @@ pub enum DaemonError {
     Group(#[from] NoSuchGroup),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("[fleet] key: {0}")]
+    FleetKey(#[from] crate::fleet::keys::KeyError),
 }
 
 /// The side effects the daemon runs on, built by its caller: `main` opens sled,
@@ -69,6 +72,15 @@ pub struct Edges<F: Firewall> {
     pub metrics: Option<TcpListener>,
     /// The daemon's own log: level and file.
     pub logs: Arc<LogControl>,
+    /// With `[fleet]`: this host's signing key and the store's outbox.
+    pub fleet: Option<FleetEdge>,
+}
+
+/// What the fleet needs from `main`: the key it signs with, read at start, and the
+/// store's outbox its publisher drains.
+pub struct FleetEdge {
+    pub key: ed25519_dalek::SigningKey,
+    pub outbox: Arc<dyn crate::store::Outbox>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; each message on `hangups` (SIGHUP)
@@ -105,6 +117,7 @@ async fn serve<F: Firewall + 'static>(
         group,
         metrics: metrics_listener,
         logs,
+        fleet: fleet_edge,
     } = edges;
     let stats = Arc::new(Stats::new(jail_names(&config)));
     let mut manager = BanManager::new(
@@ -116,7 +129,17 @@ async fn serve<F: Firewall + 'static>(
     )
     .with_history_horizon(config.daemon.dbpurgeage)
     .with_recidive(config.recidive.clone())
-    .with_reconcile(config.firewall.reconcile_interval);
+    .with_reconcile(config.firewall.reconcile_interval)
+    .with_sharing(ban::sharing(&config));
+    // The fleet's publisher is rung by every ban and unban (a ban output).
+    let fleet_parts = match (&config.fleet, fleet_edge) {
+        (Some(cfg), Some(edge)) => {
+            let (doorbell, rung) = ban::Output::new(16);
+            manager = manager.with_output(doorbell);
+            Some((cfg.clone(), edge, rung))
+        }
+        _ => None,
+    };
 
     let (decision_tx, decision_rx) = mpsc::channel(DECISION_QUEUE);
     let (command_tx, command_rx) = mpsc::channel(64);
@@ -171,6 +194,25 @@ async fn serve<F: Firewall + 'static>(
         config.firewall.on_stop,
     ));
 
+    let trust = fleet_parts.map(|(cfg, edge, doorbell)| {
+        let (trust_tx, trust_rx) = tokio::sync::watch::channel(fleet::Trust::from_config(&cfg));
+        let fleet = fleet::Fleet {
+            host: cfg.host.clone(),
+            key: edge.key,
+            nats: fleet::nats_options(&cfg, stream_max_age(&config)),
+            outbox: edge.outbox,
+            doorbell,
+            decisions: shared.decisions.clone(),
+            trust: trust_rx,
+            ignore: crate::types::IgnoreList::default().with(crate::util::host_addresses()),
+            stats: stats.clone(),
+            clock: clock.clone(),
+        };
+        tracing::info!(host = %cfg.host, servers = ?cfg.servers, share = ?cfg.share, apply = cfg.apply, "fleet: sharing bans over NATS JetStream");
+        tasks.spawn(fleet.run(shutdown.clone()));
+        trust_tx
+    });
+
     let handler = Arc::new(Handler {
         commands: command_tx.clone(),
         stats: stats.clone(),
@@ -217,6 +259,9 @@ async fn serve<F: Firewall + 'static>(
             Ok((next, report)) => {
                 *handler.jails.write().unwrap_or_else(|p| p.into_inner()) = status_rows(&next);
                 logs.configured_level(&next.daemon.log_level);
+                if let (Some(tx), Some(f)) = (&trust, &next.fleet) {
+                    let _ = tx.send(fleet::Trust::from_config(f));
+                }
                 config = next;
                 tracing::info!(
                     added = ?report.added,
@@ -254,6 +299,27 @@ async fn serve<F: Firewall + 'static>(
     tasks.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The fleet stream's `max_age`: the longest bantime of the shared jails, at least a
+/// day; unlimited (zero) when one of them may ban for good or escalates.
+fn stream_max_age(config: &Config) -> std::time::Duration {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+    let Some(fleet) = &config.fleet else {
+        return DAY;
+    };
+    let mut longest = DAY;
+    for jail in config
+        .active_jails()
+        .into_iter()
+        .filter(|j| fleet.shares(&j.name))
+    {
+        match (jail.bantime, &jail.increment) {
+            (crate::types::BanTime::Finite(d), None) => longest = longest.max(d),
+            _ => return std::time::Duration::ZERO,
+        }
+    }
+    longest
 }
 
 /// ignoreself: the host's own addresses join the ignore list of those jails.

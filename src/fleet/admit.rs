@@ -36,7 +36,7 @@ impl Default for Limits {
         Limits {
             max_prefix_v4: 24,
             max_prefix_v6: 48,
-            rate_per_origin: 600,
+            rate_per_origin: 60_000,
         }
     }
 }

@@ -21,7 +21,9 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The stream's window in which a repeated `Nats-Msg-Id` is recognised and dropped.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a delivered message may stay unacknowledged before it is delivered again.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long a batch waits for the next message once one came.
+const LINGER: Duration = Duration::from_millis(1);
 /// The most messages delivered and not yet acknowledged, per consumer.
 const MAX_ACK_PENDING: i64 = 1000;
 
@@ -533,6 +535,7 @@ impl Link {
             })?;
         Ok(Consumer {
             inner,
+            messages: None,
             client: self.client.clone(),
             stream: self.stream.clone(),
             durable: name,
@@ -568,12 +571,16 @@ fn publish_reason(e: &jetstream::context::PublishError) -> String {
 /// A durable pull consumer.
 pub struct Consumer {
     inner: jetstream::consumer::Consumer<pull::Config>,
+    /// The pull stream, kept between batches: the server sends a message as soon as
+    /// it is stored, and a batch hands out what has come.
+    messages: Option<pull::Stream>,
     client: Client,
     stream: String,
     durable: String,
 }
 
-/// One delivered message; `ack` it once it is applied, or it comes again after 30 s.
+/// One delivered message; `ack` it once it is applied, or it comes again after the
+/// ack wait (10 s).
 pub struct Delivery {
     pub payload: Vec<u8>,
     /// Its sequence in the stream.
@@ -597,8 +604,11 @@ impl Consumer {
         &self.durable
     }
 
-    /// Up to `max` messages, waiting at most about `wait` for the first ones; an empty
-    /// batch when nothing came.
+    /// Up to `max` messages: waits at most `wait` for the first, then takes what has
+    /// come with it; an empty batch when nothing came. The pull stream stays open
+    /// between calls (the server delivers each message as soon as it is stored, so a
+    /// ban travels without waiting for a pull to expire); an error closes it, and the
+    /// next call opens it again.
     pub async fn next_batch(
         &mut self,
         max: usize,
@@ -608,46 +618,70 @@ impl Consumer {
             return Ok(Vec::new());
         }
         if self.client.connection_state() != async_nats::connection::State::Connected {
+            self.messages = None;
             return Err(self.fail("not connected to NATS (reconnecting)".to_string()));
         }
-        // The server ends the pull after `wait` (status 408); our own deadline a little
-        // later covers a connection lost meanwhile.
-        let expires = wait.max(Duration::from_millis(10));
-        let deadline = tokio::time::Instant::now() + expires + Duration::from_secs(1);
-        let mut batch = self
-            .inner
-            .batch()
-            .max_messages(max)
-            .expires(expires)
-            .messages()
-            .await
-            .map_err(|e| self.fail(format!("pull request: {e}")))?;
+        if self.messages.is_none() {
+            let stream = self
+                .inner
+                .stream()
+                .max_messages_per_batch(max)
+                .heartbeat(Duration::from_secs(2))
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(|e| self.fail(format!("pull request: {e}")))?;
+            self.messages = Some(stream);
+        }
         let mut out = Vec::new();
-        loop {
-            match tokio::time::timeout_at(deadline, batch.next()).await {
-                Err(_) | Ok(None) => break,
-                Ok(Some(Ok(message))) => {
-                    let sequence = message.info().map_or(0, |i| i.stream_sequence);
-                    out.push(Delivery {
-                        payload: message.payload.to_vec(),
-                        sequence,
-                        message,
-                        stream: self.stream.clone(),
-                        durable: self.durable.clone(),
-                    });
-                }
-                Ok(Some(Err(e))) => {
-                    if out.is_empty() {
-                        return Err(self.fail(format!("pull: {e}")));
-                    }
+        let first = match self.messages.as_mut() {
+            Some(stream) => tokio::time::timeout(wait, stream.next()).await,
+            None => return Ok(out),
+        };
+        match first {
+            Err(_) => return Ok(out),
+            Ok(Some(Ok(message))) => out.push(self.delivery(message)),
+            Ok(Some(Err(e))) => {
+                self.messages = None;
+                return Err(self.fail(format!("pull: {e}")));
+            }
+            Ok(None) => {
+                self.messages = None;
+                return Err(self.fail("the pull stream ended".to_string()));
+            }
+        }
+        // What comes within a millisecond of the one before joins the batch.
+        while out.len() < max {
+            let next = match self.messages.as_mut() {
+                Some(stream) => tokio::time::timeout(LINGER, stream.next()).await,
+                None => break,
+            };
+            match next {
+                Ok(Some(Ok(message))) => out.push(self.delivery(message)),
+                Ok(Some(Err(_)) | None) => {
+                    self.messages = None;
                     break;
                 }
+                Err(_) => break,
             }
         }
         Ok(out)
     }
 
-    /// Messages in the stream this consumer has not been given yet (its lag).
+    fn delivery(&self, message: jetstream::Message) -> Delivery {
+        let sequence = message.info().map_or(0, |i| i.stream_sequence);
+        Delivery {
+            payload: message.payload.to_vec(),
+            sequence,
+            message,
+            stream: self.stream.clone(),
+            durable: self.durable.clone(),
+        }
+    }
+
+    /// Messages in the stream this consumer has not acknowledged yet (its lag): those
+    /// not delivered, and those delivered (prefetched by the pull stream) and not
+    /// acknowledged.
     pub async fn pending(&self) -> Result<u64, NatsError> {
         let info = self.inner.get_info().await.map_err(|e| {
             let code = match e.kind() {
@@ -656,7 +690,7 @@ impl Consumer {
             };
             self.fail(format!("consumer info: {}", api_reason(&e, code)))
         })?;
-        Ok(info.num_pending)
+        Ok(info.num_pending + info.num_ack_pending as u64)
     }
 }
 

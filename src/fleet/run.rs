@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admit::{Admission, Limits, Rejected};
 use super::keys;
-use super::nats::{self, Consumer, Link, NatsOptions};
+use super::nats::{self, Link, NatsOptions};
 use super::wire::{self, Decision, Kind};
 use crate::ban::{BanEvent, Decided, Lift, Received};
 use crate::config::FleetConfig;
@@ -200,6 +200,7 @@ async fn link(
     name: &str,
     stats: &Stats,
     shutdown: &CancellationToken,
+    waiting: &(dyn Fn() + Send + Sync),
 ) -> Option<Link> {
     let mut attempt = 0usize;
     loop {
@@ -215,13 +216,10 @@ async fn link(
                 if attempt == 0 {
                     tracing::warn!(error = %e, "fleet: NATS unreachable; bans are kept in the outbox and published when it is back");
                 }
-                *stats
-                    .fleet
-                    .server
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                *stats.fleet.server.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
             }
         }
+        waiting();
         let wait = Duration::from_millis(BACKOFF[attempt.min(BACKOFF.len() - 1)]);
         attempt += 1;
         tokio::select! {
@@ -243,7 +241,12 @@ struct Publisher {
 impl Publisher {
     async fn run(mut self, shutdown: CancellationToken) {
         let name = format!("gaoler {} publisher", self.host);
-        'connect: while let Some(link) = link(&self.nats, &name, &self.stats, &shutdown).await {
+        // While NATS is out of reach, the outbox's depth still shows.
+        let (outbox, stats) = (self.outbox.clone(), self.stats.clone());
+        let depth = move || stats.fleet.outbox.store(outbox.depth(), Relaxed);
+        'connect: while let Some(link) =
+            link(&self.nats, &name, &self.stats, &shutdown, &depth).await
+        {
             self.stats.fleet.connected.store(true, Relaxed);
             *self
                 .stats
@@ -253,12 +256,17 @@ impl Publisher {
                 .unwrap_or_else(|p| p.into_inner()) = link.server();
             tracing::info!(server = %link.server(), "fleet: publishing");
             loop {
+                self.stats
+                    .fleet
+                    .connected
+                    .store(link.is_connected(), Relaxed);
                 match self.round(&link).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "fleet: publishing stopped; reconnecting");
                         self.stats.fleet.connected.store(false, Relaxed);
+                        depth();
                         continue 'connect;
                     }
                 }
@@ -319,7 +327,9 @@ impl Receiver {
         let name = format!("gaoler {} consumer", self.host);
         let first = self.trust.borrow().clone();
         let mut admission = Admission::new(self.own, first.trusted, first.limits);
-        'connect: while let Some(link) = link(&self.nats, &name, &self.stats, &shutdown).await {
+        'connect: while let Some(link) =
+            link(&self.nats, &name, &self.stats, &shutdown, &|| {}).await
+        {
             let mut consumer = match link.consumer(&self.host).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -370,7 +380,10 @@ impl Receiver {
     ) -> bool {
         let now = self.clock.now();
         let apply = self.trust.borrow().apply;
-        for delivery in &batch {
+        // A message over its origin's rate is not acknowledged: it comes again after
+        // the ack wait, so the cap slows a flood down and loses nothing.
+        let mut later = vec![false; batch.len()];
+        for (i, delivery) in batch.iter().enumerate() {
             self.stats.fleet.received.fetch_add(1, Relaxed);
             match admission.check(&delivery.payload, now, &self.ignore) {
                 Ok(_) if !apply => {}
@@ -381,6 +394,7 @@ impl Receiver {
                 }
                 Err(Rejected::Own) => {}
                 Err(r) => {
+                    later[i] = r == Rejected::RateLimited;
                     self.stats.fleet.reject(r.label());
                     tracing::debug!(reason = %r, seq = delivery.sequence, "fleet: message rejected");
                 }
@@ -399,8 +413,14 @@ impl Receiver {
                 return true;
             }
         }
-        for delivery in batch {
-            if let Err(e) = delivery.ack().await {
+        // The acknowledgements go out together; each waits for the server's word.
+        let acks = batch
+            .into_iter()
+            .zip(later)
+            .filter(|(_, later)| !later)
+            .map(|(delivery, _)| delivery.ack());
+        for result in futures_util::future::join_all(acks).await {
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "fleet: acknowledgement lost (the message comes again)");
             }
         }
@@ -424,7 +444,10 @@ mod tests {
         };
         let d = outgoing(&a, "web-1");
         assert_eq!(d.host, "web-1");
-        assert_eq!((d.jail.as_str(), d.target, d.count), ("sshd", ban.target, 2));
+        assert_eq!(
+            (d.jail.as_str(), d.target, d.count),
+            ("sshd", ban.target, 2)
+        );
         assert_eq!((d.banned_at, d.expires_at), (ban.banned_at, ban.expires_at));
         let key = SigningKey::from_bytes(&[7; 32]);
         let sealed = wire::open(&wire::seal(&d, &key)).expect("open");
@@ -433,7 +456,10 @@ mod tests {
                 assert_eq!(r.origin.host, "web-1");
                 assert_eq!(r.origin.key, keys::public_text(&key.verifying_key()));
                 assert_eq!(r.origin.id, d.id);
-                assert_eq!((r.target, r.expires_at, r.count), (ban.target, ban.expires_at, 2));
+                assert_eq!(
+                    (r.target, r.expires_at, r.count),
+                    (ban.target, ban.expires_at, 2)
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -76,6 +76,7 @@ impl InProcess {
             group: None,
             metrics: None,
             logs: Arc::new(LogControl::detached()),
+            fleet: None,
         };
         let shutdown = CancellationToken::new();
         let (hangups, hangup_rx) = mpsc::channel(1);

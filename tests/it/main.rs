@@ -8,6 +8,7 @@ mod daemon;
 mod e2e;
 mod filters;
 mod firewall;
+mod fleet;
 mod fleet_nats;
 mod import;
 mod journal;
