@@ -342,10 +342,6 @@ impl Receiver {
             };
             tracing::info!(consumer = consumer.name(), "fleet: following the stream");
             loop {
-                if self.trust.has_changed().unwrap_or(false) {
-                    let t = self.trust.borrow_and_update().clone();
-                    admission.set_trust(t.trusted, t.limits);
-                }
                 let batch = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     b = consumer.next_batch(CONSUME_BATCH, PULL_WAIT) => b,
@@ -378,6 +374,11 @@ impl Receiver {
         batch: Vec<nats::Delivery>,
         shutdown: &CancellationToken,
     ) -> bool {
+        // A reload's trust applies from the next message on.
+        if self.trust.has_changed().unwrap_or(false) {
+            let t = self.trust.borrow_and_update().clone();
+            admission.set_trust(t.trusted, t.limits);
+        }
         let now = self.clock.now();
         let apply = self.trust.borrow().apply;
         // A message over its origin's rate is not acknowledged: it comes again after

@@ -260,6 +260,24 @@ fn a_ban_reaches_every_other_kernel_with_its_origin_once_and_forgeries_are_count
         });
         assert!(!h.kernel().contains(&"203.0.113.7".to_string()));
     }
+
+    // A reload on B that no longer trusts A: A's next ban is refused there.
+    b.join(&[nats.url()], &[c], "");
+    let out = gaoler(b.path(), &["ctl", "reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    fail(a, &["203.0.113.8".to_string()]);
+    wait_for(Duration::from_secs(10), "C applies it", || {
+        c.banned().iter().any(|(ip, _)| ip == "203.0.113.8")
+    });
+    wait_for(Duration::from_secs(5), "B refuses it as untrusted", || {
+        count(&b.fleet()["rejected_by"], "untrusted") == 2
+    });
+    assert!(!b.banned().iter().any(|(ip, _)| ip == "203.0.113.8"));
+    // A change of servers needs a restart: the reload says so, nothing changes.
+    b.join(&["nats://192.0.2.200:4222".to_string()], &[c], "");
+    let out = gaoler(b.path(), &["ctl", "reload"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).contains("restart") || text(&out.stderr).contains("restart"));
 }
 
 #[test]
