@@ -25,7 +25,7 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 /// How long a batch waits for the next message once one came.
 const LINGER: Duration = Duration::from_millis(1);
 /// The most messages delivered and not yet acknowledged, per consumer.
-const MAX_ACK_PENDING: i64 = 1000;
+const MAX_ACK_PENDING: i64 = 20_000;
 
 /// Where and how to reach NATS, and the stream the fleet shares. Its `Debug` hides the
 /// password and the token.
@@ -491,6 +491,65 @@ impl Link {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    /// Publishes `messages` in order (as `publish` does each) and waits for their
+    /// acknowledgements together: one round trip for the lot instead of one each.
+    /// The results are in the same order; a message whose send failed fails with
+    /// every one after it (none of those was sent).
+    pub async fn publish_many(
+        &self,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> Vec<Result<Published, NatsError>> {
+        let fail = |reason: String| NatsError::Publish {
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            reason,
+        };
+        if !self.is_connected() {
+            return messages
+                .iter()
+                .map(|_| Err(fail("not connected to NATS (reconnecting)".to_string())))
+                .collect();
+        }
+        let total = messages.len();
+        let mut acks = Vec::with_capacity(total);
+        let mut refused = None;
+        for (msg_id, payload) in messages {
+            let message = jetstream::message::PublishMessage::build()
+                .payload(payload.into())
+                .message_id(&msg_id);
+            match self.js.send_publish(self.subject.clone(), message).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    refused = Some(publish_reason(&e));
+                    break;
+                }
+            }
+        }
+        let waited = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            futures_util::future::join_all(acks.into_iter().map(|a| async move { a.await })),
+        )
+        .await;
+        let mut out: Vec<Result<Published, NatsError>> = match waited {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    r.map(|ack| Published {
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    })
+                    .map_err(|e| fail(publish_reason(&e)))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        while out.len() < total {
+            let reason = refused.clone().unwrap_or_else(no_ack);
+            out.push(Err(fail(reason)));
+        }
+        out
     }
 
     /// The durable pull consumer `durable_name(durable)` on the stream: delivers every

@@ -27,9 +27,12 @@ use crate::store::Outbox;
 use crate::types::{Announcement, AnnouncementKind, Clock, IgnoreList, Origin};
 
 /// Entries published per round.
-const PUBLISH_BATCH: usize = 512;
+const PUBLISH_BATCH: usize = 2048;
 /// Messages taken from the stream per round.
-const CONSUME_BATCH: usize = 512;
+const CONSUME_BATCH: usize = 2048;
+/// How often the outbox's depth and the consumer's lag are measured (each costs a
+/// scan or a request).
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// How long a pull waits for the first message.
 const PULL_WAIT: Duration = Duration::from_millis(500);
 /// The outbox is looked at this often even when no ban rang.
@@ -132,6 +135,7 @@ impl Fleet {
             outbox,
             doorbell,
             stats: stats.clone(),
+            gauged: tokio::time::Instant::now(),
         };
         let consumer = Receiver {
             host,
@@ -236,6 +240,8 @@ struct Publisher {
     outbox: Arc<dyn Outbox>,
     doorbell: mpsc::Receiver<BanEvent>,
     stats: Arc<Stats>,
+    /// When the outbox's depth was last measured.
+    gauged: tokio::time::Instant,
 }
 
 impl Publisher {
@@ -289,6 +295,8 @@ impl Publisher {
             }
         };
         let full = waiting.len() == PUBLISH_BATCH;
+        let mut seqs = Vec::with_capacity(waiting.len());
+        let mut messages = Vec::with_capacity(waiting.len());
         for (seq, bytes) in waiting {
             let announcement: Announcement = match serde_json::from_slice(&bytes) {
                 Ok(a) => a,
@@ -299,15 +307,34 @@ impl Publisher {
                 }
             };
             let decision = outgoing(&announcement, &self.host);
-            let sealed = wire::seal(&decision, &self.key);
-            link.publish(&decision.msg_id(), sealed).await?;
-            if let Err(e) = self.outbox.published(seq) {
-                tracing::warn!(seq, error = %e, "fleet: cannot remove a published outbox entry (it will be published again, as a duplicate)");
-            }
-            self.stats.fleet.published.fetch_add(1, Relaxed);
+            seqs.push(seq);
+            messages.push((decision.msg_id(), wire::seal(&decision, &self.key)));
         }
-        self.stats.fleet.outbox.store(self.outbox.depth(), Relaxed);
-        Ok(full)
+        // In order, acknowledged together; what failed stays for the next round (a
+        // second publish of what did land is a duplicate the stream drops).
+        let results = link.publish_many(messages).await;
+        let mut failed = None;
+        for (seq, result) in seqs.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    if let Err(e) = self.outbox.published(seq) {
+                        tracing::warn!(seq, error = %e, "fleet: cannot remove a published outbox entry (it will be published again, as a duplicate)");
+                    }
+                    self.stats.fleet.published.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if !full || self.gauged.elapsed() >= GAUGE_EVERY {
+            self.gauged = tokio::time::Instant::now();
+            self.stats.fleet.outbox.store(self.outbox.depth(), Relaxed);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(full),
+        }
     }
 }
 
@@ -341,6 +368,7 @@ impl Receiver {
                 }
             };
             tracing::info!(consumer = consumer.name(), "fleet: following the stream");
+            let mut gauged = tokio::time::Instant::now();
             loop {
                 let batch = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -356,11 +384,15 @@ impl Receiver {
                         }
                     }
                 };
-                if !batch.is_empty() && !self.take(&mut admission, batch, &shutdown).await {
+                let busy = !batch.is_empty();
+                if busy && !self.take(&mut admission, batch, &shutdown).await {
                     return;
                 }
-                if let Ok(lag) = consumer.pending().await {
-                    self.stats.fleet.lag.store(lag, Relaxed);
+                if !busy || gauged.elapsed() >= GAUGE_EVERY {
+                    gauged = tokio::time::Instant::now();
+                    if let Ok(lag) = consumer.pending().await {
+                        self.stats.fleet.lag.store(lag, Relaxed);
+                    }
                 }
             }
         }
