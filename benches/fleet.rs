@@ -7,6 +7,7 @@
 //!   are in force on B;
 //! - catch-up: B stopped while A bans 100,000 more, then the time from B's start until
 //!   it has applied them all.
+//!
 //! Run: `cargo bench --bench fleet` (numbers go to BENCHMARKS.md).
 
 #[allow(dead_code)]
@@ -48,11 +49,14 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "pids", &self.0]).output().map(|o| {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        });
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
@@ -124,7 +128,7 @@ impl Host {
             .expect("spawn");
         self.child = Some(child);
         let t0 = Instant::now();
-        while !self.ctl(&["ping"]).is_some() {
+        while self.ctl(&["ping"]).is_none() {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "daemon did not start: {}",
@@ -136,7 +140,9 @@ impl Host {
 
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let _ = c.wait();
         }
     }
@@ -149,11 +155,15 @@ impl Host {
             .arg(&self.dir)
             .output()
             .ok()?;
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
     }
 
     fn fleet(&self, key: &str) -> u64 {
-        self.ctl(&["fleet"]).map_or(0, |v| v[key].as_u64().unwrap_or(0))
+        self.ctl(&["fleet"])
+            .map_or(0, |v| v[key].as_u64().unwrap_or(0))
     }
 
     fn append(&self, lines: &str) {
@@ -175,7 +185,8 @@ impl Host {
             if v["fields"]["message"] != "ban" {
                 continue;
             }
-            let (Some(target), Some(ts)) = (v["fields"]["target"].as_str(), v["timestamp"].as_str())
+            let (Some(target), Some(ts)) =
+                (v["fields"]["target"].as_str(), v["timestamp"].as_str())
             else {
                 continue;
             };
@@ -201,7 +212,12 @@ fn line(ip: &str) -> String {
 /// The `i`-th address of block `block` (up to 500,000 a block).
 fn ip(block: u32, i: usize) -> String {
     let n = i as u32 + 1;
-    format!("10.{}.{}.{}", block * 8 + n / 65_536, (n / 256) % 256, n % 256)
+    format!(
+        "10.{}.{}.{}",
+        block * 8 + n / 65_536,
+        (n / 256) % 256,
+        n % 256
+    )
 }
 
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> f64 {
@@ -214,7 +230,11 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> f6
 }
 
 fn main() {
-    if Command::new("nats-server").arg("--version").output().is_err() {
+    if Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         println!("nats-server is not installed (apt-get install nats-server): skipped");
         return;
     }
@@ -222,7 +242,16 @@ fn main() {
     let ns = Netns::new();
     let store = root.path().join("nats");
     let mut nats = ns
-        .cmd(&["nats-server", "-js", "-sd", &store.to_string_lossy(), "-a", "127.0.0.1", "-p", "4222"])
+        .cmd(&[
+            "nats-server",
+            "-js",
+            "-sd",
+            &store.to_string_lossy(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "4222",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -257,26 +286,30 @@ fn main() {
         to.and_then(|t| t.duration_since(from).ok())
             .map(|d| d.as_secs_f64() * 1e3)
     };
-    let mut remote: Vec<f64> = written.iter().filter_map(|(ip, t)| ms(*t, on_b.get(ip))).collect();
-    let mut local: Vec<f64> = written.iter().filter_map(|(ip, t)| ms(*t, on_a.get(ip))).collect();
+    let mut remote: Vec<f64> = written
+        .iter()
+        .filter_map(|(ip, t)| ms(*t, on_b.get(ip)))
+        .collect();
+    let mut local: Vec<f64> = written
+        .iter()
+        .filter_map(|(ip, t)| ms(*t, on_a.get(ip)))
+        .collect();
     remote.sort_by(f64::total_cmp);
     local.sort_by(f64::total_cmp);
-    let pct = |v: &[f64], p: f64| v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let pct = |v: &[f64], p: f64| {
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
 
     // Throughput: a storm of 100,000 offenders on A.
     let storm: String = (0..STORM).map(|i| line(&ip(2, i))).collect();
     let before = b.fleet("applied");
     let t0 = Instant::now();
     a.append(&storm);
-    let mut shown = Instant::now();
-    let a_done = wait_until(Duration::from_secs(120), "A bans the storm", || {
-        if shown.elapsed() > Duration::from_secs(10) {
-            shown = Instant::now();
-            eprintln!("A: {:?}", a.ctl(&["fleet"]));
-        }
+    wait_until(Duration::from_secs(120), "A bans the storm", || {
         a.fleet("published") >= (LATENCY_BANS + STORM) as u64
     });
-    let _ = a_done;
     wait_until(Duration::from_secs(300), "B applies the storm", || {
         b.fleet("applied") >= before + STORM as u64
     });
@@ -295,7 +328,10 @@ fn main() {
         b.fleet("applied") >= STORM as u64
     });
     let catch_up = t0.elapsed().as_secs_f64();
-    let banned_b = b.ctl(&["banned"]).and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0);
+    let banned_b = b
+        .ctl(&["banned"])
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(0);
 
     println!("| what | figure |");
     println!("| --- | --- |");

@@ -433,30 +433,37 @@ impl Receiver {
                 }
             }
         }
-        // Acknowledged once saved: a crash before that gets the batch again.
+        // Acknowledged once saved: a crash before that gets the batch again. The wait
+        // runs beside the next batch (the stream holds at most its ack-pending limit
+        // unacknowledged), so reading and saving overlap.
         let (saved, answer) = oneshot::channel();
         if self.decisions.send(Decided::Saved(saved)).await.is_err() {
             return false;
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            r = answer => if r.is_err() {
-                // Not saved (the store refused): the manager keeps and retries those
-                // bans; the messages come again after the ack wait.
-                return true;
-            }
-        }
-        // The acknowledgements go out together; each waits for the server's word.
-        let acks = batch
+        let deliveries: Vec<nats::Delivery> = batch
             .into_iter()
             .zip(later)
             .filter(|(_, later)| !later)
-            .map(|(delivery, _)| delivery.ack());
-        for result in futures_util::future::join_all(acks).await {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "fleet: acknowledgement lost (the message comes again)");
+            .map(|(delivery, _)| delivery)
+            .collect();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = answer => if r.is_err() {
+                    // Not saved (the store refused): the manager keeps and retries
+                    // those bans; the messages come again after the ack wait.
+                    return;
+                }
             }
-        }
+            // The acknowledgements go out together; each waits for the server's word.
+            let acks = deliveries.into_iter().map(nats::Delivery::ack);
+            for result in futures_util::future::join_all(acks).await {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "fleet: acknowledgement lost (the message comes again)");
+                }
+            }
+        });
         true
     }
 }
