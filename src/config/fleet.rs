@@ -206,22 +206,20 @@ impl Loader {
             errors.push(Diagnostic::file(file, "[fleet] `password` needs `user`"));
         }
         self.errors.extend(errors);
-        let replicas = raw
-            .replicas
-            .and_then(|r| self.int_in(&r, 1..=5, "[fleet] replicas", file, text))
-            .map_or(1, |r| r as usize);
-        let max_prefix_v4 = raw
-            .max_prefix_v4
-            .and_then(|r| self.int_in(&r, 1..=32, "[fleet] max_prefix_v4", file, text))
-            .map_or(24, |r| r as u8);
-        let max_prefix_v6 = raw
-            .max_prefix_v6
-            .and_then(|r| self.int_in(&r, 1..=128, "[fleet] max_prefix_v6", file, text))
-            .map_or(48, |r| r as u8);
-        let rate_per_origin = raw
-            .rate_per_origin
-            .and_then(|r| self.int_in(&r, 1..=1_000_000, "[fleet] rate_per_origin", file, text))
-            .map_or(60_000, |r| r as u32);
+        let mut int = |v: &Option<Spanned<i64>>, range, what: &str, default: i64| {
+            v.as_ref()
+                .and_then(|r| self.int_in(r, range, &format!("[fleet] {what}"), file, text))
+                .unwrap_or(default)
+        };
+        let replicas = int(&raw.replicas, 1..=5, "replicas", 1) as usize;
+        let max_prefix_v4 = int(&raw.max_prefix_v4, 1..=32, "max_prefix_v4", 24) as u8;
+        let max_prefix_v6 = int(&raw.max_prefix_v6, 1..=128, "max_prefix_v6", 48) as u8;
+        let rate_per_origin = int(
+            &raw.rate_per_origin,
+            1..=1_000_000,
+            "rate_per_origin",
+            60_000,
+        ) as u32;
         (self.errors.len() == before).then(|| FleetConfig {
             servers,
             host,

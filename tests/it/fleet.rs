@@ -147,20 +147,24 @@ fn fleet_of_three(net: &Net, b_jail_extra: &str) -> (Nats, Vec<Host>) {
             Host::new(name, net.ns(i + 1), extra)
         })
         .collect();
-    let servers = vec![nats.url()];
-    for i in 0..3 {
+    start_trusting_each_other(&mut hosts, &[nats.url()], "");
+    (nats, hosts)
+}
+
+/// Each host trusts every other one; then all start.
+fn start_trusting_each_other(hosts: &mut [Host], servers: &[String], extra: &str) {
+    for i in 0..hosts.len() {
         let peers: Vec<&Host> = hosts
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
             .map(|(_, h)| h)
             .collect();
-        hosts[i].join(&servers, &peers, "");
+        hosts[i].join(servers, &peers, extra);
     }
-    for h in &mut hosts {
+    for h in hosts {
         h.start();
     }
-    (nats, hosts)
 }
 
 #[test]
@@ -354,18 +358,7 @@ fn a_three_node_jetstream_cluster_loses_nothing_when_a_node_dies() {
         .enumerate()
         .map(|(i, name)| Host::new(name, net.ns(i + 3), ""))
         .collect();
-    for i in 0..3 {
-        let peers: Vec<&Host> = hosts
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, h)| h)
-            .collect();
-        hosts[i].join(&servers, &peers, "replicas = 3");
-    }
-    for h in &mut hosts {
-        h.start();
-    }
+    start_trusting_each_other(&mut hosts, &servers, "replicas = 3");
     wait_for(Duration::from_secs(30), "every host connected", || {
         hosts.iter().all(|h| h.fleet()["connected"] == true)
     });
