@@ -275,7 +275,11 @@ async fn connect_options(opts: &NatsOptions, name: &str) -> Result<ConnectOption
 
 fn connect_reason(e: &async_nats::ConnectError) -> String {
     use async_nats::ConnectErrorKind as K;
+    let text = e.to_string();
+    // rustls' refusals come as I/O errors: say TLS, not "is it running".
+    let tls = text.contains("certificate") || text.contains("TLS") || text.contains("tls");
     let hint = match e.kind() {
+        _ if tls => " (TLS: check the CA, the client certificate and key, and the name or address the server's certificate is for)",
         K::AuthorizationViolation | K::Authentication => {
             " (check the fleet's NATS user, password, token, nkey or credentials)"
         }
@@ -284,7 +288,7 @@ fn connect_reason(e: &async_nats::ConnectError) -> String {
         K::Io => " (is nats-server running and listening there?)",
         _ => "",
     };
-    format!("{e}{hint}")
+    format!("{text}{hint}")
 }
 
 /// Why a JetStream API call failed, with what an operator can do about the common cases.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use gaoler::fleet::nats::{connect, Link, NatsError, NatsOptions};
 
-use crate::support::{Nats, NatsCluster, Net};
+use crate::support::{free_port, loopback_base, Nats, NatsCluster, Net};
 
 fn options(servers: Vec<String>) -> NatsOptions {
     NatsOptions {
@@ -487,4 +487,147 @@ async fn leader_other_than(url: &str, not: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A CA, a server certificate for `ip` and a client certificate, made with openssl in
+/// `dir`: (ca, server cert, server key, client cert, client key).
+fn certificates(dir: &std::path::Path, ip: &str) -> [std::path::PathBuf; 5] {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gaoler test CA",
+    ]);
+    for (name, ext) in [
+        (
+            "server",
+            format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth"),
+        ),
+        ("client", "extendedKeyUsage=clientAuth".to_string()),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+    [
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ]
+    .map(|f| dir.join(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_connects_and_a_wrong_ca_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let addr = format!("{}.1", loopback_base());
+    let port = free_port(&addr);
+    let [ca, cert, key, client_cert, client_key] = certificates(dir.path(), &addr);
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let (cert, key, ca_s) = (s(&cert), s(&key), s(&ca));
+    let nats = Nats::start_at_with(
+        None,
+        &addr,
+        port,
+        &[
+            "--tls",
+            "--tlscert",
+            &cert,
+            "--tlskey",
+            &key,
+            "--tlsverify",
+            "--tlscacert",
+            &ca_s,
+        ],
+    );
+    let url = nats.url().replace("nats://", "tls://");
+    let opts = NatsOptions {
+        tls_ca: Some(ca.clone()),
+        tls_cert: Some(client_cert.clone()),
+        tls_key: Some(client_key.clone()),
+        ..options(vec![url.clone()])
+    };
+    let link = connect(&opts, "web-1")
+        .await
+        .expect("TLS with a client certificate");
+    link.ensure_stream().await.expect("stream");
+    link.publish("t1", b"ban".to_vec())
+        .await
+        .expect("publish over TLS");
+    // Without the client certificate the server refuses; with another CA the client does.
+    let no_cert = NatsOptions {
+        tls_ca: Some(ca),
+        ..options(vec![url.clone()])
+    };
+    assert!(
+        connect(&no_cert, "web-1").await.is_err(),
+        "no client certificate"
+    );
+    let other = tempfile::tempdir().expect("dir");
+    let [other_ca, ..] = certificates(other.path(), &addr);
+    let wrong = NatsOptions {
+        tls_ca: Some(other_ca),
+        tls_cert: Some(client_cert),
+        tls_key: Some(client_key),
+        ..options(vec![url])
+    };
+    let err = connect(&wrong, "web-1")
+        .await
+        .err()
+        .expect("untrusted server");
+    assert!(err.to_string().contains("TLS"), "{err}");
 }

@@ -601,7 +601,7 @@ pub fn ensure_nats_server() {
 
 /// A loopback address of its own for each call in this test process (127.X.Y.1..3 are
 /// the cluster's nodes), so tests running at once never share address and port.
-fn loopback_base() -> String {
+pub fn loopback_base() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     format!(
@@ -612,7 +612,7 @@ fn loopback_base() -> String {
 }
 
 /// A TCP port nobody listens on at `addr` right now (in the caller's namespace).
-fn free_port(addr: &str) -> u16 {
+pub fn free_port(addr: &str) -> u16 {
     let l = TcpListener::bind((addr, 0)).expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
@@ -701,7 +701,7 @@ impl Nats {
         Nats::start_at_with(netns, addr, port, &[])
     }
 
-    fn start_at_with(netns: Option<&str>, addr: &str, port: u16, extra: &[&str]) -> Nats {
+    pub fn start_at_with(netns: Option<&str>, addr: &str, port: u16, extra: &[&str]) -> Nats {
         ensure_nats_server();
         let mut n = Nats {
             netns: netns.map(str::to_string),
