@@ -14,6 +14,7 @@
 //! - `store`    trait `BanStore`; sled implementation of it and of `source::Positions`
 //! - `stats`    counters shared for `ctl status` / `ctl stats` / `/metrics`
 //! - `metrics`  `[metrics] listen`: Prometheus text format over a tiny HTTP server
+//! - `fleet`    `[fleet]`: bans shared with other hosts over NATS JetStream, signed
 //! - `ipc`      ctl protocol: versioned requests/responses, framing, server, client
 //! - `ctl`      the `ctl` subcommands' output: tables and JSON
 //! - `daemon`   `run(config, edges, shutdown)`: the only place that wires stages together
