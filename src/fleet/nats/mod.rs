@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream, ErrorCode};
 use async_nats::{Client, ConnectOptions, ServerAddr};
-use futures_util::StreamExt;
+
+mod consumer;
+pub use consumer::{Consumer, Delivery};
 
 /// How long one connection attempt to one server may take (TCP, TLS, INFO/CONNECT).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,8 +24,6 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a delivered message may stay unacknowledged before it is delivered again.
 const ACK_WAIT: Duration = Duration::from_secs(10);
-/// How long a batch waits for the next message once one came.
-const LINGER: Duration = Duration::from_millis(1);
 /// The most messages delivered and not yet acknowledged, per consumer.
 const MAX_ACK_PENDING: i64 = 20_000;
 
@@ -628,147 +628,6 @@ fn publish_reason(e: &jetstream::context::PublishError) -> String {
         K::StreamNotFound => format!("{e} (no stream takes this subject: was it deleted?)"),
         K::TimedOut => no_ack(),
         _ => e.to_string(),
-    }
-}
-
-/// A durable pull consumer.
-pub struct Consumer {
-    inner: jetstream::consumer::Consumer<pull::Config>,
-    /// The pull stream, kept between batches: the server sends a message as soon as
-    /// it is stored, and a batch hands out what has come.
-    messages: Option<pull::Stream>,
-    client: Client,
-    stream: String,
-    durable: String,
-}
-
-/// One delivered message; `ack` it once it is applied, or it comes again after the
-/// ack wait (10 s).
-pub struct Delivery {
-    pub payload: Vec<u8>,
-    /// Its sequence in the stream.
-    pub sequence: u64,
-    message: jetstream::Message,
-    stream: String,
-    durable: String,
-}
-
-impl Consumer {
-    fn fail(&self, reason: String) -> NatsError {
-        NatsError::Consume {
-            stream: self.stream.clone(),
-            durable: self.durable.clone(),
-            reason,
-        }
-    }
-
-    /// The consumer's name on the server.
-    pub fn name(&self) -> &str {
-        &self.durable
-    }
-
-    /// Up to `max` messages: waits at most `wait` for the first, then takes what has
-    /// come with it; an empty batch when nothing came. The pull stream stays open
-    /// between calls (the server delivers each message as soon as it is stored, so a
-    /// ban travels without waiting for a pull to expire); an error closes it, and the
-    /// next call opens it again.
-    pub async fn next_batch(
-        &mut self,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Delivery>, NatsError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            self.messages = None;
-            return Err(self.fail("not connected to NATS (reconnecting)".to_string()));
-        }
-        if self.messages.is_none() {
-            let stream = self
-                .inner
-                .stream()
-                .max_messages_per_batch(max)
-                .heartbeat(Duration::from_secs(2))
-                .expires(Duration::from_secs(5))
-                .messages()
-                .await
-                .map_err(|e| self.fail(format!("pull request: {e}")))?;
-            self.messages = Some(stream);
-        }
-        let mut out = Vec::new();
-        let first = match self.messages.as_mut() {
-            Some(stream) => tokio::time::timeout(wait, stream.next()).await,
-            None => return Ok(out),
-        };
-        match first {
-            Err(_) => return Ok(out),
-            Ok(Some(Ok(message))) => out.push(self.delivery(message)),
-            Ok(Some(Err(e))) => {
-                self.messages = None;
-                return Err(self.fail(format!("pull: {e}")));
-            }
-            Ok(None) => {
-                self.messages = None;
-                return Err(self.fail("the pull stream ended".to_string()));
-            }
-        }
-        // What comes within a millisecond of the one before joins the batch.
-        while out.len() < max {
-            let next = match self.messages.as_mut() {
-                Some(stream) => tokio::time::timeout(LINGER, stream.next()).await,
-                None => break,
-            };
-            match next {
-                Ok(Some(Ok(message))) => out.push(self.delivery(message)),
-                Ok(Some(Err(_)) | None) => {
-                    self.messages = None;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        Ok(out)
-    }
-
-    fn delivery(&self, message: jetstream::Message) -> Delivery {
-        let sequence = message.info().map_or(0, |i| i.stream_sequence);
-        Delivery {
-            payload: message.payload.to_vec(),
-            sequence,
-            message,
-            stream: self.stream.clone(),
-            durable: self.durable.clone(),
-        }
-    }
-
-    /// Messages in the stream this consumer has not acknowledged yet (its lag): those
-    /// not delivered, and those delivered (prefetched by the pull stream) and not
-    /// acknowledged.
-    pub async fn pending(&self) -> Result<u64, NatsError> {
-        let info = self.inner.get_info().await.map_err(|e| {
-            let code = match e.kind() {
-                jetstream::context::ConsumerInfoErrorKind::JetStream(j) => Some(j.error_code()),
-                _ => None,
-            };
-            self.fail(format!("consumer info: {}", api_reason(&e, code)))
-        })?;
-        Ok(info.num_pending + info.num_ack_pending as u64)
-    }
-}
-
-impl Delivery {
-    /// Acknowledges the message and waits for the server to confirm, so a confirmed
-    /// message is never delivered to this consumer again.
-    pub async fn ack(self) -> Result<(), NatsError> {
-        self.message
-            .double_ack()
-            .await
-            .map_err(|e| NatsError::Consume {
-                stream: self.stream,
-                durable: self.durable,
-                reason: format!("acknowledging message {}: {e}", self.sequence),
-            })
     }
 }
 
