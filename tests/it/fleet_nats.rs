@@ -213,9 +213,11 @@ async fn a_durable_consumer_resumes_after_its_last_acknowledged_message() {
     }
     let reader = connect(&opts, "web-1").await.expect("reconnect");
     let mut consumer = reader.consumer("web-1.example.org").await.expect("resume");
-    assert_eq!(consumer.pending().await.expect("pending"), 2, "the lag");
     // The first reader's last pull may have taken one of them into its closed
-    // connection: that one comes again after the ack wait, maybe after the other.
+    // connection: that one comes again after the ack wait, maybe after the other, and
+    // while the server moves it back the lag may count it twice for a moment.
+    let lag = consumer.pending().await.expect("pending");
+    assert!((2..=3).contains(&lag), "the lag: {lag}");
     let mut got = read_within(&mut consumer, 2, Duration::from_secs(20)).await;
     got.sort();
     assert_eq!(got, ["ban 4", "ban 5"]);
