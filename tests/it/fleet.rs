@@ -296,11 +296,11 @@ fn a_host_down_or_cut_off_catches_up_and_a_ban_before_kill_9_is_still_published(
     hosts[1].daemon.take();
     let first = ips("10.20", 1000);
     fail(&hosts[0], &first);
-    wait_for(Duration::from_secs(30), "A publishes 1,000", || {
+    wait_for(Duration::from_secs(60), "A publishes 1,000", || {
         count(&hosts[0].fleet(), "published") == 1000
     });
     hosts[1].start();
-    wait_for(Duration::from_secs(30), "B catches up", || {
+    wait_for(Duration::from_secs(60), "B catches up", || {
         hosts[1].banned().len() == 1000
     });
     assert_eq!(hosts[1].kernel().len(), 1000);

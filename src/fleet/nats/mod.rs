@@ -531,8 +531,10 @@ impl Link {
                 }
             }
         }
+        // A big batch on a busy machine gets a little longer (a second per thousand).
+        let limit = PUBLISH_TIMEOUT + Duration::from_millis(total as u64);
         let waited = tokio::time::timeout(
-            PUBLISH_TIMEOUT,
+            limit,
             futures_util::future::join_all(acks.into_iter().map(|a| async move { a.await })),
         )
         .await;
