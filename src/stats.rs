@@ -100,9 +100,18 @@ impl FleetCounters {
         }
     }
 
-    /// Every rejection, whatever the reason.
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().map(|c| c.load(Relaxed)).sum()
+    /// Messages not applied by reason: each of [`FLEET_REJECTIONS`], then
+    /// `refused_by_jail` (this host's jails refused them).
+    pub fn rejections(&self) -> Vec<(String, u64)> {
+        FLEET_REJECTIONS
+            .iter()
+            .zip(&self.rejected)
+            .map(|(label, n)| (label.to_string(), n.load(Relaxed)))
+            .chain([(
+                "refused_by_jail".to_string(),
+                self.refused_here.load(Relaxed),
+            )])
+            .collect()
     }
 }
 

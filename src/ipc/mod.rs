@@ -134,6 +134,27 @@ pub struct FleetReport {
     pub lag: u64,
 }
 
+impl FleetReport {
+    /// The fleet's counters as `ctl fleet` shows them.
+    pub fn of(f: &crate::stats::FleetCounters, enabled: bool) -> FleetReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        let rejected_by: std::collections::BTreeMap<String, u64> =
+            f.rejections().into_iter().collect();
+        FleetReport {
+            enabled,
+            connected: f.connected.load(Relaxed),
+            server: f.server.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            published: f.published.load(Relaxed),
+            received: f.received.load(Relaxed),
+            applied: f.applied.load(Relaxed),
+            rejected: rejected_by.values().sum(),
+            rejected_by,
+            outbox: f.outbox.load(Relaxed),
+            lag: f.lag.load(Relaxed),
+        }
+    }
+}
+
 /// `ctl stats --json`: totals since start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {

@@ -320,7 +320,7 @@ impl Handler {
                 sessions_evicted: self.stats.sessions_evicted.load(Relaxed),
                 lines_over_limit: self.stats.lines_over_limit.load(Relaxed),
             }),
-            Request::Fleet => Response::Fleet(fleet_report(&self.stats, self.fleet)),
+            Request::Fleet => Response::Fleet(FleetReport::of(&self.stats.fleet, self.fleet)),
             Request::LogLevel { level } => match self.logs.set_level(&level) {
                 Ok(()) => {
                     tracing::info!(level = %level.to_ascii_lowercase(), "log level changed by ctl");
@@ -482,30 +482,6 @@ impl Handler {
             },
             Err(_) => gone(),
         }
-    }
-}
-
-/// The fleet's counters as `ctl fleet` shows them.
-pub fn fleet_report(stats: &Stats, enabled: bool) -> FleetReport {
-    let f = &stats.fleet;
-    let mut rejected_by: std::collections::BTreeMap<String, u64> = crate::stats::FLEET_REJECTIONS
-        .iter()
-        .zip(&f.rejected)
-        .map(|(label, n)| (label.to_string(), n.load(Relaxed)))
-        .collect();
-    let by_jail = f.refused_here.load(Relaxed);
-    rejected_by.insert("refused_by_jail".into(), by_jail);
-    FleetReport {
-        enabled,
-        connected: f.connected.load(Relaxed),
-        server: f.server.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        published: f.published.load(Relaxed),
-        received: f.received.load(Relaxed),
-        applied: f.applied.load(Relaxed),
-        rejected: f.rejected_total() + by_jail,
-        rejected_by,
-        outbox: f.outbox.load(Relaxed),
-        lag: f.lag.load(Relaxed),
     }
 }
 

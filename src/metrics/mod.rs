@@ -234,19 +234,13 @@ fn fleet(out: &mut String, f: &crate::stats::FleetCounters) {
         "Other hosts' bans put in force here.",
         f.applied.load(Relaxed),
     );
-    let mut reasons: Vec<(String, u64)> = crate::stats::FLEET_REJECTIONS
-        .iter()
-        .zip(&f.rejected)
-        .map(|(r, n)| (r.to_string(), n.load(Relaxed)))
-        .collect();
-    reasons.push(("refused_by_jail".to_string(), f.refused_here.load(Relaxed)));
     labelled(
         out,
         "gaoler_fleet_rejected_total",
         "counter",
         "Messages from the fleet not applied, by reason.",
         "reason",
-        &reasons,
+        &f.rejections(),
     );
     scalar(
         out,

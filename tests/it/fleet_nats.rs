@@ -58,6 +58,15 @@ async fn publish_within(link: &Link, limit: Duration, id: &str, payload: &[u8]) 
     }
 }
 
+/// Publishes `ban N` with message id `mN` for each N of `range`.
+async fn publish_numbered(link: &Link, range: std::ops::RangeInclusive<u32>) {
+    for i in range {
+        link.publish(&format!("m{i}"), format!("ban {i}").into_bytes())
+            .await
+            .expect("publish");
+    }
+}
+
 /// Reads (and acknowledges) up to `max` messages, batch after batch, until a batch
 /// comes back empty.
 async fn payloads(c: &mut gaoler::fleet::nats::Consumer, max: usize) -> Vec<String> {
@@ -171,12 +180,7 @@ async fn a_durable_consumer_resumes_after_its_last_acknowledged_message() {
     let opts = options(vec![nats.url()]);
     let publisher = connect(&opts, "web-2").await.expect("connect");
     publisher.ensure_stream().await.expect("stream");
-    for i in 1..=3 {
-        publisher
-            .publish(&format!("m{i}"), format!("ban {i}").into_bytes())
-            .await
-            .expect("publish");
-    }
+    publish_numbered(&publisher, 1..=3).await;
 
     {
         let reader = connect(&opts, "web-1").await.expect("connect");
@@ -205,12 +209,7 @@ async fn a_durable_consumer_resumes_after_its_last_acknowledged_message() {
         );
     } // the reader's connection closes
 
-    for i in 4..=5 {
-        publisher
-            .publish(&format!("m{i}"), format!("ban {i}").into_bytes())
-            .await
-            .expect("publish");
-    }
+    publish_numbered(&publisher, 4..=5).await;
     let reader = connect(&opts, "web-1").await.expect("reconnect");
     let mut consumer = reader.consumer("web-1.example.org").await.expect("resume");
     // The first reader's last pull may have taken one of them into its closed
