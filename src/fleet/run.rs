@@ -416,9 +416,14 @@ impl Receiver {
         // A message over its origin's rate is not acknowledged: it comes again after
         // the ack wait, so the cap slows a flood down and loses nothing.
         let mut later = vec![false; batch.len()];
-        for (i, delivery) in batch.iter().enumerate() {
+        let verdicts = admission.check_all(
+            batch.iter().map(|d| d.payload.as_slice()),
+            now,
+            &self.ignore,
+        );
+        for (i, (delivery, verdict)) in batch.iter().zip(verdicts).enumerate() {
             self.stats.fleet.received.fetch_add(1, Relaxed);
-            match admission.check(&delivery.payload, now, &self.ignore) {
+            match verdict {
                 Ok(_) if !apply => {}
                 Ok(sealed) => {
                     if self.decisions.send(incoming(sealed)).await.is_err() {
