@@ -310,6 +310,8 @@ fn main() {
     wait_until(Duration::from_secs(120), "A bans the storm", || {
         a.fleet("published") >= (LATENCY_BANS + STORM) as u64
     });
+    let published_s = t0.elapsed().as_secs_f64();
+    let applied_then = b.fleet("applied") - before;
     wait_until(Duration::from_secs(300), "B applies the storm", || {
         b.fleet("applied") >= before + STORM as u64
     });
@@ -348,7 +350,7 @@ fn main() {
         pct(&local, 0.99)
     );
     println!(
-        "| storm: {STORM} offenders on A until all in force on B | {storm_s:.2} s = {:.0} bans/s |",
+        "| storm: {STORM} offenders on A until all in force on B | {storm_s:.2} s = {:.0} bans/s (A had published all at {published_s:.2} s, B applied {applied_then} by then) |",
         STORM as f64 / storm_s
     );
     println!(

@@ -1045,7 +1045,7 @@ fn announced(r: &Rig) -> Vec<crate::types::Announcement> {
     use crate::store::Outbox;
     let outbox = r.store.get().outbox.clone();
     outbox
-        .waiting(1000)
+        .waiting(0, 1000)
         .expect("outbox")
         .into_iter()
         .map(|(_, bytes)| serde_json::from_slice(&bytes).expect("announcement"))

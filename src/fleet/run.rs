@@ -136,6 +136,7 @@ impl Fleet {
             doorbell,
             stats: stats.clone(),
             gauged: tokio::time::Instant::now(),
+            in_flight: None,
         };
         let consumer = Receiver {
             host,
@@ -242,6 +243,9 @@ struct Publisher {
     stats: Arc<Stats>,
     /// When the outbox's depth was last measured.
     gauged: tokio::time::Instant,
+    /// The batch sent last round, until it is settled; dropped at a reconnect (its
+    /// entries are still in the outbox).
+    in_flight: Option<InFlight>,
 }
 
 impl Publisher {
@@ -253,6 +257,7 @@ impl Publisher {
         'connect: while let Some(link) =
             link(&self.nats, &name, &self.stats, &shutdown, &depth).await
         {
+            self.in_flight = None;
             self.stats.fleet.connected.store(true, Relaxed);
             *self
                 .stats
@@ -285,24 +290,33 @@ impl Publisher {
         }
     }
 
-    /// Publishes what waits in the outbox (a batch); true when there may be more.
+    /// Publishes what waits in the outbox (a batch); true when there may be more. The
+    /// batch is sent before the one sent last round is settled (its acknowledgements
+    /// awaited, its entries forgotten), so the server stores one batch while this host
+    /// reads and signs the next; the last batch is settled before it returns false.
     async fn round(&mut self, link: &Link) -> Result<bool, nats::NatsError> {
-        let waiting = match self.outbox.waiting(PUBLISH_BATCH) {
+        let from = self
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.seqs.last())
+            .map_or(0, |last| last + 1);
+        let waiting = match self.outbox.waiting(from, PUBLISH_BATCH) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "fleet: cannot read the outbox");
-                return Ok(false);
+                Vec::new()
             }
         };
         let full = waiting.len() == PUBLISH_BATCH;
         let mut seqs = Vec::with_capacity(waiting.len());
         let mut messages = Vec::with_capacity(waiting.len());
+        let mut unreadable = Vec::new();
         for (seq, bytes) in waiting {
             let announcement: Announcement = match serde_json::from_slice(&bytes) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(seq, error = %e, "fleet: an outbox entry cannot be read; dropped");
-                    let _ = self.outbox.published(seq);
+                    unreadable.push(seq);
                     continue;
                 }
             };
@@ -310,32 +324,65 @@ impl Publisher {
             seqs.push(seq);
             messages.push((decision.msg_id(), wire::seal(&decision, &self.key)));
         }
-        // In order, acknowledged together; what failed stays for the next round (a
-        // second publish of what did land is a duplicate the stream drops).
-        let results = link.publish_many(messages).await;
-        let mut failed = None;
-        for (seq, result) in seqs.into_iter().zip(results) {
-            match result {
-                Ok(_) => {
-                    if let Err(e) = self.outbox.published(seq) {
-                        tracing::warn!(seq, error = %e, "fleet: cannot remove a published outbox entry (it will be published again, as a duplicate)");
-                    }
-                    self.stats.fleet.published.fetch_add(1, Relaxed);
-                }
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
+        let sent = if messages.is_empty() {
+            None
+        } else {
+            Some(InFlight {
+                seqs,
+                sent: link.send_many(messages).await,
+            })
+        };
+        let previous = std::mem::replace(&mut self.in_flight, sent);
+        let mut settled = self.settle(previous, unreadable).await;
+        if !full && settled.is_ok() {
+            let last = self.in_flight.take();
+            settled = self.settle(last, Vec::new()).await;
         }
         if !full || self.gauged.elapsed() >= GAUGE_EVERY {
             self.gauged = tokio::time::Instant::now();
             self.stats.fleet.outbox.store(self.outbox.depth(), Relaxed);
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(full),
-        }
+        settled.map(|()| full)
     }
+
+    /// Waits for a sent batch's acknowledgements and forgets, in one write, what the
+    /// stream took and the `unreadable` entries. What failed stays for the next round
+    /// after a reconnect (a second publish of what did land is a duplicate the stream
+    /// drops).
+    async fn settle(
+        &mut self,
+        batch: Option<InFlight>,
+        mut done: Vec<u64>,
+    ) -> Result<(), nats::NatsError> {
+        let mut failed = None;
+        let mut published = 0;
+        if let Some(InFlight { seqs, sent }) = batch {
+            for (seq, result) in seqs.into_iter().zip(sent.acknowledged().await) {
+                match result {
+                    Ok(_) => {
+                        done.push(seq);
+                        published += 1;
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if !done.is_empty() {
+            if let Err(e) = self.outbox.published(&done) {
+                tracing::warn!(error = %e, "fleet: cannot forget published outbox entries (they will be published again, as duplicates)");
+            }
+        }
+        self.stats.fleet.published.fetch_add(published, Relaxed);
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// A batch of outbox entries sent, its acknowledgements still to come.
+struct InFlight {
+    seqs: Vec<u64>,
+    sent: nats::Sent,
 }
 
 struct Receiver {
@@ -461,12 +508,9 @@ impl Receiver {
                     return;
                 }
             }
-            // The acknowledgements go out together; each waits for the server's word.
-            let acks = deliveries.into_iter().map(nats::Delivery::ack);
-            for result in futures_util::future::join_all(acks).await {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "fleet: acknowledgement lost (the message comes again)");
-                }
+            // The acknowledgements go out together, confirmed by one round trip.
+            if let Err(e) = nats::acknowledge(deliveries).await {
+                tracing::debug!(error = %e, "fleet: acknowledgements lost (their messages come again)");
             }
         });
         true

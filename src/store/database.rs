@@ -139,10 +139,18 @@ impl Database {
         doing: &'static str,
         f: impl FnOnce(&Handles) -> sled::Result<R>,
     ) -> Result<R, StoreError> {
+        self.ready()?;
+        self.with(doing, f)
+    }
+
+    /// Reopens the database if a write failed before. A commit calls this before it
+    /// counts: a failed write may have left in sled's memory what never reached the
+    /// disk, and a count taken before the reopen would outlive it.
+    pub(super) fn ready(&self) -> Result<(), StoreError> {
         if self.broken.load(Ordering::Acquire) {
             self.reopen()?;
         }
-        self.with(doing, f)
+        Ok(())
     }
 
     /// The handles, opening the database first if a reopen failed before.
@@ -255,13 +263,16 @@ impl Database {
     }
 
     /// After a reopen: the database is counted again before the next commit and
-    /// must hold what it held, or it lost records on the way (a torn write).
+    /// must hold what the ledger says (the count before or after the commit that
+    /// failed, as a restart would check), or it lost records on the way (a torn write).
     pub(super) fn recount(&self) {
         if let Some(n) = self.count.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            *self.expected.lock().unwrap_or_else(|p| p.into_inner()) = Some(Counts {
-                before: n,
-                after: n,
-            });
+            let recorded = *self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            *self.expected.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(recorded.unwrap_or(Counts {
+                    before: n,
+                    after: n,
+                }));
         }
     }
 

@@ -154,18 +154,21 @@ impl MemoryOutbox {
 }
 
 impl Outbox for MemoryOutbox {
-    fn waiting(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn waiting(&self, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(self
             .entries()
             .waiting
-            .iter()
+            .range(from..)
             .take(max)
             .map(|(k, v)| (*k, v.clone()))
             .collect())
     }
 
-    fn published(&self, seq: u64) -> Result<(), StoreError> {
-        self.entries().waiting.remove(&seq);
+    fn published(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut entries = self.entries();
+        for seq in seqs {
+            entries.waiting.remove(seq);
+        }
         Ok(())
     }
 

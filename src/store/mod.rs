@@ -40,10 +40,11 @@ pub enum StoreChange {
 /// oldest first. The ban manager adds to it (`StoreChange::Publish`, in its commits);
 /// the publisher reads it and removes what the message engine acknowledged.
 pub trait Outbox: Send + Sync {
-    /// Up to `max` waiting entries, oldest first, with their sequence numbers.
-    fn waiting(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
-    /// The entry `seq` was published: forget it.
-    fn published(&self, seq: u64) -> Result<(), StoreError>;
+    /// Up to `max` waiting entries numbered `from` or later, oldest first, with their
+    /// sequence numbers (`from` 0: from the oldest).
+    fn waiting(&self, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// These entries were published (or cannot be): forget them, in one write.
+    fn published(&self, seqs: &[u64]) -> Result<(), StoreError>;
     /// How many entries wait.
     fn depth(&self) -> u64;
 }

@@ -66,6 +66,14 @@ impl SledStore {
         }
     }
 
+    /// As after a write that failed (tests): the next commit reopens the database.
+    #[cfg(test)]
+    pub(super) fn mark_broken(&self) {
+        self.db
+            .broken
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Runs `f` on the raw handles (tests).
     #[cfg(test)]
     pub(super) fn raw<R>(&self, f: impl FnOnce(&Handles) -> R) -> R {
@@ -245,6 +253,7 @@ impl BanStore for SledStore {
             batch.insert(recent_key(&target), to_json(&rec)?);
         }
         // The ledger first: a crash after it leaves the count before or after this.
+        self.db.ready()?;
         let before = self.db.count()?;
         let after = if ban_keys.is_empty() {
             before
@@ -378,10 +387,11 @@ pub struct SledOutbox {
 }
 
 impl Outbox for SledOutbox {
-    fn waiting(&self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn waiting(&self, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.db.with("reading the fleet outbox", |h| {
             h.tree
-                .scan_prefix(b"o/")
+                .range(outbox_key(from)..)
+                .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(b"o/")))
                 .take(max)
                 .map(|item| {
                     let (key, value) = item?;
@@ -395,10 +405,14 @@ impl Outbox for SledOutbox {
         })
     }
 
-    fn published(&self, seq: u64) -> Result<(), StoreError> {
-        // Not flushed: a crash may publish it again, which the message id dedups.
-        self.db.with("removing a published outbox entry", |h| {
-            h.tree.remove(outbox_key(seq)).map(|_| ())
+    fn published(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        // Not flushed: a crash may publish them again, which the message ids dedup.
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(outbox_key(*seq));
+        }
+        self.db.with("removing published outbox entries", move |h| {
+            h.tree.apply_batch(batch)
         })
     }
 

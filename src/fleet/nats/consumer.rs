@@ -143,13 +143,28 @@ impl Delivery {
     /// Acknowledges the message and waits for the server to confirm, so a confirmed
     /// message is never delivered to this consumer again.
     pub async fn ack(self) -> Result<(), NatsError> {
-        self.message
-            .double_ack()
-            .await
-            .map_err(|e| NatsError::Consume {
-                stream: self.stream,
-                durable: self.durable,
-                reason: format!("acknowledging message {}: {e}", self.sequence),
-            })
+        acknowledge(vec![self]).await
     }
+
+    fn failed(&self, e: impl std::fmt::Display) -> NatsError {
+        NatsError::Consume {
+            stream: self.stream.clone(),
+            durable: self.durable.clone(),
+            reason: format!("acknowledging message {}: {e}", self.sequence),
+        }
+    }
+}
+
+/// Acknowledges deliveries of one consumer, in order, and waits for the server to
+/// confirm them all with one round trip: each but the last is sent without asking
+/// for an answer, and the last asks. The server handles a connection's messages in
+/// order, so its answer to the last means it has taken every one before it.
+pub async fn acknowledge(deliveries: Vec<Delivery>) -> Result<(), NatsError> {
+    let Some((last, rest)) = deliveries.split_last() else {
+        return Ok(());
+    };
+    for d in rest {
+        d.message.ack().await.map_err(|e| d.failed(e))?;
+    }
+    last.message.double_ack().await.map_err(|e| last.failed(e))
 }

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer::pull, stream, ErrorCode};
 use async_nats::{Client, ConnectOptions, ServerAddr};
 
 mod consumer;
-pub use consumer::{Consumer, Delivery};
+pub use consumer::{acknowledge, Consumer, Delivery};
 
 /// How long one connection attempt to one server may take (TCP, TLS, INFO/CONNECT).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -505,57 +505,38 @@ impl Link {
         &self,
         messages: Vec<(String, Vec<u8>)>,
     ) -> Vec<Result<Published, NatsError>> {
-        let fail = |reason: String| NatsError::Publish {
+        self.send_many(messages).await.acknowledged().await
+    }
+
+    /// The first half of [`Link::publish_many`]: sends `messages` in order and returns
+    /// without waiting for the stream, so the caller can prepare the next batch while
+    /// the server stores this one.
+    pub async fn send_many(&self, messages: Vec<(String, Vec<u8>)>) -> Sent {
+        let total = messages.len();
+        let mut sent = Sent {
+            acks: Vec::with_capacity(total),
+            total,
+            refused: None,
             stream: self.stream.clone(),
             subject: self.subject.clone(),
-            reason,
         };
         if !self.is_connected() {
-            return messages
-                .iter()
-                .map(|_| Err(fail("not connected to NATS (reconnecting)".to_string())))
-                .collect();
+            sent.refused = Some("not connected to NATS (reconnecting)".to_string());
+            return sent;
         }
-        let total = messages.len();
-        let mut acks = Vec::with_capacity(total);
-        let mut refused = None;
         for (msg_id, payload) in messages {
             let message = jetstream::message::PublishMessage::build()
                 .payload(payload.into())
                 .message_id(&msg_id);
             match self.js.send_publish(self.subject.clone(), message).await {
-                Ok(ack) => acks.push(ack),
+                Ok(ack) => sent.acks.push(ack),
                 Err(e) => {
-                    refused = Some(publish_reason(&e));
+                    sent.refused = Some(publish_reason(&e));
                     break;
                 }
             }
         }
-        // A big batch on a busy machine gets a little longer (a second per thousand).
-        let limit = PUBLISH_TIMEOUT + Duration::from_millis(total as u64);
-        let waited = tokio::time::timeout(
-            limit,
-            futures_util::future::join_all(acks.into_iter().map(|a| async move { a.await })),
-        )
-        .await;
-        let mut out: Vec<Result<Published, NatsError>> = match waited {
-            Ok(results) => results
-                .into_iter()
-                .map(|r| {
-                    r.map(|ack| Published {
-                        sequence: ack.sequence,
-                        duplicate: ack.duplicate,
-                    })
-                    .map_err(|e| fail(publish_reason(&e)))
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        while out.len() < total {
-            let reason = refused.clone().unwrap_or_else(no_ack);
-            out.push(Err(fail(reason)));
-        }
-        out
+        sent
     }
 
     /// The durable pull consumer `durable_name(durable)` on the stream: delivers every
@@ -609,6 +590,60 @@ impl Link {
 }
 
 /// The stream's duplicate window: two minutes, but never longer than `max_age`.
+/// A batch sent by [`Link::send_many`], its acknowledgements still to come.
+pub struct Sent {
+    acks: Vec<jetstream::context::PublishAckFuture>,
+    total: usize,
+    /// Why the send stopped early, if it did.
+    refused: Option<String>,
+    stream: String,
+    subject: String,
+}
+
+impl Sent {
+    /// Waits for the acknowledgements: a result per message, in order; those not sent
+    /// fail with the reason the send stopped.
+    pub async fn acknowledged(self) -> Vec<Result<Published, NatsError>> {
+        let Sent {
+            acks,
+            total,
+            refused,
+            stream,
+            subject,
+        } = self;
+        let fail = |reason: String| NatsError::Publish {
+            stream: stream.clone(),
+            subject: subject.clone(),
+            reason,
+        };
+        // A big batch on a busy machine gets a little longer (a second per thousand).
+        let limit = PUBLISH_TIMEOUT + Duration::from_millis(total as u64);
+        let waited = tokio::time::timeout(
+            limit,
+            futures_util::future::join_all(acks.into_iter().map(|a| async move { a.await })),
+        )
+        .await;
+        let mut out: Vec<Result<Published, NatsError>> = match waited {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    r.map(|ack| Published {
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    })
+                    .map_err(|e| fail(publish_reason(&e)))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        while out.len() < total {
+            let reason = refused.clone().unwrap_or_else(no_ack);
+            out.push(Err(fail(reason)));
+        }
+        out
+    }
+}
+
 fn duplicate_window(max_age: Duration) -> Duration {
     if max_age.is_zero() {
         DUPLICATE_WINDOW
