@@ -632,3 +632,169 @@ async fn tls_with_a_client_certificate_connects_and_a_wrong_ca_is_refused_clearl
         .expect("untrusted server");
     assert!(err.to_string().contains("TLS"), "{err}");
 }
+
+/// A NATS key pair of `kind`, fixed by `n` (tests only).
+fn nkey(kind: nkeys::KeyPairType, n: u8) -> nkeys::KeyPair {
+    nkeys::KeyPair::new_from_raw(kind, [n; 32]).expect("nkey")
+}
+
+/// A NATS JWT (`alg: ed25519-nkey`) for `subject`, issued and signed by `issuer`,
+/// with `nats` as its NATS claims: what `nsc` writes, made by hand.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{subject}"),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let sig = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// A creds file as `nsc` writes it: the user's JWT and its seed.
+fn creds(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey_and_creds_file_logins_work_and_a_stranger_is_refused() {
+    use nkeys::KeyPairType::{Account, Operator, User};
+    let dir = tempfile::tempdir().expect("dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+
+    // nkey: the server knows the user's public key; the client signs its nonce.
+    let user = nkey(User, 1);
+    let conf = write(
+        "nkey.conf",
+        &format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            user.public_key()
+        ),
+    );
+    let nats = Nats::start_with(&["-c", &conf.to_string_lossy()]);
+    let seed = write("user.nk", &user.seed().expect("seed"));
+    let opts = NatsOptions {
+        nkey_seed_file: Some(seed),
+        ..options(vec![nats.url()])
+    };
+    let link = connect(&opts, "web-1").await.expect("nkey login");
+    link.ensure_stream().await.expect("stream");
+    link.publish("n1", b"ban".to_vec()).await.expect("publish");
+    let stranger = write("stranger.nk", &nkey(User, 2).seed().expect("seed"));
+    let refused = NatsOptions {
+        nkey_seed_file: Some(stranger),
+        ..options(vec![nats.url()])
+    };
+    let err = connect(&refused, "web-1").await.err().expect("refused");
+    assert!(matches!(err, NatsError::Connect { .. }), "{err}");
+    let missing = NatsOptions {
+        nkey_seed_file: Some(dir.path().join("none.nk")),
+        ..options(vec![nats.url()])
+    };
+    let err = connect(&missing, "web-1").await.err().expect("no file");
+    assert!(err.to_string().contains("none.nk"), "{err}");
+
+    // A creds file: an operator, its account (JetStream allowed) and a user of it,
+    // the server resolving the account from memory.
+    let operator = nkey(Operator, 3);
+    let account = nkey(Account, 4);
+    let member = nkey(User, 5);
+    let system = nkey(Account, 7);
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "gaoler-test",
+        serde_json::json!({
+            "system_account": system.public_key(),
+            "type": "operator",
+            "version": 2
+        }),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "fleet",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            },
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2
+        }),
+    );
+    let user_claims = serde_json::json!({
+        "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+        "type": "user", "version": 2
+    });
+    let member_jwt = nats_jwt(
+        &account,
+        &member.public_key(),
+        "gaoler",
+        user_claims.clone(),
+    );
+    let conf = write(
+        "operator.conf",
+        &format!(
+            "operator: {operator_jwt}\nsystem_account: {0}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {0}: {system_jwt}\n  {1}: {account_jwt}\n}}\n",
+            system.public_key(),
+            account.public_key()
+        ),
+    );
+    let nats = Nats::start_with(&["-c", &conf.to_string_lossy()]);
+    assert!(
+        connect(&options(vec![nats.url()]), "web-1").await.is_err(),
+        "no credentials at all"
+    );
+    let file = write(
+        "fleet.creds",
+        &creds(&member_jwt, &member.seed().expect("seed")),
+    );
+    let opts = NatsOptions {
+        creds_file: Some(file),
+        ..options(vec![nats.url()])
+    };
+    let link = connect(&opts, "web-1").await.expect("creds login");
+    link.ensure_stream().await.expect("stream in the account");
+    link.publish("c1", b"ban".to_vec()).await.expect("publish");
+    let mut consumer = link.consumer("web-1").await.expect("consumer");
+    assert_eq!(payloads(&mut consumer, 10).await, ["ban"]);
+    // A user signed by an account the operator never issued is refused.
+    let rogue = nkey(Account, 6);
+    let rogue_jwt = nats_jwt(&rogue, &member.public_key(), "gaoler", user_claims);
+    let file = write(
+        "rogue.creds",
+        &creds(&rogue_jwt, &member.seed().expect("seed")),
+    );
+    let refused = NatsOptions {
+        creds_file: Some(file),
+        ..options(vec![nats.url()])
+    };
+    let err = connect(&refused, "web-1").await.err().expect("refused");
+    assert!(matches!(err, NatsError::Connect { .. }), "{err}");
+}
