@@ -12,8 +12,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+mod netns;
+#[allow(dead_code)]
+mod runbin;
+use netns::Netns;
+use runbin::bin;
 
 use gaoler::store::{BanStore, SledStore, StoreChange};
 use gaoler::types::Ban;
@@ -38,47 +45,6 @@ const BAN_SAMPLES: u32 = 20;
 const SLOW: Duration = Duration::from_secs(5);
 const BANS: u32 = 50_000;
 const LAZY_CLIENTS: usize = 200;
-
-/// The gaoler binary measured: this build's, or `GAOLER_BENCH_BIN`.
-fn bin() -> String {
-    std::env::var("GAOLER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gaoler").to_string())
-}
-
-/// A network namespace, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("gbc-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add failed: run as root");
-        Netns(name)
-    }
-
-    /// Whether `ip` is an element of set `sshd-v4`.
-    fn has(&self, ip: &str) -> bool {
-        Command::new("ip")
-            .args([
-                "netns", "exec", &self.0, "nft", "get", "element", "inet", "gctl",
-            ])
-            .args(["sshd-v4", &format!("{{ {ip} }}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
 
 /// A daemon on a temporary config directory, killed when dropped.
 struct Daemon {
@@ -182,7 +148,7 @@ fn offender(i: u32) -> String {
 /// Line written to element in nftables, `BAN_SAMPLES` new offenders one at a time,
 /// with `held` idle ctl connections open; stops at the first ban slower than `SLOW`.
 fn ban_latency(held: usize) -> (Vec<Duration>, usize) {
-    let ns = Netns::new();
+    let ns = Netns::new("gbc");
     let d = Daemon::start("nftables", Some(&ns), |_| {});
     let idle: Vec<UnixStream> = (0..held)
         .filter_map(|_| UnixStream::connect(d.socket()).ok())
@@ -202,7 +168,15 @@ fn ban_latency(held: usize) -> (Vec<Duration>, usize) {
         d.append(&format!(
             "{stamp} h sshd[1]: Failed password for root from {ip} port 22 ssh2\n"
         ));
-        while !ns.has(&ip) && t0.elapsed() < Duration::from_secs(120) {
+        while !ns.nft_ok(&[
+            "get",
+            "element",
+            "inet",
+            "gctl",
+            "sshd-v4",
+            &format!("{{ {ip} }}"),
+        ]) && t0.elapsed() < Duration::from_secs(120)
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         took.push(t0.elapsed());

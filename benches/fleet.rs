@@ -11,7 +11,10 @@
 //! Run: `cargo bench --bench fleet` (numbers go to BENCHMARKS.md).
 
 #[allow(dead_code)]
+mod netns;
+#[allow(dead_code)]
 mod runbin;
+use netns::Netns;
 use runbin::bin;
 
 use std::io::Write;
@@ -21,45 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 const LATENCY_BANS: usize = 1_000;
 const STORM: usize = 100_000;
-
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("gbf-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "needs root (ip netns add)");
-        let ns = Netns(name);
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-    fn run(&self, args: &[&str]) {
-        let ok = self.cmd(args).status().is_ok_and(|s| s.success());
-        assert!(ok, "{args:?}");
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "pids", &self.0])
-            .output()
-            .map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            });
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 struct Host {
     dir: PathBuf,
@@ -239,7 +203,7 @@ fn main() {
         return;
     }
     let root = tempfile::tempdir().expect("tempdir");
-    let ns = Netns::new();
+    let ns = Netns::new("gbf");
     let store = root.path().join("nats");
     let mut nats = ns
         .cmd(&[

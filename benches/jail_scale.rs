@@ -6,15 +6,17 @@
 //! `cargo bench --bench jail_scale`; `GAOLER_BENCH_BIN=/path/to/gaoler` measures
 //! another build (BENCHMARKS.md compares this tree with the one before it).
 
+#[allow(dead_code)]
+mod netns;
 mod runbin;
+use netns::Netns;
 use runbin::{bin, list, median};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const JAILS: u32 = 10_000;
@@ -28,56 +30,6 @@ const BANNED_JAILS: u32 = 1_000;
 /// TCP connections timed through the table.
 const CONNECTIONS: u32 = 300;
 const TABLE: &str = "gjails";
-
-/// A network namespace with loopback up, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("gj-{}", std::process::id());
-        let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        assert!(ok(&["netns", "add", &name]), "needs root");
-        let ns = Netns(name);
-        assert!(ok(&["-n", &ns.0, "link", "set", "lo", "up"]));
-        ns
-    }
-
-    fn nft(&self, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(path).expect("netns handle");
-            // SAFETY: setns on this thread only, with a valid namespace fd.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns failed");
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
 
 /// A config directory with `JAILS` jails, jail `j<i>` on port 10000 + i, reading the
 /// shared `auth.log` or a log of its own.
@@ -179,7 +131,7 @@ fn ban(socket: &Path, jail: &str, ip: &str) -> bool {
 
 /// Seconds per TCP connection (connect, accept, close) over loopback to `port`.
 fn connection_cost(ns: &Netns, port: u16) -> f64 {
-    ns.run(move || {
+    ns.on_thread(move || {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = TcpListener::bind(addr).expect("listen");
         let t0 = Instant::now();
@@ -199,7 +151,7 @@ fn ip(i: u32) -> String {
 }
 
 fn main() {
-    let ns = Netns::new();
+    let ns = Netns::new("gj");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg: PathBuf = dir.path().to_path_buf();
     let socket = cfg.join("gaoler.sock");

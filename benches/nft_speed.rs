@@ -7,7 +7,10 @@
 //! running `gaoler ctl stats --json` every 50 ms. Run: `cargo bench --bench nft_speed`;
 //! `GAOLER_BENCH_BIN=/path/to/gaoler` measures another build with the same method.
 
+#[allow(dead_code)]
+mod netns;
 mod runbin;
+use netns::Netns;
 use runbin::{bin, list, median};
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,40 +22,6 @@ use std::time::{Duration, Instant};
 const N: u32 = 100_000;
 /// Rounds of the restore and of the raw `nft -f`, alternated; the medians are reported.
 const ROUNDS: usize = 3;
-
-/// A network namespace, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("gb-{}", std::process::id());
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .expect("ip")
-                .success(),
-            "needs root"
-        );
-        Netns(name)
-    }
-    fn nft(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .output()
-            .expect("nft");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
 
 fn config(dir: &Path, maxretry: u32) {
     config_with(dir, maxretry, "reconcile_interval = 0\n");
@@ -274,7 +243,7 @@ fn elements(ns: &Netns) -> usize {
 }
 
 fn main() {
-    let ns = Netns::new();
+    let ns = Netns::new("gb");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path();
     let socket = cfg.join("gaoler.sock");
