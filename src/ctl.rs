@@ -22,13 +22,15 @@ pub fn run(socket: &Path, group: Option<&str>, req: &Request, json: bool) -> i32
         }
     };
     if let Response::Error { usage, message } = &response {
-        eprintln!("gaoler ctl: {message}");
+        eprintln!("gaoler ctl: {}", crate::util::terminal_safe(message));
         return if *usage { 2 } else { 1 };
     }
+    // Text for a terminal: what a log line put in it (a user name, a host name) is
+    // escaped. JSON escapes control characters itself.
     let out = if json {
         render_json(&response)
     } else {
-        render_text(&response, Utc::now())
+        crate::util::terminal_safe(&render_text(&response, Utc::now())).into_owned()
     };
     print!("{out}");
     0

@@ -346,7 +346,11 @@ fn filter_test(
             0
         }
         Ok(report) => {
-            print!("{}", test_filter::render(&report, &filter));
+            // The matches quote log lines (user names): escaped for the terminal.
+            print!(
+                "{}",
+                gaoler::util::terminal_safe(&test_filter::render(&report, &filter))
+            );
             0
         }
         Err(e) => {

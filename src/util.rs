@@ -1,6 +1,6 @@
 //! Small helpers every stage uses: turning OS errors into words a user can act on,
 //! reading a configuration file safely, the host's own addresses (for
-//! `ignoreself`), and the open-files limit.
+//! `ignoreself`), the open-files limit, and text made safe for a terminal.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -13,6 +13,29 @@ pub const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
 /// Reads a configuration file: a regular file only, never more than
 /// [`MAX_CONFIG_FILE`] bytes. A pipe, a socket or a device (`/dev/zero`) is refused at
 /// once: opened without blocking, it is neither waited on nor read without end.
+/// `text` as it may be written to a terminal: every control character but the line
+/// break (C0, DEL, C1, so ESC and CSI too) and every bidirectional-text control is
+/// written as an escape (`\u{1b}`), so text from a log line (a user name, a host
+/// name) cannot move the cursor, recolour or rewrite what the operator sees.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn read_config_file(path: &Path) -> io::Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
@@ -145,6 +168,23 @@ pub fn host_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_safe_escapes_what_could_drive_a_terminal_and_keeps_line_breaks() {
+        assert!(matches!(
+            terminal_safe("plain text\nline two"),
+            std::borrow::Cow::Borrowed("plain text\nline two")
+        ));
+        assert_eq!(
+            terminal_safe("a\x1b[31mred\x07\x7f\u{9b}2J\tb\rc"),
+            "a\\u{1b}[31mred\\u{7}\\u{7f}\\u{9b}2J\\tb\\rc"
+        );
+        assert_eq!(
+            terminal_safe("user\u{202e}gpj.exe\u{2066}"),
+            "user\\u{202e}gpj.exe\\u{2066}"
+        );
+        assert_eq!(terminal_safe("naïve Zürich 東京"), "naïve Zürich 東京");
+    }
 
     #[test]
     fn the_soft_fd_limit_is_raised_to_the_hard_one() {

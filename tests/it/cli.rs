@@ -262,6 +262,35 @@ fn bans_survive_a_restart_with_the_log_backend_and_expired_ones_are_dropped() {
     assert!(bans[1]["expires_at"].is_null(), "permanent ban");
 }
 
+/// A user name is the attacker's text: an ANSI escape in it must not reach the
+/// operator's terminal as one.
+#[test]
+fn test_filter_escapes_control_characters_from_the_log() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let log = cfg.path().join("evil.log");
+    std::fs::write(
+        &log,
+        "Dec  5 04:00:00 host sshd[1]: Failed password for invalid user \x1b[2J\x1b[31mroot\u{9b}1m\u{202e}x from 192.0.2.9 port 22 ssh2\n",
+    )
+    .expect("log");
+    let out = gaoler(
+        cfg.path(),
+        &["test-filter", "sshd", log.to_str().expect("path")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("192.0.2.9"), "{shown}");
+    assert!(
+        shown.contains("user=\\u{1b}[2J\\u{1b}[31mroot\\u{9b}1m\\u{202e}x"),
+        "{shown}"
+    );
+    assert!(
+        !shown.chars().any(|c| c.is_control() && c != '\n'),
+        "{shown:?}"
+    );
+    assert!(!shown.contains('\u{202e}'), "{shown:?}");
+}
+
 #[test]
 fn test_filter_reports_in_the_stable_json_shape() {
     let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
