@@ -1,7 +1,9 @@
 //! Per-jail failure windows and ban decisions: an address (or prefix) that fails
-//! `maxretry` times within `findtime` is to be banned. Pure: every call takes `now`;
-//! no I/O, no tokio. Memory is bounded: at most `maxretry` timestamps per address, and
-//! at most `max_tracked` addresses over all jails (`jails.rs`: who is forgotten first).
+//! `maxretry` times within `findtime` is to be banned, with the log lines behind its
+//! failures as the ban's evidence. Pure: every call takes `now`; no I/O, no tokio.
+//! Memory is bounded: at most `maxretry` timestamps and lines (each at most
+//! [`LINE_MAX`] bytes) per address, at most `max_tracked` addresses over all jails
+//! (`jails.rs`: who is forgotten first), and at most `EVIDENCE_BUDGET` bytes of lines.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -15,6 +17,10 @@ mod saved;
 pub use jails::Jails;
 pub use saved::SavedWindows;
 
+/// The longest evidence line kept, in bytes; a longer one is cut (at a character
+/// boundary) and ends with `…`.
+pub const LINE_MAX: usize = 1024;
+
 /// A failure found by a filter, on its way to the jail that counts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -23,6 +29,22 @@ pub struct Failure {
     pub host: IpAddr,
     /// When the log line says it happened (`None`: now).
     pub time: Option<Timestamp>,
+    /// The log line, cut at [`LINE_MAX`] ([`evidence_line`]).
+    pub line: Option<Box<str>>,
+}
+
+/// `line` as evidence: UTF-8 (invalid bytes replaced), at most [`LINE_MAX`] bytes,
+/// cut at a character boundary with `…` when longer.
+pub fn evidence_line(line: &[u8]) -> Box<str> {
+    let head = &line[..line.len().min(LINE_MAX)];
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    if line.len() > LINE_MAX || text.len() > LINE_MAX {
+        while text.len() > LINE_MAX - '…'.len_utf8() {
+            text.pop();
+        }
+        text.push('…');
+    }
+    text.into_boxed_str()
 }
 
 /// The counting rules of one jail.
@@ -56,8 +78,14 @@ pub enum Outcome {
     Stale,
     /// Counted; `failures` within the window so far.
     Counted { target: Target, failures: u32 },
-    /// The threshold is reached: ban `target`. Its failures are forgotten.
-    Ban { target: Target, failures: u32 },
+    /// The threshold is reached: ban `target`, with the lines behind its failures
+    /// (oldest first; fewer than `failures` when some were not kept). Its failures
+    /// are forgotten.
+    Ban {
+        target: Target,
+        failures: u32,
+        matches: Vec<String>,
+    },
 }
 
 /// Failure times of one address in seconds since the epoch, oldest first; at most
@@ -160,6 +188,12 @@ struct Tracked {
 pub struct Jail {
     rules: Counting,
     window: HashMap<Target, Tracked>,
+    /// The lines behind tracked addresses' failures, with their times (seconds),
+    /// oldest first: at most `maxretry - 1` per address (the line that bans is the
+    /// last). Kept apart from `window`, whose entries stay small.
+    evidence: HashMap<Target, VecDeque<(u32, Box<str>)>>,
+    /// The bytes of the lines in `evidence`.
+    evidence_bytes: usize,
 }
 
 fn secs(t: Timestamp) -> u32 {
@@ -171,21 +205,26 @@ impl Jail {
         Jail {
             rules,
             window: HashMap::new(),
+            evidence: HashMap::new(),
+            evidence_bytes: 0,
         }
     }
 
     /// Counts a failure of `addr` that happened at `at` (`None`: now).
     pub fn record(&mut self, addr: IpAddr, at: Option<Timestamp>, now: Timestamp) -> Outcome {
-        self.record_seq(addr, at, now, 0)
+        self.record_seq(addr, at, now, 0, None, false)
     }
 
-    /// `record`, tagging the address with eviction sequence `seq`.
+    /// `record`, tagging the address with eviction sequence `seq`, and keeping `line`
+    /// as evidence when there is `room` (the line of a ban is always taken along).
     fn record_seq(
         &mut self,
         addr: IpAddr,
         at: Option<Timestamp>,
         now: Timestamp,
         seq: u64,
+        line: Option<&str>,
+        room: bool,
     ) -> Outcome {
         let target = Target::with_prefix(addr, self.rules.ipv4_prefix, self.rules.ipv6_prefix);
         if self.rules.ignore.covers(&target) {
@@ -207,10 +246,52 @@ impl Jail {
         let failures = entry.times.len() as u32;
         if entry.times.len() >= maxretry {
             self.window.remove(&target);
-            Outcome::Ban { target, failures }
+            let mut matches: Vec<String> = self
+                .forget_evidence(&target)
+                .into_iter()
+                .filter(|(t, _)| *t >= horizon)
+                .map(|(_, l)| l.into())
+                .collect();
+            matches.extend(line.map(str::to_string));
+            Outcome::Ban {
+                target,
+                failures,
+                matches,
+            }
         } else {
+            if let (Some(line), true) = (line, room) {
+                let lines = self.evidence.entry(target).or_default();
+                while lines.front().is_some_and(|(t, _)| *t < horizon)
+                    || lines.len() + 1 >= maxretry
+                {
+                    match lines.pop_front() {
+                        Some((_, old)) => self.evidence_bytes -= old.len(),
+                        None => break,
+                    }
+                }
+                self.evidence_bytes += line.len();
+                lines.push_back((secs(at), line.into()));
+            }
             Outcome::Counted { target, failures }
         }
+    }
+
+    /// Drops the evidence of `target`, giving it back.
+    fn forget_evidence(&mut self, target: &Target) -> VecDeque<(u32, Box<str>)> {
+        let lines = self.evidence.remove(target).unwrap_or_default();
+        self.evidence_bytes -= lines.iter().map(|(_, l)| l.len()).sum::<usize>();
+        lines
+    }
+
+    /// Forgets `target` (the cap of tracked addresses), with its evidence.
+    fn forget(&mut self, target: &Target) {
+        self.window.remove(target);
+        self.forget_evidence(target);
+    }
+
+    /// The bytes of evidence lines this jail holds.
+    pub fn evidence_bytes(&self) -> usize {
+        self.evidence_bytes
     }
 
     /// Each tracked address with its failure times (seconds since the epoch, oldest
@@ -226,6 +307,16 @@ impl Jail {
         let horizon = self.horizon(now);
         self.window
             .retain(|_, t| t.times.newest().is_some_and(|n| n >= horizon));
+        let window = &self.window;
+        self.evidence.retain(|target, lines| {
+            lines.retain(|(t, _)| *t >= horizon);
+            !lines.is_empty() && window.contains_key(target)
+        });
+        self.evidence_bytes = self
+            .evidence
+            .values()
+            .flat_map(|l| l.iter().map(|(_, l)| l.len()))
+            .sum();
     }
 
     /// Addresses with failures but no ban yet.
@@ -263,6 +354,18 @@ mod tests {
     }
 
     #[test]
+    fn an_evidence_line_is_cut_at_1_kib_on_a_character_boundary() {
+        assert_eq!(&*evidence_line(b"Failed password"), "Failed password");
+        assert_eq!(&*evidence_line(b"bad \xff byte"), "bad \u{fffd} byte");
+        let long = "é".repeat(1000);
+        let cut = evidence_line(long.as_bytes());
+        assert!(cut.len() <= LINE_MAX && cut.ends_with('…'), "{}", cut.len());
+        assert!(cut.starts_with("éé"));
+        let exact = "x".repeat(LINE_MAX);
+        assert_eq!(&*evidence_line(exact.as_bytes()), exact);
+    }
+
+    #[test]
     fn bans_at_maxretry_within_findtime() {
         let mut j = jail(3, 600);
         let a = ip("203.0.113.5");
@@ -275,7 +378,9 @@ mod tests {
             Outcome::Counted { failures: 2, .. }
         ));
         match j.record(a, None, t0() + secs(20)) {
-            Outcome::Ban { target, failures } => {
+            Outcome::Ban {
+                target, failures, ..
+            } => {
                 assert_eq!(target.to_string(), "203.0.113.5");
                 assert_eq!(failures, 3);
             }
@@ -384,7 +489,9 @@ mod tests {
         j.record(ip("2001:db8:1:2::1"), None, t0());
         j.record(ip("2001:db8:1:2:ffff::9"), None, t0());
         match j.record(ip("2001:db8:1:2::77"), None, t0()) {
-            Outcome::Ban { target, failures } => {
+            Outcome::Ban {
+                target, failures, ..
+            } => {
                 assert_eq!(target.to_string(), "2001:db8:1:2::/64");
                 assert_eq!(failures, 3);
             }

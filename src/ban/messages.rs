@@ -25,6 +25,8 @@ pub struct Decision {
     /// The address whose failure made the decision: a prefix ban that would cover a
     /// protected address is narrowed to it.
     pub addr: Option<IpAddr>,
+    /// The log lines behind the failures, oldest first: the ban's evidence.
+    pub matches: Vec<String>,
 }
 
 /// A ban another host of the fleet decided: applied in the jail of the same name,

@@ -101,6 +101,7 @@ fn decision(ip: &str) -> Decision {
         target: target(ip),
         failures: 3,
         addr: None,
+        matches: Vec::new(),
     }
 }
 
@@ -628,6 +629,7 @@ async fn jails_sharing_a_set_keep_the_element_while_any_of_them_bans() {
         target: target("203.0.113.5"),
         failures: 1,
         addr: None,
+        matches: Vec::new(),
     };
     r.manager.decide(vec![web]).await;
     // One element in the shared set, lasting as long as the longer ban (sshd, 600 s).
@@ -678,6 +680,7 @@ async fn a_reload_lifts_the_bans_of_removed_jails_and_rebuilds_a_changed_table()
         target: target("203.0.113.6"),
         failures: 1,
         addr: None,
+        matches: Vec::new(),
     };
     r.manager.decide(vec![web_ban]).await;
     let installs = r.fw.kernel.lock().map(|k| k.transactions).expect("lock");

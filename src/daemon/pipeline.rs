@@ -255,11 +255,15 @@ impl Sink for Examiner {
                         continue;
                     }
                 };
+                // The line is the ban's evidence (each failure a session settles at
+                // once shows the line that settled it).
+                let line = crate::jail::evidence_line(record.text);
                 for _ in 0..count {
                     let failure = Failure {
                         jail: sub.jail,
                         host,
                         time,
+                        line: Some(line.clone()),
                     };
                     if self
                         .failures
@@ -313,7 +317,7 @@ pub async fn count_failures(
                     }
                 };
                 let Some(name) = names.get(f.jail) else { continue };
-                let outcome = jails.record(f.jail, f.host, f.time, clock.now());
+                let outcome = jails.record_line(f.jail, f.host, f.time, clock.now(), f.line.as_deref());
                 let counters = counters.get(f.jail).and_then(Option::as_ref);
                 match outcome {
                     Outcome::Ignored => tracing::debug!(jail = %name, host = %f.host, "ignored address"),
@@ -323,10 +327,10 @@ pub async fn count_failures(
                         stats.failures.fetch_add(1, Relaxed);
                         if let Some(c) = counters { c.total_failed.fetch_add(1, Relaxed); }
                     }
-                    Outcome::Ban { target, failures } => {
+                    Outcome::Ban { target, failures, matches } => {
                         stats.failures.fetch_add(1, Relaxed);
                         if let Some(c) = counters { c.total_failed.fetch_add(1, Relaxed); }
-                        let d = Decision { jail: name.clone(), target, failures, addr: Some(f.host) };
+                        let d = Decision { jail: name.clone(), target, failures, addr: Some(f.host), matches };
                         if decisions.send(Decided::Ban(d)).await.is_err() {
                             return jails;
                         }

@@ -46,6 +46,8 @@ pub fn restore(
             target: reached.target,
             failures: reached.failures,
             addr: None,
+            // The windows keep times, not lines.
+            matches: Vec::new(),
         };
         if decisions.try_send(Decided::Ban(decision)).is_err() {
             tracing::warn!("too many bans reached by the restored failure windows at once; the rest are counted again from new failures");

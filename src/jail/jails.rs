@@ -26,7 +26,17 @@ pub struct Jails {
     seq: u64,
     max_tracked: usize,
     evicted: u64,
+    /// The bytes of evidence lines over all jails, kept under `EVIDENCE_BUDGET`.
+    evidence_bytes: usize,
+    /// Lines not kept as evidence because the budget was spent, since start.
+    evidence_dropped: u64,
+    evidence_budget: usize,
 }
+
+/// At most this many bytes of log lines are kept as evidence of tracked addresses,
+/// over all jails; past it, a failure counts without its line (its ban then shows
+/// fewer lines), and the line that makes a ban is always kept.
+pub const EVIDENCE_BUDGET: usize = 64 << 20;
 
 /// How many of the oldest single-failure addresses are looked at for one in the
 /// newcomer's prefix.
@@ -50,7 +60,17 @@ impl Jails {
             seq: 0,
             max_tracked: max_tracked.max(1),
             evicted: 0,
+            evidence_bytes: 0,
+            evidence_dropped: 0,
+            evidence_budget: EVIDENCE_BUDGET,
         }
+    }
+
+    /// The same with another evidence budget (tests).
+    #[cfg(test)]
+    pub fn with_evidence_budget(mut self, bytes: usize) -> Self {
+        self.evidence_budget = bytes;
+        self
     }
 
     /// Counts a failure in jail `index`; evicts the least recently failing addresses
@@ -62,11 +82,29 @@ impl Jails {
         at: Option<Timestamp>,
         now: Timestamp,
     ) -> Outcome {
+        self.record_line(index, addr, at, now, None)
+    }
+
+    /// `record`, with the failure's log line kept as evidence (within the budget).
+    pub fn record_line(
+        &mut self,
+        index: usize,
+        addr: IpAddr,
+        at: Option<Timestamp>,
+        now: Timestamp,
+        line: Option<&str>,
+    ) -> Outcome {
+        let room = self.evidence_bytes + line.map_or(0, str::len) <= self.evidence_budget;
         let Some(jail) = self.jails.get_mut(index) else {
             return Outcome::Ignored;
         };
         self.seq += 1;
-        let outcome = jail.record_seq(addr, at, now, self.seq);
+        let before = jail.evidence_bytes();
+        let outcome = jail.record_seq(addr, at, now, self.seq, line, room);
+        self.evidence_bytes = self.evidence_bytes - before + jail.evidence_bytes();
+        if !room && line.is_some() && matches!(outcome, Outcome::Counted { .. }) {
+            self.evidence_dropped += 1;
+        }
         let mut newcomer = None;
         if let Outcome::Counted { target, failures } = &outcome {
             let entry = (index as u32, *target, self.seq);
@@ -124,7 +162,9 @@ impl Jails {
             return false;
         };
         if let Some(j) = self.jails.get_mut(jail as usize) {
-            j.window.remove(&target);
+            let before = j.evidence_bytes();
+            j.forget(&target);
+            self.evidence_bytes = self.evidence_bytes - before + j.evidence_bytes();
         }
         self.evicted += 1;
         true
@@ -143,6 +183,7 @@ impl Jails {
         for j in &mut self.jails {
             j.expire(now);
         }
+        self.evidence_bytes = self.jails.iter().map(Jail::evidence_bytes).sum();
         self.compact();
     }
 
@@ -198,6 +239,9 @@ impl Jails {
             seq: self.seq,
             max_tracked: max_tracked.max(1),
             evicted: self.evicted,
+            evidence_bytes: 0,
+            evidence_dropped: self.evidence_dropped,
+            evidence_budget: self.evidence_budget,
         };
         while out.tracked() > out.max_tracked {
             if !out.evict_one(None) {
@@ -205,6 +249,7 @@ impl Jails {
             }
         }
         out.compact();
+        out.evidence_bytes = out.jails.iter().map(Jail::evidence_bytes).sum();
         out
     }
 
@@ -217,6 +262,11 @@ impl Jails {
     pub fn evicted(&self) -> u64 {
         self.evicted
     }
+
+    /// The bytes of evidence lines held, and the lines not kept for the budget.
+    pub fn evidence(&self) -> (usize, u64) {
+        (self.evidence_bytes, self.evidence_dropped)
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +274,74 @@ mod tests {
     use super::*;
     use crate::jail::tests::{ip, jail, secs};
     use crate::types::test_time as t0;
+
+    fn banned_with(outcome: Outcome) -> Vec<String> {
+        match outcome {
+            Outcome::Ban { matches, .. } => matches,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ban_takes_the_lines_behind_its_failures_oldest_first() {
+        let mut jails = Jails::new(vec![jail(3, 600)], 100);
+        let a = ip("203.0.113.1");
+        for (i, line) in ["one", "two"].iter().enumerate() {
+            jails.record_line(0, a, None, t0() + secs(i as i64), Some(line));
+        }
+        // Another address's lines are its own.
+        jails.record_line(0, ip("203.0.113.2"), None, t0(), Some("other"));
+        assert_eq!(
+            jails.evidence().0,
+            "one".len() + "two".len() + "other".len()
+        );
+        let matches = banned_with(jails.record_line(0, a, None, t0() + secs(2), Some("three")));
+        assert_eq!(matches, ["one", "two", "three"]);
+        assert_eq!(
+            jails.evidence().0,
+            "other".len(),
+            "the ban's lines are gone"
+        );
+    }
+
+    #[test]
+    fn evidence_keeps_the_newest_lines_of_the_window_only() {
+        let mut jails = Jails::new(vec![jail(3, 60)], 100);
+        let a = ip("203.0.113.1");
+        jails.record_line(0, a, None, t0(), Some("too old"));
+        jails.record_line(0, a, None, t0() + secs(100), Some("b"));
+        jails.record_line(0, a, None, t0() + secs(101), Some("c"));
+        let matches = banned_with(jails.record_line(0, a, None, t0() + secs(102), Some("d")));
+        assert_eq!(matches, ["b", "c", "d"]);
+        // Expiry and eviction free the lines of forgotten addresses.
+        jails.record_line(0, a, None, t0() + secs(200), Some("e"));
+        jails.expire(t0() + secs(1000));
+        assert_eq!(jails.evidence().0, 0);
+        let mut small = Jails::new(vec![jail(5, 600)], 1);
+        small.record_line(0, ip("203.0.113.1"), None, t0(), Some("first"));
+        small.record_line(0, ip("203.0.113.2"), None, t0(), Some("second"));
+        assert_eq!(
+            small.evidence().0,
+            "second".len(),
+            "the evicted address's line went"
+        );
+    }
+
+    #[test]
+    fn past_the_budget_failures_count_without_lines_but_a_ban_keeps_its_own() {
+        let mut jails = Jails::new(vec![jail(2, 600)], 100).with_evidence_budget(10);
+        jails.record_line(0, ip("203.0.113.1"), None, t0(), Some("12345678"));
+        jails.record_line(0, ip("203.0.113.2"), None, t0(), Some("over the budget"));
+        assert_eq!(jails.evidence(), (8, 1));
+        let matches = banned_with(jails.record_line(
+            0,
+            ip("203.0.113.2"),
+            None,
+            t0(),
+            Some("the banning line"),
+        ));
+        assert_eq!(matches, ["the banning line"]);
+    }
 
     #[test]
     fn max_tracked_evicts_the_least_recently_failing_address_first() {

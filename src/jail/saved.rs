@@ -68,8 +68,9 @@ impl SavedWindows {
                     let Some(at) = chrono::Utc.timestamp_opt(i64::from(at), 0).single() else {
                         continue;
                     };
-                    if let Outcome::Ban { target, failures } =
-                        jails.record(index, target.net().addr(), Some(at), now)
+                    if let Outcome::Ban {
+                        target, failures, ..
+                    } = jails.record(index, target.net().addr(), Some(at), now)
                     {
                         reached.push(Reached {
                             jail: name.clone(),
