@@ -45,6 +45,18 @@ impl<F: Firewall> BanManager<F> {
             changes.extend(bans.iter().cloned().map(StoreChange::NoteRecent));
         }
         changes.extend(self.announce(&bans, AnnouncementKind::Ban, now));
+        if !self.evidence.is_empty() {
+            for ban in &bans {
+                let key = (ban.jail.clone(), ban.target);
+                if let Some(matches) = self.evidence.remove(&key) {
+                    changes.push(StoreChange::Evidence {
+                        jail: key.0,
+                        target: key.1,
+                        matches,
+                    });
+                }
+            }
+        }
         let kernel = self.desired().ban_changes(&bans, now);
         let store = &mut self.store;
         let joined = std::time::Instant::now();
@@ -60,6 +72,18 @@ impl<F: Firewall> BanManager<F> {
         if let Err(e) = stored {
             if applied.is_ok() && unsaved == IfUnsaved::TakeBack {
                 self.take_back(&bans, now).await;
+            } else {
+                // Kept for the retry that saves these bans.
+                for change in changes {
+                    if let StoreChange::Evidence {
+                        jail,
+                        target,
+                        matches,
+                    } = change
+                    {
+                        self.evidence.insert((jail, target), matches);
+                    }
+                }
             }
             return Err(e.into());
         }

@@ -23,7 +23,7 @@ mod retry;
 mod table;
 mod upkeep;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -71,6 +71,9 @@ pub struct BanManager<F: Firewall> {
     stats: Arc<Stats>,
     /// Bans and unbans waiting for the store or the kernel, and when to retry.
     waiting: RetryQueue,
+    /// The log lines behind bans decided and not yet saved: each goes into its ban's
+    /// commit (`StoreChange::Evidence`), and back here if that commit fails.
+    evidence: HashMap<(String, Target), Vec<String>>,
     /// Ban history older than this no longer counts and is purged.
     history_horizon: Duration,
     recidive: Option<RecidiveConfig>,
@@ -114,6 +117,7 @@ impl<F: Firewall> BanManager<F> {
             clock,
             stats,
             waiting: RetryQueue::default(),
+            evidence: HashMap::new(),
             history_horizon: Duration::from_secs(30 * 86_400),
             purge_at: Instant::now(),
             recidive: None,
@@ -298,7 +302,13 @@ impl<F: Firewall> BanManager<F> {
                 continue;
             }
             match self.new_ban(&d.jail, d.target, None, d.addr, now) {
-                Ok(ban) => bans.push(ban),
+                Ok(ban) => {
+                    if !d.matches.is_empty() {
+                        self.evidence
+                            .insert((ban.jail.clone(), ban.target), d.matches.clone());
+                    }
+                    bans.push(ban)
+                }
                 Err(e) => {
                     tracing::warn!(jail = %d.jail, target = %d.target, error = %e, "not banned")
                 }

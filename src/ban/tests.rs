@@ -323,6 +323,45 @@ async fn a_refusing_store_keeps_decided_bans_in_the_kernel_and_takes_back_manual
     assert!(kernel_has(&r.fw, "203.0.113.6").is_some());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_bans_evidence_is_saved_with_it_also_by_the_retry_and_goes_with_it() {
+    let mut r = rig(Shared::default());
+    r.manager.restore(&layout()).await.expect("restore");
+    let with_lines = |ip: &str| Decision {
+        matches: vec![format!("Failed password from {ip}"), format!("again {ip}")],
+        ..decision(ip)
+    };
+    r.manager.decide(vec![with_lines("203.0.113.5")]).await;
+    let saved = |r: &Rig, ip: &str| {
+        r.store
+            .get()
+            .evidence
+            .get(&("sshd".to_string(), target(ip)))
+            .cloned()
+    };
+    assert_eq!(
+        saved(&r, "203.0.113.5"),
+        Some(vec![
+            "Failed password from 203.0.113.5".to_string(),
+            "again 203.0.113.5".to_string()
+        ])
+    );
+    // Not saved the first time: the retry saves the lines with the ban.
+    r.store.get().fail = true;
+    r.manager.decide(vec![with_lines("203.0.113.6")]).await;
+    assert_eq!(saved(&r, "203.0.113.6"), None);
+    r.store.get().fail = false;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    r.manager.retry().await;
+    assert_eq!(saved(&r, "203.0.113.6").map(|m| m.len()), Some(2));
+    // Lifted: the evidence goes with the ban.
+    r.manager
+        .unban(Some(&target("203.0.113.5")), None)
+        .await
+        .expect("unban");
+    assert_eq!(saved(&r, "203.0.113.5"), None);
+}
+
 /// What `ctl banned` would get from the running manager.
 async fn list(commands: &mpsc::Sender<Command>) -> Vec<Ban> {
     let (reply, rx) = oneshot::channel();

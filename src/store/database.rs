@@ -569,6 +569,14 @@ pub(super) fn check_format(state_dir: &Path, h: &Handles) -> Result<(), StoreErr
                     found,
                 });
             }
+            if found < FORMAT_VERSION {
+                // Its records load as they are; marked, so that an older gaoler (which
+                // would leave a lifted ban's evidence behind) refuses it.
+                h.tree
+                    .insert(META_FORMAT, FORMAT_VERSION.to_string().as_bytes())
+                    .map_err(db_err("writing the format"))?;
+                h.flush().map_err(db_err("flushing"))?;
+            }
         }
         None => {
             h.tree

@@ -14,6 +14,7 @@ pub struct MemoryStore {
     pub bans: BTreeMap<(String, Target), Ban>,
     pub history: BTreeMap<(String, Target), History>,
     pub recent: BTreeMap<Target, Vec<RecentBan>>,
+    pub evidence: BTreeMap<(String, Target), Vec<String>>,
     pub fail: bool,
     /// Damage to report until healed (as a replaced database would).
     pub damage: Option<Damage>,
@@ -38,6 +39,15 @@ impl BanStore for MemoryStore {
         Ok(self.bans.values().cloned().collect())
     }
 
+    fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
+        self.check()?;
+        Ok(self
+            .evidence
+            .get(&(jail.to_string(), *target))
+            .cloned()
+            .unwrap_or_default())
+    }
+
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
         self.check()?;
         Ok(self.history.get(&(jail.to_string(), *target)).copied())
@@ -54,7 +64,16 @@ impl BanStore for MemoryStore {
                 StoreChange::Remove(ban) => {
                     let key = (ban.jail.clone(), ban.target);
                     self.bans.remove(&key);
+                    self.evidence.remove(&key);
                     self.history.insert(key, History::of(ban));
+                }
+                StoreChange::Evidence {
+                    jail,
+                    target,
+                    matches,
+                } => {
+                    self.evidence
+                        .insert((jail.clone(), *target), matches.clone());
                 }
                 StoreChange::Publish(decision) => self.outbox.push(decision.clone()),
                 StoreChange::NoteRecent(ban) => {
@@ -120,6 +139,9 @@ impl BanStore for SharedStore {
     }
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError> {
         self.get().recent_bans(target)
+    }
+    fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
+        self.get().evidence(jail, target)
     }
     fn damage(&self) -> Option<Damage> {
         self.get().damage()

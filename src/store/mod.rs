@@ -20,7 +20,7 @@ pub use sled_store::{SledOutbox, SledPositions, SledStore};
 use crate::types::{Ban, Target, Timestamp};
 
 /// Version written into every record; readers accept this and older.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One change to the store; a batch of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +34,13 @@ pub enum StoreChange {
     /// Queue a decision for the fleet's publisher (its serialized form), saved with
     /// the ban it is about so that neither goes without the other.
     Publish(Vec<u8>),
+    /// The log lines behind a ban (its evidence), saved in the ban's commit and
+    /// removed with it (`Remove`). Format 2.
+    Evidence {
+        jail: String,
+        target: Target,
+        matches: Vec<String>,
+    },
 }
 
 /// The fleet's outbox: decisions saved with their bans and waiting to be published,
@@ -80,6 +87,10 @@ pub trait BanStore: Send {
     fn purge_history(&mut self, before: Timestamp) -> Result<usize, StoreError>;
     /// The latest bans of `target` in any jail, oldest first (at most `RECENT_BANS`).
     fn recent_bans(&self, target: &Target) -> Result<Vec<RecentBan>, StoreError>;
+    /// The evidence of the current ban of `target` in `jail`: the log lines that
+    /// made it, oldest first (empty for a manual or received ban, and for bans saved
+    /// before format 2).
+    fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError>;
     /// Damage not yet healed: the database was found damaged (at open, or by a
     /// reopen) and a new one started. Kept across restarts until `healed`.
     fn damage(&self) -> Option<Damage> {
@@ -158,6 +169,13 @@ struct BanRecord {
     ban: Ban,
 }
 
+/// A ban's evidence as stored (`e/<jail>/<target>`).
+#[derive(Serialize, Deserialize)]
+struct EvidenceRecord {
+    v: u32,
+    matches: Vec<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct HistoryRecord {
     v: u32,
@@ -175,6 +193,10 @@ fn outbox_key(seq: u64) -> Vec<u8> {
     let mut key = b"o/".to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+fn evidence_key(jail: &str, target: &Target) -> Vec<u8> {
+    format!("e/{jail}/{target}").into_bytes()
 }
 
 fn history_key(jail: &str, target: &Target) -> Vec<u8> {

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use super::database::{panic_text, Database, Handles};
 use super::{
-    ban_key, history_key, outbox_key, recent_key, with_recent, BanRecord, BanStore, Damage,
-    History, HistoryRecord, Outbox, RecentBan, RecentRecord, StoreChange, StoreError,
-    FORMAT_VERSION,
+    ban_key, evidence_key, history_key, outbox_key, recent_key, with_recent, BanRecord, BanStore,
+    Damage, EvidenceRecord, History, HistoryRecord, Outbox, RecentBan, RecentRecord, StoreChange,
+    StoreError, FORMAT_VERSION,
 };
 use crate::source::{PositionError, Positions};
 use crate::types::{Ban, Target};
@@ -193,6 +193,17 @@ impl BanStore for SledStore {
         .map(|r| r.history))
     }
 
+    fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
+        Ok(read_json::<EvidenceRecord>(
+            &self.db,
+            state,
+            evidence_key(jail, target),
+            "reading evidence",
+        )?
+        .map(|r| r.matches)
+        .unwrap_or_default())
+    }
+
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
         // Bans read ahead of this commit are stale now.
         self.ahead
@@ -227,7 +238,19 @@ impl BanStore for SledStore {
                     let key = ban_key(&ban.jail, &ban.target);
                     batch.remove(key.clone());
                     ban_keys.push((key, false));
+                    batch.remove(evidence_key(&ban.jail, &ban.target));
                     batch.insert(history_key(&ban.jail, &ban.target), to_json(&hist)?);
+                }
+                StoreChange::Evidence {
+                    jail,
+                    target,
+                    matches,
+                } => {
+                    let rec = EvidenceRecord {
+                        v: FORMAT_VERSION,
+                        matches: matches.clone(),
+                    };
+                    batch.insert(evidence_key(jail, target), to_json(&rec)?);
                 }
                 StoreChange::Publish(decision) => {
                     // sled's ids grow across restarts: entries keep their order.

@@ -117,6 +117,60 @@ fn version_1_records_still_load() {
 }
 
 #[test]
+fn evidence_is_saved_with_its_ban_survives_a_restart_and_goes_with_the_ban() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = ban("192.0.2.1", 1);
+    let lines = vec![
+        "first line".to_string(),
+        "second \u{1b}[31m line".to_string(),
+    ];
+    {
+        let mut store = SledStore::open(dir.path()).expect("open");
+        store
+            .commit(&[
+                StoreChange::Put(b.clone()),
+                StoreChange::Evidence {
+                    jail: b.jail.clone(),
+                    target: b.target,
+                    matches: lines.clone(),
+                },
+            ])
+            .expect("commit");
+    }
+    let mut store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.evidence("sshd", &b.target).expect("evidence"), lines);
+    let other: Target = "192.0.2.2".parse().expect("target");
+    assert!(store.evidence("sshd", &other).expect("none").is_empty());
+    store
+        .commit(&[StoreChange::Remove(b.clone())])
+        .expect("remove");
+    assert!(store.evidence("sshd", &b.target).expect("gone").is_empty());
+}
+
+#[test]
+fn a_format_1_database_opens_with_its_bans_and_no_evidence_and_is_marked_format_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        // As gaoler with format 1 wrote it: its meta and a version 1 record.
+        store.raw(|h| {
+            h.tree.insert(b"meta/format", &b"1"[..]).expect("meta");
+            let v1 = br#"{"v":1,"target":"192.0.2.1","jail":"sshd","banned_at":"2026-11-21T08:00:00Z","expires_at":"2026-11-21T09:00:00Z","count":2}"#;
+            h.tree.insert(b"b/sshd/192.0.2.1", &v1[..]).expect("record");
+            h.flush().expect("flush");
+        });
+    }
+    let store = SledStore::open(dir.path()).expect("format 1 opens");
+    assert_eq!(store.bans().expect("bans"), vec![ban("192.0.2.1", 2)]);
+    assert!(store
+        .evidence("sshd", &"192.0.2.1".parse().expect("target"))
+        .expect("evidence")
+        .is_empty());
+    let format = store.raw(|h| h.tree.get(b"meta/format").expect("meta"));
+    assert_eq!(format.as_deref(), Some(&b"2"[..]));
+}
+
+#[test]
 fn a_fleet_bans_origin_is_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut b = ban("192.0.2.9", 1);
