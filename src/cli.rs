@@ -138,13 +138,17 @@ pub enum CtlCommand {
 }
 
 impl CtlCommand {
-    /// The protocol request this command sends.
-    pub fn request(&self) -> Request {
+    /// The protocol request this command sends (`json`: the JSON output is asked
+    /// for, which has more in it).
+    pub fn request(&self, json: bool) -> Request {
         match self {
             CtlCommand::Ping => Request::Ping,
             CtlCommand::Version => Request::Version,
             CtlCommand::Status { jail } => Request::Status { jail: jail.clone() },
-            CtlCommand::Banned { jail } => Request::Banned { jail: jail.clone() },
+            CtlCommand::Banned { jail } => Request::Banned {
+                jail: jail.clone(),
+                matches: json,
+            },
             CtlCommand::Ban { jail, ip, bantime } => Request::Ban {
                 jail: jail.clone(),
                 ip: ip.clone(),

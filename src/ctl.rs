@@ -309,6 +309,7 @@ mod tests {
                 expires_at: Some(now + chrono::Duration::seconds(42 * 60)),
                 count: 2,
                 origin: None,
+                matches: Vec::new(),
             },
             BanView {
                 ip: "2001:db8::/64".into(),
@@ -317,6 +318,7 @@ mod tests {
                 expires_at: None,
                 count: 1,
                 origin: None,
+                matches: Vec::new(),
             },
         ];
         let text = render_text(&Response::Bans { bans }, now);

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             ctl::run(
                 &socket,
                 group.as_deref(),
-                &args.command.request(),
+                &args.command.request(args.json),
                 args.json,
             )
         }
@@ -250,6 +250,7 @@ async fn edges(
     Ok(daemon::Edges {
         fleet,
         firewall,
+        evidence: Arc::new(store.evidence_reader()),
         store: Box::new(store),
         positions,
         clock: Arc::new(SystemClock),

@@ -62,6 +62,8 @@ pub enum DaemonError {
 pub struct Edges<F: Firewall> {
     pub firewall: F,
     pub store: Box<dyn BanStore>,
+    /// Reads bans' evidence from the same store, for the control socket.
+    pub evidence: Arc<dyn crate::store::EvidenceReader>,
     pub positions: Arc<dyn Positions>,
     pub clock: Arc<dyn Clock>,
     /// The control socket, bound (`ipc::server::bind`); served once the table is built.
@@ -111,6 +113,7 @@ async fn serve<F: Firewall + 'static>(
     let Edges {
         firewall,
         store,
+        evidence,
         positions,
         clock,
         control,
@@ -221,6 +224,7 @@ async fn serve<F: Firewall + 'static>(
         reload: reload_tx,
         logs: logs.clone(),
         fleet: config.fleet.is_some(),
+        evidence: evidence.clone(),
     });
     tasks.spawn(server::serve(control, handler.clone(), shutdown.clone()));
     if let Some(listener) = metrics_listener {

@@ -10,6 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{BanView, Response, ResponseFrame, PROTOCOL_VERSION};
+use crate::store::EvidenceReader;
 use crate::types::Ban;
 
 /// How long a client may take to read one `CHUNK` of its answer before it is dropped.
@@ -26,6 +27,9 @@ pub enum Answer {
     Bans {
         all: Arc<Vec<Ban>>,
         jail: Option<String>,
+        /// Each ban's evidence, read from the store as it is written (`None`: not
+        /// asked for, `matches` is left empty).
+        evidence: Option<Arc<dyn EvidenceReader>>,
     },
 }
 
@@ -78,6 +82,7 @@ pub(super) async fn send_bans<W: AsyncWrite + Unpin>(
     out: &mut Out<W>,
     bans: &[Ban],
     jail: Option<&str>,
+    evidence: Option<&dyn EvidenceReader>,
 ) -> bool {
     let Some((head, tail)) = bans_frame_ends() else {
         return false;
@@ -89,7 +94,16 @@ pub(super) async fn send_bans<W: AsyncWrite + Unpin>(
         if i > 0 {
             buf.push(b',');
         }
-        if serde_json::to_writer(&mut buf, &BanView::from(ban)).is_err() {
+        let mut view = BanView::from(ban);
+        if let Some(reader) = evidence {
+            view.matches = reader
+                .evidence(&ban.jail, &ban.target)
+                .unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, jail = %ban.jail, target = %ban.target, "evidence unreadable");
+                    Vec::new()
+                });
+        }
+        if serde_json::to_writer(&mut buf, &view).is_err() {
             return false;
         }
         if buf.len() >= CHUNK {

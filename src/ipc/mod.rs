@@ -30,6 +30,9 @@ pub enum Request {
     Banned {
         #[serde(default)]
         jail: Option<String>,
+        /// Each ban's `matches` (read from the store; `ctl banned --json` asks).
+        #[serde(default)]
+        matches: bool,
     },
     Ban {
         jail: String,
@@ -76,6 +79,10 @@ pub struct BanView {
     /// The fleet host that decided the ban (`null`: this host).
     #[serde(default)]
     pub origin: Option<String>,
+    /// The log lines that led to the ban, oldest first (`[]` for a ban by hand, a
+    /// ban from the fleet, or when not asked for).
+    #[serde(default)]
+    pub matches: Vec<String>,
 }
 
 impl From<&Ban> for BanView {
@@ -87,6 +94,7 @@ impl From<&Ban> for BanView {
             expires_at: b.expires_at,
             count: b.count,
             origin: b.origin.as_ref().map(|o| o.host.clone()),
+            matches: Vec::new(),
         }
     }
 }
@@ -209,7 +217,8 @@ pub enum Response {
         bans: Vec<BanView>,
     },
     Banned {
-        ban: BanView,
+        /// Boxed: the other answers are small.
+        ban: Box<BanView>,
     },
     Unbanned {
         bans: Vec<BanView>,

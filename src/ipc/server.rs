@@ -10,6 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
+
+use crate::store::EvidenceReader;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -112,6 +114,8 @@ pub struct Handler {
     pub logs: Arc<LogControl>,
     /// `[fleet]` is configured (a restart adds or removes it).
     pub fleet: bool,
+    /// Bans' evidence, read from the store.
+    pub evidence: Arc<dyn EvidenceReader>,
 }
 
 /// Accepts connections until `shutdown`, serving at most `connection_cap` of the
@@ -273,7 +277,11 @@ async fn connection(stream: UnixStream, handler: Arc<Handler>, shutdown: Cancell
                 Some(bytes) => out.send(&bytes).await,
                 None => false,
             },
-            Answer::Bans { all, jail } => send_bans(&mut out, &all, jail.as_deref()).await,
+            Answer::Bans {
+                all,
+                jail,
+                evidence,
+            } => send_bans(&mut out, &all, jail.as_deref(), evidence.as_deref()).await,
         };
         if !sent || close {
             return;
@@ -298,7 +306,7 @@ fn gone() -> Response {
 impl Handler {
     pub async fn handle(&self, request: Request) -> Answer {
         let response = match request {
-            Request::Banned { jail } => return self.banned(jail).await,
+            Request::Banned { jail, matches } => return self.banned(jail, matches).await,
             Request::Ping => Response::Pong {
                 version: env!("CARGO_PKG_VERSION").into(),
             },
@@ -350,14 +358,18 @@ impl Handler {
         Answer::Frame(response)
     }
 
-    async fn banned(&self, jail: Option<String>) -> Answer {
+    async fn banned(&self, jail: Option<String>, matches: bool) -> Answer {
         if let Some(j) = &jail {
             if !self.knows(j) {
                 return Answer::Frame(usage(format!("no enabled jail named `{j}`")));
             }
         }
         match self.list().await {
-            Some(all) => Answer::Bans { all, jail },
+            Some(all) => Answer::Bans {
+                all,
+                jail,
+                evidence: matches.then(|| self.evidence.clone()),
+            },
             None => Answer::Frame(gone()),
         }
     }
@@ -439,7 +451,7 @@ impl Handler {
         }
         match rx.await {
             Ok(Ok(ban)) => Response::Banned {
-                ban: BanView::from(&ban),
+                ban: Box::new(BanView::from(&ban)),
             },
             Ok(Err(e)) => Response::Error {
                 usage: e.is_usage(),
@@ -531,6 +543,7 @@ mod tests {
             reload: mpsc::channel(1).0,
             logs: Arc::new(LogControl::detached()),
             fleet: false,
+            evidence: Arc::new(crate::store::SharedStore::default()),
         })
     }
 
@@ -580,7 +593,7 @@ mod tests {
                 half: Vec::new(),
                 shutdown: CancellationToken::new(),
             };
-            assert!(send_bans(&mut out, &all, jail).await);
+            assert!(send_bans(&mut out, &all, jail, None).await);
             let views = all
                 .iter()
                 .filter(|b| jail.is_none_or(|j| b.jail == j))
@@ -602,7 +615,10 @@ mod tests {
         let task = tokio::spawn(connection(server, handler.clone(), shutdown.clone()));
         let request = serde_json::to_vec(&super::super::RequestFrame {
             v: PROTOCOL_VERSION,
-            request: Request::Banned { jail: None },
+            request: Request::Banned {
+                jail: None,
+                matches: false,
+            },
         })
         .expect("json");
         lazy.write_all(&request).await.expect("send");
@@ -665,7 +681,14 @@ mod tests {
         let mut served = false;
         for _ in 0..100 {
             let mut s = UnixStream::connect(&path).await.expect("connect");
-            if let Some(Response::Bans { bans }) = ask(&mut s, Request::Banned { jail: None }).await
+            if let Some(Response::Bans { bans }) = ask(
+                &mut s,
+                Request::Banned {
+                    jail: None,
+                    matches: false,
+                },
+            )
+            .await
             {
                 assert_eq!(bans.len(), 10);
                 served = true;

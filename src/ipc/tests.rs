@@ -63,8 +63,10 @@ fn ban_view_has_the_stable_json_fields() {
         expires_at: None,
         count: 1,
         origin: None,
+        matches: vec!["Failed password for root from 192.0.2.1".into()],
     };
     let v: serde_json::Value = serde_json::to_value(&view).expect("json");
+    assert_eq!(v["matches"][0], "Failed password for root from 192.0.2.1");
     assert_eq!(v["ip"], "192.0.2.1");
     assert_eq!(v["banned_at"], "1970-01-01T00:00:00Z");
     assert!(v["expires_at"].is_null());

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{with_recent, BanStore, Damage, History, Outbox, RecentBan, StoreChange, StoreError};
+use super::{
+    with_recent, BanStore, Damage, EvidenceReader, History, Outbox, RecentBan, StoreChange,
+    StoreError,
+};
 use crate::types::{Ban, Target};
 
 /// Bans and history in maps; `fail` makes every read and commit fail, as an
@@ -148,6 +151,12 @@ impl BanStore for SharedStore {
     }
     fn healed(&mut self) {
         self.get().healed()
+    }
+}
+
+impl EvidenceReader for SharedStore {
+    fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
+        self.get().evidence(jail, target)
     }
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::{MemoryOutbox, MemoryStore, SharedStore};
 pub use positions::MemoryPositions;
-pub use sled_store::{SledOutbox, SledPositions, SledStore};
+pub use sled_store::{SledEvidence, SledOutbox, SledPositions, SledStore};
 
 use crate::types::{Ban, Target, Timestamp};
 
@@ -54,6 +54,13 @@ pub trait Outbox: Send + Sync {
     fn published(&self, seqs: &[u64]) -> Result<(), StoreError>;
     /// How many entries wait.
     fn depth(&self) -> u64;
+}
+
+/// Reads bans' evidence beside the ban manager (which owns the store's writes): the
+/// control socket's answers show it.
+pub trait EvidenceReader: Send + Sync {
+    /// As [`BanStore::evidence`].
+    fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError>;
 }
 
 /// What the store remembers of a target's past bans in one jail.

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use super::database::{panic_text, Database, Handles};
 use super::{
     ban_key, evidence_key, history_key, outbox_key, recent_key, with_recent, BanRecord, BanStore,
-    Damage, EvidenceRecord, History, HistoryRecord, Outbox, RecentBan, RecentRecord, StoreChange,
-    StoreError, FORMAT_VERSION,
+    Damage, EvidenceReader, EvidenceRecord, History, HistoryRecord, Outbox, RecentBan,
+    RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
 };
 use crate::source::{PositionError, Positions};
 use crate::types::{Ban, Target};
@@ -55,6 +55,13 @@ impl SledStore {
     /// The fleet's outbox, for its publisher.
     pub fn outbox(&self) -> SledOutbox {
         SledOutbox {
+            db: self.db.clone(),
+        }
+    }
+
+    /// A reader of bans' evidence, for the control socket.
+    pub fn evidence_reader(&self) -> SledEvidence {
+        SledEvidence {
             db: self.db.clone(),
         }
     }
@@ -194,14 +201,7 @@ impl BanStore for SledStore {
     }
 
     fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
-        Ok(read_json::<EvidenceRecord>(
-            &self.db,
-            state,
-            evidence_key(jail, target),
-            "reading evidence",
-        )?
-        .map(|r| r.matches)
-        .unwrap_or_default())
+        read_evidence(&self.db, jail, target)
     }
 
     fn commit(&mut self, changes: &[StoreChange]) -> Result<(), StoreError> {
@@ -398,6 +398,26 @@ impl Positions for SledPositions {
 
     fn save(&self, key: &[u8], position: &[u8]) -> Result<(), PositionError> {
         Ok(self.put(key, position.to_vec())?)
+    }
+}
+
+fn read_evidence(db: &Database, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
+    Ok(
+        read_json::<EvidenceRecord>(db, state, evidence_key(jail, target), "reading evidence")?
+            .map(|r| r.matches)
+            .unwrap_or_default(),
+    )
+}
+
+/// The evidence records (`e/<jail>/<target>`) of the ban store's tree, read beside the
+/// ban manager (sled is safe to read from several threads).
+pub struct SledEvidence {
+    db: Arc<Database>,
+}
+
+impl EvidenceReader for SledEvidence {
+    fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
+        read_evidence(&self.db, jail, target)
     }
 }
 

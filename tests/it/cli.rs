@@ -232,6 +232,57 @@ fn a_second_daemon_on_the_same_state_is_refused() {
     );
 }
 
+/// The evidence: a ban keeps the lines that made it (`ctl banned --json`
+/// `matches`), across `kill -9`; a ban by hand has none; the text table shows no
+/// control character from them.
+#[test]
+fn a_ban_keeps_the_lines_that_made_it_across_kill_9() {
+    let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);
+    let mut d = Daemon::start(cfg.path(), None);
+    let stamp = chrono::Local::now().format("%b %e %H:%M:%S").to_string();
+    let lines: Vec<String> = ["root", "admin", "\x1b[2J\x1b[31mevil"]
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            format!(
+                "{stamp} host sshd[{i}]: Failed password for invalid user {user} from 203.0.113.20 port 22 ssh2"
+            )
+        })
+        .collect();
+    let other =
+        format!("{stamp} host sshd[9]: Failed password for root from 203.0.113.21 port 22 ssh2");
+    let mut log = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        log.push_str(line);
+        log.push('\n');
+        if i == 0 {
+            log.push_str(&other);
+            log.push('\n');
+        }
+    }
+    cfg.append("auth.log", log.as_bytes());
+    let matches_of = |ip: &str| -> Option<Vec<String>> {
+        let bans = ctl_json(cfg.path(), &["banned"]);
+        bans.as_array()?
+            .iter()
+            .find(|b| b["ip"] == ip)
+            .map(|b| serde_json::from_value(b["matches"].clone()).expect("matches"))
+    };
+    wait_for(Duration::from_secs(10), "the ban", || {
+        matches_of("203.0.113.20").is_some()
+    });
+    assert_eq!(matches_of("203.0.113.20"), Some(lines.clone()));
+    let table = text(&gaoler(cfg.path(), &["ctl", "banned"]).stdout);
+    assert!(table.contains("203.0.113.20"), "{table}");
+    assert!(!table.contains('\x1b'), "{table:?}");
+    ctl_json(cfg.path(), &["ban", "sshd", "203.0.113.30"]);
+    assert_eq!(matches_of("203.0.113.30"), Some(Vec::new()));
+    d.kill9();
+    let _d = Daemon::start(cfg.path(), None);
+    assert_eq!(matches_of("203.0.113.20"), Some(lines));
+    assert_eq!(matches_of("203.0.113.21"), None, "one failure: no ban");
+}
+
 #[test]
 fn bans_survive_a_restart_with_the_log_backend_and_expired_ones_are_dropped() {
     let cfg = ConfigDir::new("backend = \"log\"", LOG_JAIL);

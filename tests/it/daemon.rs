@@ -70,6 +70,7 @@ impl InProcess {
         let edges = gaoler::daemon::Edges {
             firewall: kernel.clone(),
             store: Box::new(store.clone()),
+            evidence: Arc::new(store.clone()),
             positions: Arc::new(MemoryPositions::default()),
             clock: Arc::new(TokioClock::starting_at(chrono::Utc::now())),
             control,
@@ -154,7 +155,13 @@ impl InProcess {
     }
 
     async fn banned(&self) -> Vec<gaoler::ipc::BanView> {
-        match self.ask(Request::Banned { jail: None }).await {
+        match self
+            .ask(Request::Banned {
+                jail: None,
+                matches: true,
+            })
+            .await
+        {
             Response::Bans { bans } => bans,
             other => panic!("not a list of bans: {other:?}"),
         }
@@ -360,7 +367,8 @@ async fn the_control_socket_answers_every_request_and_refuses_garbage() {
     ));
     assert!(usage(
         d.ask(Request::Banned {
-            jail: Some("nope".into())
+            jail: Some("nope".into()),
+            matches: false,
         })
         .await
     ));
