@@ -127,6 +127,9 @@ pub enum CtlCommand {
     Stats,
     /// Ban sharing: connection, published, received, applied, rejected, outbox, lag.
     Fleet,
+    /// An address: its current bans with the log lines that made them, and its past
+    /// bans.
+    Show { ip: String },
     /// Change the daemon's own log level now: error, warn, info, debug or trace (until
     /// a restart, or a reload with another log_level).
     LogLevel { level: String },
@@ -161,6 +164,7 @@ impl CtlCommand {
             },
             CtlCommand::Stats => Request::Stats,
             CtlCommand::Fleet => Request::Fleet,
+            CtlCommand::Show { ip } => Request::Show { ip: ip.clone() },
             CtlCommand::Reload => Request::Reload,
             CtlCommand::LogLevel { level } => Request::LogLevel {
                 level: level.clone(),

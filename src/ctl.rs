@@ -68,6 +68,7 @@ fn render_json(response: &Response) -> String {
         Response::Banned { ban } => serde_json::json!(ban),
         Response::Stats(stats) => serde_json::json!(stats),
         Response::Fleet(fleet) => serde_json::json!(fleet),
+        Response::Show(report) => serde_json::json!(report),
         Response::Reloaded(report) => serde_json::json!(report),
         Response::LogLevel { level } => serde_json::json!({ "log_level": level }),
         Response::LogsFlushed { file } => serde_json::json!({ "reopened": file }),
@@ -174,8 +175,57 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
             "no [fleet] in gaoler.toml: this host shares no bans\n".into()
         }
         Response::Fleet(f) => fleet_text(f),
+        Response::Show(r) => show_text(r, now),
         Response::Error { message, .. } => format!("error: {message}\n"),
     }
+}
+
+/// `ctl show`: each current ban and the lines that made it, then the past bans.
+fn show_text(r: &crate::ipc::ShowReport, now: Timestamp) -> String {
+    let mut out = String::new();
+    if r.bans.is_empty() {
+        out.push_str(&format!("{}: not banned\n", r.ip));
+    }
+    for b in &r.bans {
+        let origin = b
+            .origin
+            .as_deref()
+            .map(|o| format!(", from {o}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{} banned in {} since {} UTC, expires {} (ban {}{origin})\n",
+            b.ip,
+            b.jail,
+            b.banned_at.format("%Y-%m-%d %H:%M:%S"),
+            expiry(b.expires_at, now),
+            b.count
+        ));
+        if b.matches.is_empty() {
+            out.push_str(
+                "  no log lines (banned by hand, from the fleet, or before evidence was kept)\n",
+            );
+        }
+        for line in &b.matches {
+            out.push_str(&format!("  | {line}\n"));
+        }
+    }
+    if !r.past.is_empty() {
+        out.push_str("past bans:\n");
+        let rows = r
+            .past
+            .iter()
+            .map(|p| {
+                vec![
+                    p.ip.clone(),
+                    p.jail.clone(),
+                    p.count.to_string(),
+                    p.last_banned_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["IP", "JAIL", "BANS", "LAST BANNED (UTC)"], rows));
+    }
+    out
 }
 
 /// `ctl fleet`: the connection, then the counters, then rejections by reason.

@@ -250,7 +250,7 @@ async fn edges(
     Ok(daemon::Edges {
         fleet,
         firewall,
-        evidence: Arc::new(store.evidence_reader()),
+        evidence: Arc::new(store.reader()),
         store: Box::new(store),
         positions,
         clock: Arc::new(SystemClock),

@@ -63,7 +63,7 @@ pub struct Edges<F: Firewall> {
     pub firewall: F,
     pub store: Box<dyn BanStore>,
     /// Reads bans' evidence from the same store, for the control socket.
-    pub evidence: Arc<dyn crate::store::EvidenceReader>,
+    pub evidence: Arc<dyn crate::store::StoreReader>,
     pub positions: Arc<dyn Positions>,
     pub clock: Arc<dyn Clock>,
     /// The control socket, bound (`ipc::server::bind`); served once the table is built.

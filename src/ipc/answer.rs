@@ -10,7 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{BanView, Response, ResponseFrame, PROTOCOL_VERSION};
-use crate::store::EvidenceReader;
+use crate::store::StoreReader;
 use crate::types::Ban;
 
 /// How long a client may take to read one `CHUNK` of its answer before it is dropped.
@@ -29,7 +29,7 @@ pub enum Answer {
         jail: Option<String>,
         /// Each ban's evidence, read from the store as it is written (`None`: not
         /// asked for, `matches` is left empty).
-        evidence: Option<Arc<dyn EvidenceReader>>,
+        evidence: Option<Arc<dyn StoreReader>>,
     },
 }
 
@@ -82,7 +82,7 @@ pub(super) async fn send_bans<W: AsyncWrite + Unpin>(
     out: &mut Out<W>,
     bans: &[Ban],
     jail: Option<&str>,
-    evidence: Option<&dyn EvidenceReader>,
+    evidence: Option<&dyn StoreReader>,
 ) -> bool {
     let Some((head, tail)) = bans_frame_ends() else {
         return false;

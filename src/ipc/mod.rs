@@ -52,6 +52,11 @@ pub enum Request {
     Stats,
     /// The fleet's connection and counters.
     Fleet,
+    /// One address (or prefix): its current bans with their evidence, and its past
+    /// bans.
+    Show {
+        ip: String,
+    },
     Reload,
     /// The daemon's own log level from now on (until a restart or a reload).
     LogLevel {
@@ -116,6 +121,27 @@ pub struct JailStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub jails: Vec<JailStatus>,
+}
+
+/// `ctl show IP --json`: what is known of an address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShowReport {
+    /// The address or prefix asked about.
+    pub ip: String,
+    /// Its current bans, and those of prefixes that cover it, with `matches`.
+    pub bans: Vec<BanView>,
+    /// Its bans that ended, per jail (the store's history).
+    pub past: Vec<PastBans>,
+}
+
+/// The ended bans of a target in one jail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastBans {
+    pub ip: String,
+    pub jail: String,
+    /// How many times it was banned there (the last ban's count).
+    pub count: u32,
+    pub last_banned_at: Timestamp,
 }
 
 /// `ctl fleet --json`: ban sharing since start (SPEC "Fleet").
@@ -225,6 +251,7 @@ pub enum Response {
     },
     Stats(StatsReport),
     Fleet(FleetReport),
+    Show(ShowReport),
     Reloaded(ReloadReport),
     LogLevel {
         level: String,

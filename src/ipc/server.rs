@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 
-use crate::store::EvidenceReader;
+use crate::store::StoreReader;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -23,8 +23,8 @@ use tokio_util::task::TaskTracker;
 use super::access::{allowed, denied_message, Peer, SocketGroup};
 use super::answer::{frame_bytes, send_bans, Answer, Out};
 use super::{
-    decode_request, BanView, FleetReport, JailStatus, Request, Response, StatsReport, StatusReport,
-    MAX_FRAME, PROTOCOL_VERSION,
+    decode_request, BanView, FleetReport, JailStatus, PastBans, Request, Response, ShowReport,
+    StatsReport, StatusReport, MAX_FRAME, PROTOCOL_VERSION,
 };
 use crate::ban::Command;
 use crate::logging::LogControl;
@@ -115,7 +115,7 @@ pub struct Handler {
     /// `[fleet]` is configured (a restart adds or removes it).
     pub fleet: bool,
     /// Bans' evidence, read from the store.
-    pub evidence: Arc<dyn EvidenceReader>,
+    pub evidence: Arc<dyn StoreReader>,
 }
 
 /// Accepts connections until `shutdown`, serving at most `connection_cap` of the
@@ -329,6 +329,7 @@ impl Handler {
                 lines_over_limit: self.stats.lines_over_limit.load(Relaxed),
             }),
             Request::Fleet => Response::Fleet(FleetReport::of(&self.stats.fleet, self.fleet)),
+            Request::Show { ip } => self.show(&ip).await,
             Request::LogLevel { level } => match self.logs.set_level(&level) {
                 Ok(()) => {
                     tracing::info!(level = %level.to_ascii_lowercase(), "log level changed by ctl");
@@ -372,6 +373,52 @@ impl Handler {
             },
             None => Answer::Frame(gone()),
         }
+    }
+
+    /// `ctl show`: the bans that cover `ip` (or overlap a prefix), each with its
+    /// evidence, and the history of `ip` and of those bans' targets in each jail.
+    async fn show(&self, ip: &str) -> Response {
+        let asked: Target = match ip.trim().parse() {
+            Ok(t) => t,
+            Err(e) => return usage(format!("`{ip}` is not an address or prefix: {e}")),
+        };
+        let Some(all) = self.list().await else {
+            return gone();
+        };
+        let (q, mut targets) = (asked.net(), vec![asked]);
+        let bans = all
+            .iter()
+            .filter(|b| b.target.net().contains(&q) || q.contains(&b.target.net()))
+            .map(|b| {
+                if !targets.contains(&b.target) {
+                    targets.push(b.target);
+                }
+                let mut view = BanView::from(b);
+                view.matches = self
+                    .evidence
+                    .evidence(&b.jail, &b.target)
+                    .unwrap_or_default();
+                view
+            })
+            .collect();
+        let mut past = Vec::new();
+        for (jail, _) in self.rows() {
+            for target in &targets {
+                if let Ok(Some(h)) = self.evidence.history(&jail, target) {
+                    past.push(PastBans {
+                        ip: target.to_string(),
+                        jail: jail.clone(),
+                        count: h.count,
+                        last_banned_at: h.last_banned_at,
+                    });
+                }
+            }
+        }
+        Response::Show(ShowReport {
+            ip: asked.to_string(),
+            bans,
+            past,
+        })
     }
 
     /// The (jail, filter) rows of the running configuration.

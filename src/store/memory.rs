@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    with_recent, BanStore, Damage, EvidenceReader, History, Outbox, RecentBan, StoreChange,
-    StoreError,
+    with_recent, BanStore, Damage, History, Outbox, RecentBan, StoreChange, StoreError, StoreReader,
 };
 use crate::types::{Ban, Target};
 
@@ -154,9 +153,12 @@ impl BanStore for SharedStore {
     }
 }
 
-impl EvidenceReader for SharedStore {
+impl StoreReader for SharedStore {
     fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
         self.get().evidence(jail, target)
+    }
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        self.get().history(jail, target)
     }
 }
 

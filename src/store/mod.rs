@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::{MemoryOutbox, MemoryStore, SharedStore};
 pub use positions::MemoryPositions;
-pub use sled_store::{SledEvidence, SledOutbox, SledPositions, SledStore};
+pub use sled_store::{SledOutbox, SledPositions, SledReader, SledStore};
 
 use crate::types::{Ban, Target, Timestamp};
 
@@ -56,11 +56,13 @@ pub trait Outbox: Send + Sync {
     fn depth(&self) -> u64;
 }
 
-/// Reads bans' evidence beside the ban manager (which owns the store's writes): the
-/// control socket's answers show it.
-pub trait EvidenceReader: Send + Sync {
+/// Reads the store beside the ban manager (which owns its writes), for the control
+/// socket's answers: bans' evidence and past bans.
+pub trait StoreReader: Send + Sync {
     /// As [`BanStore::evidence`].
     fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError>;
+    /// As [`BanStore::history`].
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError>;
 }
 
 /// What the store remembers of a target's past bans in one jail.

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use super::database::{panic_text, Database, Handles};
 use super::{
     ban_key, evidence_key, history_key, outbox_key, recent_key, with_recent, BanRecord, BanStore,
-    Damage, EvidenceReader, EvidenceRecord, History, HistoryRecord, Outbox, RecentBan,
-    RecentRecord, StoreChange, StoreError, FORMAT_VERSION,
+    Damage, EvidenceRecord, History, HistoryRecord, Outbox, RecentBan, RecentRecord, StoreChange,
+    StoreError, StoreReader, FORMAT_VERSION,
 };
 use crate::source::{PositionError, Positions};
 use crate::types::{Ban, Target};
@@ -60,8 +60,8 @@ impl SledStore {
     }
 
     /// A reader of bans' evidence, for the control socket.
-    pub fn evidence_reader(&self) -> SledEvidence {
-        SledEvidence {
+    pub fn reader(&self) -> SledReader {
+        SledReader {
             db: self.db.clone(),
         }
     }
@@ -191,13 +191,7 @@ impl BanStore for SledStore {
     }
 
     fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
-        Ok(read_json::<HistoryRecord>(
-            &self.db,
-            state,
-            history_key(jail, target),
-            "reading history",
-        )?
-        .map(|r| r.history))
+        read_history(&self.db, jail, target)
     }
 
     fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
@@ -401,6 +395,13 @@ impl Positions for SledPositions {
     }
 }
 
+fn read_history(db: &Database, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+    Ok(
+        read_json::<HistoryRecord>(db, state, history_key(jail, target), "reading history")?
+            .map(|r| r.history),
+    )
+}
+
 fn read_evidence(db: &Database, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
     Ok(
         read_json::<EvidenceRecord>(db, state, evidence_key(jail, target), "reading evidence")?
@@ -409,15 +410,19 @@ fn read_evidence(db: &Database, jail: &str, target: &Target) -> Result<Vec<Strin
     )
 }
 
-/// The evidence records (`e/<jail>/<target>`) of the ban store's tree, read beside the
-/// ban manager (sled is safe to read from several threads).
-pub struct SledEvidence {
+/// The evidence (`e/<jail>/<target>`) and history (`h/<jail>/<target>`) records of
+/// the ban store's tree, read beside the ban manager (sled is safe to read from
+/// several threads).
+pub struct SledReader {
     db: Arc<Database>,
 }
 
-impl EvidenceReader for SledEvidence {
+impl StoreReader for SledReader {
     fn evidence(&self, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
         read_evidence(&self.db, jail, target)
+    }
+    fn history(&self, jail: &str, target: &Target) -> Result<Option<History>, StoreError> {
+        read_history(&self.db, jail, target)
     }
 }
 

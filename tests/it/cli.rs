@@ -279,8 +279,36 @@ fn a_ban_keeps_the_lines_that_made_it_across_kill_9() {
     assert_eq!(matches_of("203.0.113.30"), Some(Vec::new()));
     d.kill9();
     let _d = Daemon::start(cfg.path(), None);
-    assert_eq!(matches_of("203.0.113.20"), Some(lines));
+    assert_eq!(matches_of("203.0.113.20"), Some(lines.clone()));
     assert_eq!(matches_of("203.0.113.21"), None, "one failure: no ban");
+
+    // `ctl show`: the ban and its lines; the terminal gets the escape escaped.
+    let shown = ctl_json(cfg.path(), &["show", "203.0.113.20"]);
+    assert_eq!(shown["bans"][0]["jail"], "sshd");
+    assert_eq!(shown["bans"][0]["matches"][2], lines[2].as_str());
+    let out = gaoler(cfg.path(), &["ctl", "show", "203.0.113.20"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let human = text(&out.stdout);
+    assert!(human.contains("203.0.113.20 banned in sshd"), "{human}");
+    assert!(
+        human.contains("| ") && human.contains("user admin from"),
+        "{human}"
+    );
+    assert!(human.contains("user \\u{1b}[2J\\u{1b}[31mevil"), "{human}");
+    assert!(!human.contains('\x1b'), "{human:?}");
+    // Lifted: no current ban, one past ban.
+    ctl_json(cfg.path(), &["unban", "203.0.113.20"]);
+    let shown = ctl_json(cfg.path(), &["show", "203.0.113.20"]);
+    assert_eq!(shown["bans"], serde_json::json!([]));
+    assert_eq!(shown["past"][0]["jail"], "sshd");
+    assert_eq!(shown["past"][0]["count"], 1);
+    let human = text(&gaoler(cfg.path(), &["ctl", "show", "203.0.113.20"]).stdout);
+    assert!(
+        human.contains("not banned") && human.contains("past bans"),
+        "{human}"
+    );
+    let bad = gaoler(cfg.path(), &["ctl", "show", "not-an-ip"]);
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 #[test]
