@@ -130,6 +130,11 @@ pub enum CtlCommand {
     /// An address: its current bans with the log lines that made them, and its past
     /// bans.
     Show { ip: String },
+    /// Follow bans and unbans as they happen, one a line, until interrupted.
+    Events {
+        #[arg(long)]
+        jail: Option<String>,
+    },
     /// Change the daemon's own log level now: error, warn, info, debug or trace (until
     /// a restart, or a reload with another log_level).
     LogLevel { level: String },
@@ -165,6 +170,7 @@ impl CtlCommand {
             CtlCommand::Stats => Request::Stats,
             CtlCommand::Fleet => Request::Fleet,
             CtlCommand::Show { ip } => Request::Show { ip: ip.clone() },
+            CtlCommand::Events { jail } => Request::Events { jail: jail.clone() },
             CtlCommand::Reload => Request::Reload,
             CtlCommand::LogLevel { level } => Request::LogLevel {
                 level: level.clone(),

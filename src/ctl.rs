@@ -69,6 +69,8 @@ fn render_json(response: &Response) -> String {
         Response::Stats(stats) => serde_json::json!(stats),
         Response::Fleet(fleet) => serde_json::json!(fleet),
         Response::Show(report) => serde_json::json!(report),
+        Response::Following => serde_json::json!({ "following": true }),
+        Response::Event(event) => serde_json::json!(event),
         Response::Reloaded(report) => serde_json::json!(report),
         Response::LogLevel { level } => serde_json::json!({ "log_level": level }),
         Response::LogsFlushed { file } => serde_json::json!({ "reopened": file }),
@@ -176,8 +178,86 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
         }
         Response::Fleet(f) => fleet_text(f),
         Response::Show(r) => show_text(r, now),
+        Response::Following => "following bans and unbans (Ctrl-C to stop)\n".into(),
+        Response::Event(e) => event_text(e, now),
         Response::Error { message, .. } => format!("error: {message}\n"),
     }
+}
+
+/// `ctl events`: follows bans and unbans until interrupted (or the daemon stops),
+/// one line each on stdout (one JSON object a line with `json`), escaped for the
+/// terminal. 1 when the daemon cannot be reached or dropped this reader.
+pub fn follow_events(socket: &Path, group: Option<&str>, req: &Request, json: bool) -> i32 {
+    use std::io::Write as _;
+    let mut code = 0;
+    let mut each = |response: Response| -> bool {
+        match response {
+            Response::Following => {
+                eprintln!("gaoler ctl events: following bans and unbans (Ctrl-C to stop)");
+                true
+            }
+            Response::Event(e) => {
+                let line = if json {
+                    serde_json::to_string(&e).unwrap_or_default() + "\n"
+                } else {
+                    crate::util::terminal_safe(&event_text(&e, Utc::now())).into_owned()
+                };
+                let mut stdout = std::io::stdout().lock();
+                // A closed stdout (`| head`) ends the follow.
+                stdout.write_all(line.as_bytes()).is_ok() && stdout.flush().is_ok()
+            }
+            Response::Error { usage, message } => {
+                eprintln!("gaoler ctl: {}", crate::util::terminal_safe(&message));
+                code = if usage { 2 } else { 1 };
+                false
+            }
+            other => {
+                eprintln!("gaoler ctl: unexpected answer: {}", render_json(&other));
+                code = 1;
+                false
+            }
+        }
+    };
+    match crate::ipc::client::follow(socket, group, req, &mut each) {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!("gaoler ctl: {e}");
+            1
+        }
+    }
+}
+
+/// One event in a line: when, what, where, and its lines' count.
+fn event_text(e: &crate::notify::Event, now: Timestamp) -> String {
+    let what = match (e.event, e.reason.as_deref()) {
+        (crate::notify::EventKind::Ban, _) => format!(
+            "ban   {} in {} (ban {}, expires {})",
+            e.ip,
+            e.jail,
+            e.count,
+            expiry(e.expires_at, now)
+        ),
+        (crate::notify::EventKind::Unban, reason) => format!(
+            "unban {} in {} ({})",
+            e.ip,
+            e.jail,
+            reason.unwrap_or("lifted")
+        ),
+    };
+    let origin = e
+        .origin
+        .as_deref()
+        .map(|o| format!(", from {o}"))
+        .unwrap_or_default();
+    let lines = match e.matches.len() {
+        0 => String::new(),
+        1 => ", 1 line".to_string(),
+        n => format!(", {n} lines"),
+    };
+    format!(
+        "{} {what}{origin}{lines}\n",
+        now.format("%Y-%m-%d %H:%M:%S")
+    )
 }
 
 /// `ctl show`: each current ban and the lines that made it, then the past bans.

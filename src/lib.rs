@@ -15,6 +15,7 @@
 //! - `stats`    counters shared for `ctl status` / `ctl stats` / `/metrics`
 //! - `metrics`  `[metrics] listen`: Prometheus text format over a tiny HTTP server
 //! - `fleet`    `[fleet]`: bans shared with other hosts over NATS JetStream, signed
+//! - `notify`   ban and unban events (with their evidence) for `ctl events` followers
 //! - `ipc`      ctl protocol: versioned requests/responses, framing, server, client
 //! - `ctl`      the `ctl` subcommands' output: tables and JSON
 //! - `daemon`   `run(config, edges, shutdown)`: the only place that wires stages together
@@ -36,6 +37,7 @@ pub mod ipc;
 pub mod jail;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod source;
 pub mod stats;
 pub mod store;

@@ -266,12 +266,13 @@ impl<F: Firewall> BanManager<F> {
         let mut changes: Vec<StoreChange> =
             lifted.iter().cloned().map(StoreChange::Remove).collect();
         changes.extend(also);
+        let evidence: Vec<Vec<String>> = lifted.iter().map(|b| self.evidence_of(b)).collect();
         self.store.commit(&changes)?;
-        for ban in lifted {
+        for (ban, matches) in lifted.iter().zip(evidence) {
             self.waiting.pending.remove(&(ban.jail.clone(), ban.target));
             // Pending bans were never counted as bans, so neither as unbans.
             if let Some(gone) = self.book.remove(&ban.jail, &ban.target) {
-                self.ended(&gone, Ended::Lifted);
+                self.ended(&gone, Ended::Lifted, matches);
             }
             tracing::info!(jail = %ban.jail, target = %ban.target, "unban");
         }

@@ -24,8 +24,13 @@ pub enum Ended {
 pub enum BanEvent {
     /// Bans now in force (in the store and the kernel), in the order they were made.
     Banned(Arc<[Ban]>),
-    /// A ban in force ended.
-    Ended { ban: Ban, why: Ended },
+    /// A ban in force ended; `matches` are its evidence, read before the store let
+    /// them go (only when the manager has outputs).
+    Ended {
+        ban: Ban,
+        why: Ended,
+        matches: Vec<String>,
+    },
 }
 
 /// One output: the sending end of its queue and its count of dropped events.
@@ -59,6 +64,10 @@ pub struct Outputs(Vec<Output>);
 impl Outputs {
     pub fn add(&mut self, output: Output) {
         self.0.push(output);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Offers `event` to every output, never waiting.
@@ -95,6 +104,7 @@ mod tests {
         outputs.emit(|| BanEvent::Ended {
             ban: ban("203.0.113.5"),
             why: Ended::Lifted,
+            matches: Vec::new(),
         });
         assert!(matches!(fast_rx.try_recv(), Ok(BanEvent::Banned(b)) if b.len() == 1));
         assert!(matches!(

@@ -346,15 +346,28 @@ impl<F: Firewall> BanManager<F> {
         }
     }
 
-    /// Counts and announces a ban in force that ended.
-    fn ended(&self, ban: &Ban, why: Ended) {
+    /// Counts and announces a ban in force that ended, with `matches` (its evidence,
+    /// read before its removal: [`BanManager::evidence_of`]).
+    fn ended(&self, ban: &Ban, why: Ended, matches: Vec<String>) {
         if let Some(c) = self.stats.jail(&ban.jail) {
             c.total_unbanned.fetch_add(1, Relaxed);
         }
         self.outputs.emit(|| BanEvent::Ended {
             ban: ban.clone(),
             why,
+            matches,
         });
+    }
+
+    /// The evidence of `ban` for its end's event: read from the store only when there
+    /// is an output to tell.
+    fn evidence_of(&self, ban: &Ban) -> Vec<String> {
+        if self.outputs.is_empty() {
+            return Vec::new();
+        }
+        self.store
+            .evidence(&ban.jail, &ban.target)
+            .unwrap_or_default()
     }
 
     fn refresh_count(&self, jail: &str) {

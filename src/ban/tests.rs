@@ -868,7 +868,7 @@ async fn outputs_see_every_ban_and_every_end_of_one_without_slowing_them() {
         .expect("unban");
     assert!(matches!(
         events.try_recv(),
-        Ok(BanEvent::Ended { ban, why: Ended::Lifted }) if ban.target == target("203.0.113.5")
+        Ok(BanEvent::Ended { ban, why: Ended::Lifted, .. }) if ban.target == target("203.0.113.5")
     ));
     tokio::time::advance(Duration::from_secs(601)).await;
     r.manager.expire();

@@ -103,7 +103,7 @@ impl<F: Firewall> BanManager<F> {
             .collect();
         for ban in &gone {
             tracing::info!(jail = %ban.jail, target = %ban.target, "ban expired");
-            self.ended(ban, Ended::Expired);
+            self.ended(ban, Ended::Expired, self.evidence_of(ban));
         }
         if let Err(e) = self.store.commit(&removes) {
             // They are expired either way; the next start drops them from the store.

@@ -38,6 +38,9 @@ pub use reload::ReloadError;
 
 /// Capacity of the channel from the jail task to the ban manager.
 const DECISION_QUEUE: usize = 4096;
+/// Batches of ban events waiting for the event hub (each a batch of bans or one
+/// unban); past it they are dropped and counted, never waited for.
+const HUB_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -134,6 +137,11 @@ async fn serve<F: Firewall + 'static>(
     .with_recidive(config.recidive.clone())
     .with_reconcile(config.firewall.reconcile_interval)
     .with_sharing(ban::sharing(&config));
+    // Ban and unban events for `ctl events` followers (a ban output; the hub makes
+    // them events, with their lines).
+    let (hub_output, hub_events) = ban::Output::new(HUB_QUEUE);
+    manager = manager.with_output(hub_output);
+    let followers = crate::notify::followers();
     // The fleet's publisher is rung by every ban and unban (a ban output).
     let fleet_parts = match (&config.fleet, fleet_edge) {
         (Some(cfg), Some(edge)) => {
@@ -216,6 +224,12 @@ async fn serve<F: Firewall + 'static>(
         trust_tx
     });
 
+    tasks.spawn(crate::notify::run_hub(
+        hub_events,
+        evidence.clone(),
+        followers.clone(),
+        shutdown.clone(),
+    ));
     let handler = Arc::new(Handler {
         commands: command_tx.clone(),
         stats: stats.clone(),
@@ -225,6 +239,7 @@ async fn serve<F: Firewall + 'static>(
         logs: logs.clone(),
         fleet: config.fleet.is_some(),
         evidence: evidence.clone(),
+        events: followers,
     });
     tasks.spawn(server::serve(control, handler.clone(), shutdown.clone()));
     if let Some(listener) = metrics_listener {

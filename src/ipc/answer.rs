@@ -31,6 +31,12 @@ pub enum Answer {
         /// asked for, `matches` is left empty).
         evidence: Option<Arc<dyn StoreReader>>,
     },
+    /// `Following`, then each event (of `jail`, or all) as it comes, until the
+    /// client goes, the daemon stops, or the client falls behind the broadcast.
+    Events {
+        events: tokio::sync::broadcast::Receiver<Arc<crate::notify::Event>>,
+        jail: Option<String>,
+    },
 }
 
 /// A frame as it is sent: one line of JSON.
@@ -115,6 +121,52 @@ pub(super) async fn send_bans<W: AsyncWrite + Unpin>(
     }
     buf.extend_from_slice(&tail);
     out.send(&buf).await
+}
+
+/// Streams events to a `ctl events` client. One that falls more than
+/// `notify::FOLLOWER_LAG` events behind is told so and dropped: the daemon never
+/// waits for it.
+pub(super) async fn send_events<W: AsyncWrite + Unpin>(
+    out: &mut Out<W>,
+    mut events: tokio::sync::broadcast::Receiver<Arc<crate::notify::Event>>,
+    jail: Option<&str>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(bytes) = frame_bytes(Response::Following) else {
+        return;
+    };
+    if !out.send(&bytes).await {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            _ = out.shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        let frame = match event {
+            Ok(e) if jail.is_some_and(|j| e.jail != j) => continue,
+            Ok(e) => Response::Event(Box::new((*e).clone())),
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!(
+                    missed = n,
+                    "control socket: a ctl events reader fell behind; dropped"
+                );
+                let told = Response::Error {
+                    usage: false,
+                    message: format!("this reader fell behind by {n} events and was dropped (the daemon never waits for a reader)"),
+                };
+                if let Some(bytes) = frame_bytes(told) {
+                    out.send(&bytes).await;
+                }
+                return;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        match frame_bytes(frame) {
+            Some(bytes) if out.send(&bytes).await => {}
+            _ => return,
+        }
+    }
 }
 
 /// A `Bans` frame's bytes before and after its list, as serde writes them (the

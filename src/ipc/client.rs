@@ -1,5 +1,6 @@
-//! The ctl side of the socket: send one request, read one response. Blocking and
-//! small: `ctl` needs no runtime.
+//! The ctl side of the socket: send one request, read one response (or, for `ctl
+//! events`, every response until the daemon closes). Blocking and small: `ctl` needs
+//! no runtime.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -29,6 +30,35 @@ pub fn request(
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
+    let mut answer = None;
+    exchange(socket, group, request, Some(timeout), &mut |r| {
+        answer = Some(r);
+        false
+    })?;
+    answer.ok_or_else(|| ClientError::Io {
+        path: socket.to_path_buf(),
+        reason: "the daemon closed the connection without answering".into(),
+    })
+}
+
+/// Sends `request` and hands each response to `each` until it returns false or the
+/// daemon closes the connection (no read timeout: events come when they come).
+pub fn follow(
+    socket: &Path,
+    group: Option<&str>,
+    request: &Request,
+    each: &mut dyn FnMut(Response) -> bool,
+) -> Result<(), ClientError> {
+    exchange(socket, group, request, None, each)
+}
+
+fn exchange(
+    socket: &Path,
+    group: Option<&str>,
+    request: &Request,
+    timeout: Option<Duration>,
+    each: &mut dyn FnMut(Response) -> bool,
+) -> Result<(), ClientError> {
     let io = |e: std::io::Error| ClientError::Io {
         path: socket.to_path_buf(),
         reason: crate::util::io_reason(&e),
@@ -42,8 +72,10 @@ pub fn request(
             reason: crate::util::io_reason(&e),
         },
     })?;
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    stream.set_read_timeout(timeout).map_err(io)?;
+    stream
+        .set_write_timeout(Some(timeout.unwrap_or(Duration::from_secs(30))))
+        .map_err(io)?;
     let frame = RequestFrame {
         v: PROTOCOL_VERSION,
         request: request.clone(),
@@ -53,19 +85,29 @@ pub fn request(
     // A daemon that refuses this user answers and closes at once, so a failed write
     // may still have an answer waiting: read it before reporting the write.
     let wrote = stream.write_all(&bytes);
-    let mut line = Vec::new();
-    let read = BufReader::new(stream)
-        .take(MAX_RESPONSE as u64)
-        .read_until(b'\n', &mut line);
-    if line.is_empty() {
-        wrote.map_err(io)?;
-        read.map_err(io)?;
-        return Err(ClientError::Io {
-            path: socket.to_path_buf(),
-            reason: "the daemon closed the connection without answering".into(),
-        });
+    let mut reader = BufReader::new(stream);
+    let mut answered = false;
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_RESPONSE as u64)
+            .read_until(b'\n', &mut line);
+        if line.is_empty() {
+            if answered {
+                return Ok(());
+            }
+            wrote.map_err(io)?;
+            read.map_err(io)?;
+            return Err(ClientError::Io {
+                path: socket.to_path_buf(),
+                reason: "the daemon closed the connection without answering".into(),
+            });
+        }
+        answered = true;
+        let frame: ResponseFrame =
+            serde_json::from_slice(&line).map_err(|e| ClientError::Decode(e.to_string()))?;
+        if !each(frame.response) {
+            return Ok(());
+        }
     }
-    let frame: ResponseFrame =
-        serde_json::from_slice(&line).map_err(|e| ClientError::Decode(e.to_string()))?;
-    Ok(frame.response)
 }

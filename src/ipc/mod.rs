@@ -57,6 +57,12 @@ pub enum Request {
     Show {
         ip: String,
     },
+    /// Follow bans and unbans as they happen (of one jail, or all): a `Following`
+    /// frame, then an `Event` frame each, until the client goes.
+    Events {
+        #[serde(default)]
+        jail: Option<String>,
+    },
     Reload,
     /// The daemon's own log level from now on (until a restart or a reload).
     LogLevel {
@@ -252,6 +258,9 @@ pub enum Response {
     Stats(StatsReport),
     Fleet(FleetReport),
     Show(ShowReport),
+    /// `Events` is served: events follow.
+    Following,
+    Event(Box<crate::notify::Event>),
     Reloaded(ReloadReport),
     LogLevel {
         level: String,

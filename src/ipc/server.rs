@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::access::{allowed, denied_message, Peer, SocketGroup};
-use super::answer::{frame_bytes, send_bans, Answer, Out};
+use super::answer::{frame_bytes, send_bans, send_events, Answer, Out};
 use super::{
     decode_request, BanView, FleetReport, JailStatus, PastBans, Request, Response, ShowReport,
     StatsReport, StatusReport, MAX_FRAME, PROTOCOL_VERSION,
@@ -116,6 +116,8 @@ pub struct Handler {
     pub fleet: bool,
     /// Bans' evidence, read from the store.
     pub evidence: Arc<dyn StoreReader>,
+    /// Where `ctl events` followers subscribe.
+    pub events: crate::notify::Followers,
 }
 
 /// Accepts connections until `shutdown`, serving at most `connection_cap` of the
@@ -282,6 +284,10 @@ async fn connection(stream: UnixStream, handler: Arc<Handler>, shutdown: Cancell
                 jail,
                 evidence,
             } => send_bans(&mut out, &all, jail.as_deref(), evidence.as_deref()).await,
+            Answer::Events { events, jail } => {
+                send_events(&mut out, events, jail.as_deref()).await;
+                return;
+            }
         };
         if !sent || close {
             return;
@@ -330,6 +336,17 @@ impl Handler {
             }),
             Request::Fleet => Response::Fleet(FleetReport::of(&self.stats.fleet, self.fleet)),
             Request::Show { ip } => self.show(&ip).await,
+            Request::Events { jail } => {
+                if let Some(j) = &jail {
+                    if !self.knows(j) {
+                        return Answer::Frame(usage(format!("no enabled jail named `{j}`")));
+                    }
+                }
+                return Answer::Events {
+                    events: self.events.subscribe(),
+                    jail,
+                };
+            }
             Request::LogLevel { level } => match self.logs.set_level(&level) {
                 Ok(()) => {
                     tracing::info!(level = %level.to_ascii_lowercase(), "log level changed by ctl");
@@ -591,6 +608,7 @@ mod tests {
             logs: Arc::new(LogControl::detached()),
             fleet: false,
             evidence: Arc::new(crate::store::SharedStore::default()),
+            events: crate::notify::followers(),
         })
     }
 

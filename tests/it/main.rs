@@ -6,6 +6,7 @@ mod cli;
 mod ctl;
 mod daemon;
 mod e2e;
+mod events;
 mod filters;
 mod firewall;
 mod fleet;
