@@ -149,30 +149,45 @@ pub fn render_text(response: &Response, now: Timestamp) -> String {
         Response::LogsFlushed { file: None } => {
             "the daemon logs to stderr (no log_file): nothing to reopen\n".into()
         }
-        Response::Stats(s) => table(
-            &[
-                "LINES READ",
-                "FAILURES",
-                "BANS",
-                "TRACKED",
-                "EVICTED",
-                "REPAIRS",
-                "LINES CUT",
-                "SESSIONS EVICTED",
-                "OVER REGEX LIMIT",
-            ],
-            vec![vec![
-                s.lines_read.to_string(),
-                s.failures.to_string(),
-                s.bans.to_string(),
-                s.tracked.to_string(),
-                s.evicted.to_string(),
-                s.repairs.to_string(),
-                s.lines_cut.to_string(),
-                s.sessions_evicted.to_string(),
-                s.lines_over_limit.to_string(),
-            ]],
-        ),
+        Response::Stats(s) => {
+            let mut out = table(
+                &[
+                    "LINES READ",
+                    "FAILURES",
+                    "BANS",
+                    "TRACKED",
+                    "EVICTED",
+                    "REPAIRS",
+                    "LINES CUT",
+                    "SESSIONS EVICTED",
+                    "OVER REGEX LIMIT",
+                ],
+                vec![vec![
+                    s.lines_read.to_string(),
+                    s.failures.to_string(),
+                    s.bans.to_string(),
+                    s.tracked.to_string(),
+                    s.evicted.to_string(),
+                    s.repairs.to_string(),
+                    s.lines_cut.to_string(),
+                    s.sessions_evicted.to_string(),
+                    s.lines_over_limit.to_string(),
+                ]],
+            );
+            let notified = [
+                s.notify_sent,
+                s.notify_failed,
+                s.notify_timed_out,
+                s.notify_dropped,
+            ];
+            if notified.iter().any(|n| *n > 0) {
+                out.push_str(&format!(
+                    "notifications: {} sent, {} failed, {} timed out, {} dropped\n",
+                    s.notify_sent, s.notify_failed, s.notify_timed_out, s.notify_dropped
+                ));
+            }
+            out
+        }
         Response::Fleet(f) if !f.enabled => {
             "no [fleet] in gaoler.toml: this host shares no bans\n".into()
         }

@@ -49,6 +49,7 @@ pub struct Stats {
     pub metrics_dropped_deadline: AtomicU64,
     /// Ban sharing (all zero without `[fleet]`).
     pub fleet: FleetCounters,
+    pub notify: NotifyCounters,
     /// Per jail; a reload adds and removes jails.
     jails: RwLock<BTreeMap<String, Arc<JailCounters>>>,
     /// Lines read per source, each counter written only by the reader that registered it.
@@ -66,6 +67,21 @@ pub const FLEET_REJECTIONS: [&str; 7] = [
     "too_broad",
     "rate_limited",
 ];
+
+/// The notifiers' counters (`[[notify]]`), over all notifiers; written by their runs
+/// and their queues.
+#[derive(Debug, Default)]
+pub struct NotifyCounters {
+    /// Events a notifier handled: the program exited 0, the webhook answered 2xx.
+    pub sent: AtomicU64,
+    /// Events a notifier failed on: a non-zero exit, an error answer or no answer
+    /// after the retries.
+    pub failed: AtomicU64,
+    /// Runs killed (a program) or abandoned (a webhook attempt) at their timeout.
+    pub timed_out: AtomicU64,
+    /// Events dropped because a notifier's queue was full (the oldest go first).
+    pub dropped: AtomicU64,
+}
 
 /// The fleet's counters; each has one writer, named on it.
 #[derive(Debug, Default)]

@@ -295,6 +295,7 @@ pub fn load_filter_with(
         filter_path,
         dir: base,
         filters: HashMap::new(),
+        jail_notify: Vec::new(),
     };
     let pos = Pos {
         file: PathBuf::from("<command line>"),

@@ -93,6 +93,15 @@ pub(super) fn builtin_defaults() -> JailOptions {
 
 impl Loader {
     pub(super) fn jail_options(&mut self, raw: RawJail, file: &Path, text: &str) -> JailOptions {
+        if let Some(n) = raw.notify.as_ref().and_then(|n| n.first()) {
+            // Only [defaults] still has it here (a jail file's was taken out).
+            self.errors.push(Diagnostic::at(
+                file,
+                text,
+                n.span(),
+                "[[defaults.notify]]: write [[notify]] at the top level of gaoler.toml (it applies to every jail)",
+            ));
+        }
         let maxretry = raw
             .maxretry
             .and_then(|v| self.int_in(&v, 1..=1_000_000, "maxretry", file, text))
@@ -280,6 +289,10 @@ impl Loader {
                 return None;
             }
         };
+        let mut raw = raw;
+        let notify = raw.notify.take().unwrap_or_default();
+        let notify = self.notifiers(notify, file, &text, Some(&name));
+        self.jail_notify.extend(notify);
         let opts = self.jail_options(raw, file, &text).over(defaults);
         let whole = Pos::new(file, &text, 0);
         let Some((filter_name, filter_pos)) = opts.filter.clone() else {

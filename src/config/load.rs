@@ -16,8 +16,8 @@ use super::jail::builtin_defaults;
 use super::raw::{self, RawMain};
 use super::value;
 use super::{
-    Config, DaemonConfig, FirewallConfig, RecidiveConfig, DEFAULT_MAX_LINE, DEFAULT_SOCKET,
-    RECIDIVE, SHIPPED_FILTERS,
+    Config, DaemonConfig, FirewallConfig, NotifyConfig, RecidiveConfig, DEFAULT_MAX_LINE,
+    DEFAULT_SOCKET, RECIDIVE, SHIPPED_FILTERS,
 };
 use crate::filter::Filter;
 use crate::types::BanTime;
@@ -62,6 +62,8 @@ pub(super) struct Loader {
     /// Filters by resolved file and variable values, compiled once however many
     /// jails use them.
     pub(super) filters: HashMap<FilterKey, Option<Arc<Filter>>>,
+    /// The `[[notify]]` of the jail files, as they are read.
+    pub(super) jail_notify: Vec<NotifyConfig>,
 }
 
 /// Reads and validates the configuration in `dir`.
@@ -73,6 +75,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         filter_path: Vec::new(),
         dir: dir.to_path_buf(),
         filters: HashMap::new(),
+        jail_notify: Vec::new(),
     };
     let raw = match crate::util::read_config_file(&main_path) {
         Ok(text) => match toml::from_str::<RawMain>(&text) {
@@ -119,6 +122,8 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     let fleet = raw
         .fleet
         .and_then(|f| loader.fleet(f, &main_path, &text, &jails));
+    let mut notify = loader.notifiers(raw.notify.unwrap_or_default(), &main_path, &text, None);
+    notify.append(&mut loader.jail_notify);
 
     if recidive.is_some() {
         if let Some(j) = jails.iter().find(|j| j.name == RECIDIVE) {
@@ -138,6 +143,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
             metrics,
             fleet,
             jails,
+            notify,
             warnings: loader.warnings,
         })
     } else {

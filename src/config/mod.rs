@@ -9,6 +9,7 @@ mod filters;
 mod fleet;
 mod jail;
 mod load;
+mod notify;
 mod raw;
 mod value;
 
@@ -51,6 +52,8 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
     /// Every jail file, enabled or not, sorted by name.
     pub jails: Vec<JailConfig>,
+    /// `[[notify]]` of gaoler.toml, then of the jail files (each limited to its jail).
+    pub notify: Vec<NotifyConfig>,
     /// Settings that are valid but have no effect in this version.
     pub warnings: Vec<Diagnostic>,
 }
@@ -63,6 +66,39 @@ impl Config {
     pub fn jail(&self, name: &str) -> Option<&JailConfig> {
         self.jails.iter().find(|j| j.name == name)
     }
+}
+
+/// One `[[notify]]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Where it is written (`gaoler.toml:12`), for logs.
+    pub name: String,
+    pub on_ban: bool,
+    pub on_unban: bool,
+    /// The jails whose events it gets (`None`: every jail).
+    pub jails: Option<Vec<String>>,
+    pub action: NotifyAction,
+    /// How long one run (an exec, or one webhook attempt) may take.
+    pub timeout: Duration,
+    /// Webhook attempts after the first, with backoff (1 s, doubling).
+    pub retries: u32,
+    /// Events run at once.
+    pub concurrency: usize,
+    /// Events held waiting; past it the oldest is dropped (and counted).
+    pub queue: usize,
+}
+
+/// What a notifier does with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyAction {
+    /// Runs the program (argv, placeholders filled, no shell) with the event's JSON
+    /// on its standard input.
+    Exec(Vec<String>),
+    /// POSTs the event's JSON.
+    Webhook {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
 }
 
 /// `[fleet]`, checked: servers, this host's name and key, whom to trust, what to share.

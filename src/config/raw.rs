@@ -18,6 +18,23 @@ pub struct RawMain {
     pub metrics: Option<RawMetrics>,
     pub fleet: Option<RawFleet>,
     pub defaults: Option<RawJail>,
+    pub notify: Option<Vec<Spanned<RawNotify>>>,
+}
+
+/// `[[notify]]`: a notifier run on ban and unban events (SPEC "Evidence and
+/// notifications").
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub on: Option<Spanned<Vec<String>>>,
+    pub jails: Option<Spanned<Vec<String>>>,
+    pub exec: Option<Spanned<Vec<String>>>,
+    pub webhook: Option<Spanned<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub timeout: Option<Spanned<DurationValue>>,
+    pub retries: Option<Spanned<i64>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub queue: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,6 +192,7 @@ pub struct RawJail {
     /// Values for the filter's `[vars]`, by name.
     pub filter_vars: Option<BTreeMap<String, Spanned<String>>>,
     pub bantime_increment: Option<RawIncrement>,
+    pub notify: Option<Vec<Spanned<RawNotify>>>,
 }
 
 #[derive(Deserialize, Default, Clone)]

@@ -224,10 +224,19 @@ async fn serve<F: Firewall + 'static>(
         trust_tx
     });
 
+    // The notifiers of [[notify]]; a reload sends the new set.
+    let (notify_tx, notify_rx) = tokio::sync::watch::channel(crate::notify::notifiers(
+        &config.notify,
+        &[],
+        &stats,
+        &shutdown,
+    ));
     tasks.spawn(crate::notify::run_hub(
         hub_events,
         evidence.clone(),
         followers.clone(),
+        notify_rx,
+        stats.clone(),
         shutdown.clone(),
     ));
     let handler = Arc::new(Handler {
@@ -280,6 +289,15 @@ async fn serve<F: Firewall + 'static>(
                 logs.configured_level(&next.daemon.log_level);
                 if let (Some(tx), Some(f)) = (&trust, &next.fleet) {
                     let _ = tx.send(fleet::Trust::from_config(f));
+                }
+                if next.notify != config.notify {
+                    let running = notify_tx.borrow().clone();
+                    let _ = notify_tx.send(crate::notify::notifiers(
+                        &next.notify,
+                        &running,
+                        &stats,
+                        &shutdown,
+                    ));
                 }
                 config = next;
                 tracing::info!(

@@ -215,6 +215,15 @@ pub struct StatsReport {
     /// Lines a look-around regex gave up on at its backtracking limit: skipped.
     #[serde(default)]
     pub lines_over_limit: u64,
+    /// `[[notify]]` events handled: sent, failed, timed out, dropped (full queue).
+    #[serde(default)]
+    pub notify_sent: u64,
+    #[serde(default)]
+    pub notify_failed: u64,
+    #[serde(default)]
+    pub notify_timed_out: u64,
+    #[serde(default)]
+    pub notify_dropped: u64,
 }
 
 /// What `ctl reload` did: jails by what happened to them, and to the bans.

@@ -88,6 +88,20 @@ pub fn render(stats: &Stats) -> String {
         "Log lines a look-around regex gave up on at its backtracking limit: skipped.",
         stats.lines_over_limit.load(Relaxed),
     );
+    let n = &stats.notify;
+    labelled(
+        &mut out,
+        "gaoler_notify_events_total",
+        "counter",
+        "Ban and unban events handled by the [[notify]] notifiers, by result: sent, failed, timed_out (killed or abandoned at the timeout), dropped (a full queue).",
+        "result",
+        &[
+            ("sent".to_string(), n.sent.load(Relaxed)),
+            ("failed".to_string(), n.failed.load(Relaxed)),
+            ("timed_out".to_string(), n.timed_out.load(Relaxed)),
+            ("dropped".to_string(), n.dropped.load(Relaxed)),
+        ],
+    );
     labelled(
         &mut out,
         "gaoler_source_lines_read_total",

@@ -16,6 +16,7 @@ mod journal;
 mod lifecycle;
 mod many_jails;
 mod metrics;
+mod notify;
 mod reload;
 mod scripts;
 mod sources;
