@@ -94,10 +94,11 @@ pub enum NotifyAction {
     /// Runs the program (argv, placeholders filled, no shell) with the event's JSON
     /// on its standard input.
     Exec(Vec<String>),
-    /// POSTs the event's JSON.
+    /// POSTs the event's JSON, or `body` with its placeholders filled (JSON-escaped).
     Webhook {
         url: String,
         headers: Vec<(String, String)>,
+        body: Option<String>,
     },
 }
 

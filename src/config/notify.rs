@@ -134,6 +134,7 @@ impl Loader {
                         .unwrap_or_default()
                         .into_iter()
                         .collect(),
+                    body: raw.body.clone(),
                 }),
                 Err(why) => {
                     errors.push(err(
@@ -155,8 +156,11 @@ impl Loader {
                 None
             }
         };
-        if raw.headers.is_some() && raw.exec.is_some() {
-            errors.push(err(whole.clone(), "headers are for a webhook".into()));
+        if (raw.headers.is_some() || raw.body.is_some()) && raw.exec.is_some() {
+            errors.push(err(
+                whole.clone(),
+                "headers and body are for a webhook".into(),
+            ));
         }
         self.errors.extend(errors);
         let timeout = raw

@@ -31,6 +31,7 @@ pub struct RawNotify {
     pub exec: Option<Spanned<Vec<String>>>,
     pub webhook: Option<Spanned<String>>,
     pub headers: Option<BTreeMap<String, String>>,
+    pub body: Option<String>,
     pub timeout: Option<Spanned<DurationValue>>,
     pub retries: Option<Spanned<i64>>,
     pub concurrency: Option<Spanned<i64>>,

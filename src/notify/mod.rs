@@ -9,4 +9,4 @@ mod run;
 
 pub use event::{Event, EventKind};
 pub use hub::{followers, notifiers, run_hub, Followers, Notifiers, FOLLOWER_LAG};
-pub use run::{fill, Notifier, Outcome};
+pub use run::{fill, fill_json, Notifier, Outcome};

@@ -30,21 +30,64 @@ pub enum Outcome {
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// `arg` with the event's placeholders filled: `{ip}`, `{jail}`, `{bantime}` (seconds,
-/// or `permanent`), `{count}`, `{origin}` (`local` for this host's own), `{event}`.
+/// or `permanent`), `{count}`, `{origin}` (`local` for this host's own), `{event}`,
+/// `{matches}` (the ban's lines, one a line). One pass: text a placeholder brings in
+/// (a log line is the attacker's) is never read as a placeholder itself.
 pub fn fill(arg: &str, e: &Event) -> String {
-    if !arg.contains('{') {
-        return arg.to_string();
+    fill_with(arg, e, |v| v.to_string())
+}
+
+/// `fill` for a JSON body template: each value is escaped as inside a JSON string.
+pub fn fill_json(template: &str, e: &Event) -> String {
+    fill_with(template, e, |v| {
+        let quoted = serde_json::to_string(v).unwrap_or_default();
+        quoted
+            .strip_prefix('"')
+            .and_then(|q| q.strip_suffix('"'))
+            .unwrap_or("")
+            .to_string()
+    })
+}
+
+fn fill_with(template: &str, e: &Event, escape: impl Fn(&str) -> String) -> String {
+    if !template.contains('{') {
+        return template.to_string();
     }
-    let bantime = e.expires_at.map_or_else(
-        || "permanent".to_string(),
-        |end| (end - e.banned_at).num_seconds().max(0).to_string(),
-    );
-    arg.replace("{ip}", &e.ip)
-        .replace("{jail}", &e.jail)
-        .replace("{bantime}", &bantime)
-        .replace("{count}", &e.count.to_string())
-        .replace("{origin}", e.origin.as_deref().unwrap_or("local"))
-        .replace("{event}", e.event.as_str())
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[1..close];
+            let value = match name {
+                "ip" => e.ip.clone(),
+                "jail" => e.jail.clone(),
+                "bantime" => e.expires_at.map_or_else(
+                    || "permanent".to_string(),
+                    |end| (end - e.banned_at).num_seconds().max(0).to_string(),
+                ),
+                "count" => e.count.to_string(),
+                "origin" => e.origin.clone().unwrap_or_else(|| "local".to_string()),
+                "event" => e.event.as_str().to_string(),
+                "matches" => e.matches.join("\n"),
+                _ => return None,
+            };
+            Some((value, close))
+        });
+        match value {
+            Some((value, close)) => {
+                out.push_str(&escape(&value));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One notifier: its settings and its queue; the worker task holds the other end.
@@ -162,8 +205,12 @@ pub async fn run(config: &NotifyConfig, event: &Event) -> Outcome {
     let json = serde_json::to_vec(event).unwrap_or_default();
     match &config.action {
         NotifyAction::Exec(argv) => exec(argv, event, json, config.timeout).await,
-        NotifyAction::Webhook { url, headers } => {
-            webhook(url, headers, json, config.timeout, config.retries).await
+        NotifyAction::Webhook { url, headers, body } => {
+            let body = match body {
+                Some(template) => fill_json(template, event).into_bytes(),
+                None => json,
+            };
+            webhook(url, headers, body, config.timeout, config.retries).await
         }
     }
 }
@@ -312,6 +359,21 @@ mod tests {
         let mut permanent = e.clone();
         permanent.expires_at = None;
         assert_eq!(fill("{bantime}", &permanent), "permanent");
+    }
+
+    #[test]
+    fn text_a_placeholder_brings_in_is_never_filled_again_and_json_is_escaped() {
+        let mut e = event();
+        e.matches = vec!["user {ip} \"quoted\"".into(), "second".into()];
+        assert_eq!(fill("{matches}", &e), "user {ip} \"quoted\"\nsecond");
+        assert_eq!(
+            fill_json("{\"text\": \"{ip}: {matches}\"}", &e),
+            "{\"text\": \"192.0.2.7: user {ip} \\\"quoted\\\"\\nsecond\"}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&fill_json("{\"text\": \"{matches}\"}", &e)).expect("valid JSON");
+        assert_eq!(body["text"], "user {ip} \"quoted\"\nsecond");
+        assert_eq!(fill("{unknown} {ip", &e), "{unknown} {ip");
     }
 
     #[test]

@@ -12,9 +12,12 @@ use crate::support::*;
 
 const JAIL: &str = "filter = \"sshd\"\nlogpath = \"auth.log\"\nmaxretry = 2\n";
 
-/// One request the receiver got: its headers (lower-case names) and body.
+/// One request the receiver got: its path, headers (lower-case names) and body
+/// (`body`: as JSON, `null` when it is not).
 struct Hook {
+    path: String,
     headers: Vec<(String, String)>,
+    raw: String,
     body: serde_json::Value,
 }
 
@@ -36,6 +39,7 @@ fn receiver(delay: Duration) -> (String, mpsc::Receiver<Hook>) {
                 let mut headers = Vec::new();
                 let mut line = String::new();
                 reader.read_line(&mut line).expect("request line");
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
                 loop {
                     line.clear();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
@@ -56,8 +60,14 @@ fn receiver(delay: Duration) -> (String, mpsc::Receiver<Hook>) {
                 let _ = conn.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
-                let body = serde_json::from_slice(&body).expect("JSON body");
-                let _ = tx.send(Hook { headers, body });
+                let raw = String::from_utf8_lossy(&body).into_owned();
+                let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let _ = tx.send(Hook {
+                    path,
+                    headers,
+                    raw,
+                    body,
+                });
             });
         }
     });
@@ -239,4 +249,138 @@ fn check_names_a_missing_program_and_a_bad_url_where_they_are_written() {
     ] {
         assert!(said.contains(expected), "{expected} in:\n{said}");
     }
+}
+
+fn recipe(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("notify")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The recipes of docs/notify.md, each against a fake receiver: mail through a
+/// sendmail that keeps what it is given, an AbuseIPDB report to a local endpoint, an
+/// ntfy message and a Slack-style webhook.
+#[test]
+fn the_recipes_reach_their_receivers() {
+    let (url, hooks) = receiver(Duration::ZERO);
+    let dir = tempfile::tempdir().expect("dir");
+    let mailbox = dir.path().join("mailbox");
+    let sendmail = dir.path().join("sendmail");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh
+[ \"$1\" = -t ] || exit 3
+cat > '{}'
+",
+            mailbox.display()
+        ),
+    )
+    .expect("sendmail");
+    std::fs::set_permissions(
+        &sendmail,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let env = dir.path().join("abuseipdb.env");
+    std::fs::write(
+        &env,
+        format!("ABUSEIPDB_KEY=k3y\nABUSEIPDB_URL={url}/abuseipdb\n"),
+    )
+    .expect("env");
+    let cfg = ConfigDir::new(
+        &format!(
+            r#"backend = "log"
+
+[[notify]]
+exec = ["{mail}", "root@example.org", "{{ip}}", "{{jail}}", "{{count}}", "{{bantime}}", "{{matches}}", "{sendmail}"]
+
+[[notify]]
+exec = ["{abuseipdb}", "{{ip}}", "{{jail}}", "{{matches}}", "{env}"]
+
+[[notify]]
+webhook = "{url}/ntfy"
+headers = {{ Title = "gaoler", Tags = "no_entry" }}
+body = "{{ip}} banned in {{jail}} (ban {{count}})"
+
+[[notify]]
+webhook = "{url}/slack"
+body = '{{"text": "gaoler banned {{ip}} in {{jail}}:\n{{matches}}"}}'
+"#,
+            mail = recipe("mail"),
+            abuseipdb = recipe("abuseipdb"),
+            sendmail = sendmail.display(),
+            env = env.display(),
+        ),
+        JAIL,
+    );
+    let _d = Daemon::start(cfg.path(), None);
+    let lines = two_failures(&cfg, "203.0.113.80");
+    let mut got: Vec<Hook> = (0..3)
+        .map(|_| {
+            hooks
+                .recv_timeout(Duration::from_secs(15))
+                .expect("a request")
+        })
+        .collect();
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    let [abuse, ntfy, slack] = [&got[0], &got[1], &got[2]];
+    assert!(abuse.path.ends_with("/abuseipdb"), "{}", abuse.path);
+    assert!(abuse.headers.contains(&("key".into(), "k3y".into())));
+    assert!(abuse.raw.contains("ip=203.0.113.80"), "{}", abuse.raw);
+    assert!(abuse.raw.contains("categories=18%2C22"), "{}", abuse.raw);
+    assert!(
+        abuse.raw.contains("Failed%20password") || abuse.raw.contains("Failed+password"),
+        "{}",
+        abuse.raw
+    );
+    assert!(ntfy.path.ends_with("/ntfy"));
+    assert_eq!(ntfy.raw, "203.0.113.80 banned in sshd (ban 1)");
+    assert!(ntfy.headers.contains(&("title".into(), "gaoler".into())));
+    assert!(slack.path.ends_with("/slack"));
+    assert_eq!(
+        slack.body["text"],
+        format!("gaoler banned 203.0.113.80 in sshd:\n{}", lines.join("\n"))
+    );
+    wait_for(Duration::from_secs(15), "the mail", || mailbox.exists());
+    std::thread::sleep(Duration::from_millis(200));
+    let mail = std::fs::read_to_string(&mailbox).expect("mail");
+    assert!(mail.contains("To: root@example.org"), "{mail}");
+    assert!(
+        mail.contains("Subject: [gaoler] 203.0.113.80 banned in sshd"),
+        "{mail}"
+    );
+    for line in &lines {
+        assert!(mail.contains(line.as_str()), "{mail}");
+    }
+}
+
+/// A reload applies [[notify]] changes: a webhook added by a reload gets the next ban.
+#[test]
+fn a_reload_adds_a_notifier() {
+    let (url, hooks) = receiver(Duration::ZERO);
+    let cfg = ConfigDir::new("backend = \"log\"", JAIL);
+    let _d = Daemon::start(cfg.path(), None);
+    two_failures(&cfg, "203.0.113.90");
+    wait_for(Duration::from_secs(10), "the first ban", || {
+        stats(&cfg, "bans") == 1
+    });
+    let main = std::fs::read_to_string(cfg.path().join("gaoler.toml")).expect("main");
+    cfg.write(
+        "gaoler.toml",
+        &format!("{main}\n[[notify]]\nwebhook = \"{url}\"\n"),
+    );
+    let out = gaoler(cfg.path(), &["ctl", "reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        hooks.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing before"
+    );
+    two_failures(&cfg, "203.0.113.91");
+    let hook = hooks
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the event");
+    assert_eq!(hook.body["ip"], "203.0.113.91");
 }
