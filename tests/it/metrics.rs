@@ -401,3 +401,69 @@ fn metrics_scrapes_and_bans_get_through_a_slowloris_of_1000_connections() {
     );
     d.stop();
 }
+
+/// The Grafana dashboard shipped in packaging queries only metrics a live daemon
+/// serves (a histogram's `_bucket`, `_sum` and `_count` included), and is valid JSON
+/// with the datasource and instance variables it uses.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_a_live_daemon_serves() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("packaging/grafana/gaoler-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 20, "{} queries", exprs.len());
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "instance"]);
+    exprs.push(
+        dashboard["templating"]["list"][1]["definition"]
+            .as_str()
+            .expect("definition")
+            .to_string(),
+    );
+
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let cfg = config(&addr.to_string());
+    let _d = Daemon::start(cfg.path(), None);
+    let body = scrape(addr);
+    let types: std::collections::HashMap<&str, &str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let mut queried = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("gaoler_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            queried.insert(name);
+        }
+    }
+    for name in &queried {
+        let served = types.contains_key(name.as_str())
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| types.get(base) == Some(&"histogram"))
+            });
+        assert!(
+            served,
+            "the dashboard queries {name}, which /metrics does not serve:\n{body}"
+        );
+    }
+    eprintln!("{} metrics queried, all served", queried.len());
+}
