@@ -237,35 +237,129 @@ pub fn ports(value: &str, notes: &mut Vec<String>) -> Vec<toml::Value> {
     out
 }
 
+/// A notification recipe (docs/notify.md) an action maps to: the import writes the
+/// script into the new configuration (`notify/NAME`) and a `[[notify]]` that runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipe {
+    /// fail2ban's `sendmail*`, `mail*` (`-whois`, `-lines`, `-matches`): one mail a
+    /// ban to `dest`, with the lines (and whois when installed).
+    Mail { dest: String },
+    /// fail2ban's `abuseipdb`: a report a ban.
+    AbuseIpdb,
+}
+
+impl Recipe {
+    /// The script's name, in `notify/`.
+    pub fn script(&self) -> &'static str {
+        match self {
+            Recipe::Mail { .. } => "mail",
+            Recipe::AbuseIpdb => "abuseipdb",
+        }
+    }
+
+    /// The script's text, as shipped.
+    pub fn text(&self) -> &'static str {
+        match self {
+            Recipe::Mail { .. } => include_str!("../../notify/mail"),
+            Recipe::AbuseIpdb => include_str!("../../notify/abuseipdb"),
+        }
+    }
+
+    /// The `[[notify]]` table that runs it.
+    pub fn table(&self) -> toml::Table {
+        let path = format!("notify/{}", self.script());
+        let argv: Vec<&str> = match self {
+            Recipe::Mail { dest } => vec![
+                &path,
+                dest,
+                "{ip}",
+                "{jail}",
+                "{count}",
+                "{bantime}",
+                "{matches}",
+            ],
+            Recipe::AbuseIpdb => vec![&path, "{ip}", "{jail}", "{matches}"],
+        };
+        let mut t = toml::Table::new();
+        t.insert("on".into(), vec![toml::Value::from("ban")].into());
+        t.insert(
+            "exec".into(),
+            argv.into_iter()
+                .map(toml::Value::from)
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        t.insert("timeout".into(), "30s".into());
+        t
+    }
+}
+
+/// The value of `name=` in an action's options (`dest="root@example.org"`).
+fn option(text: &str, name: &str) -> Option<String> {
+    let at = text.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &text[at..];
+    let value = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next()?,
+        None => rest.split([',', ']', ' ', '\n']).next()?,
+    };
+    let value = value.trim();
+    (!value.is_empty() && !value.contains("%(")).then(|| value.to_string())
+}
+
 /// The firewall side of `action`/`banaction`: all ports or listed ones, drop or
-/// reject; what gaoler does not do (mail, whois, reports) becomes notes.
-pub fn action(scope: &Scope<'_>, notes: &mut Vec<String>) -> (bool, Option<&'static str>) {
-    let text = format!(
+/// reject; mail and AbuseIPDB reports become notification recipes; what gaoler does
+/// not do (Cloudflare, X-ARF, blocklist reports) becomes notes.
+pub fn action(
+    scope: &Scope<'_>,
+    notes: &mut Vec<String>,
+) -> (bool, Option<&'static str>, Vec<Recipe>) {
+    let raw = format!(
         "{} {}",
         scope.get("action").unwrap_or_default(),
         scope.get("banaction").unwrap_or_default()
-    )
-    .to_ascii_lowercase();
+    );
+    let text = raw.to_ascii_lowercase();
     let all_ports = text.contains("allports");
     let reject = text.contains("reject");
+    let recipes = recipes_of(&raw, scope.get("destemail"), notes);
+    (all_ports, reject.then_some("reject"), recipes)
+}
+
+/// The recipes the actions in `raw` map to (notes say what became of each);
+/// `destemail` is the jail's, for a mail action without `dest=`.
+pub fn recipes_of(raw: &str, destemail: Option<String>, notes: &mut Vec<String>) -> Vec<Recipe> {
+    let text = raw.to_ascii_lowercase();
+    let mut recipes = Vec::new();
+    if text.contains("mail") {
+        let dest = option(raw, "dest")
+            .or_else(|| destemail.map(|d| d.trim().to_string()))
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "root".to_string());
+        recipes.push(Recipe::Mail { dest });
+        notes.push("action: mail on ban becomes the mail notification recipe (notify/mail, needs a sendmail)".into());
+    }
+    if text.contains("abuseipdb") {
+        recipes.push(Recipe::AbuseIpdb);
+        let category = option(raw, "abuseipdb_category")
+            .map(|c| format!(" and ABUSEIPDB_CATEGORIES={c}"))
+            .unwrap_or_default();
+        notes.push(format!(
+            "action: abuseipdb becomes the AbuseIPDB recipe (notify/abuseipdb, needs curl): put ABUSEIPDB_KEY=...{category} in /etc/gaoler/abuseipdb.env (mode 0600); the key is not copied"
+        ));
+    }
     for (word, what) in [
-        ("sendmail", "mail on ban"),
-        ("mail", "mail on ban"),
-        ("whois", "whois lookups"),
         ("xarf", "X-ARF abuse reports"),
-        ("abuseipdb", "AbuseIPDB reports"),
         ("cloudflare", "Cloudflare API bans"),
         ("badips", "badips.com reports"),
         ("blocklist_de", "blocklist.de reports"),
     ] {
         if text.contains(word) {
             notes.push(format!(
-                "action: {what} is not something gaoler does; only the firewall ban is kept"
+                "action: {what} is not something gaoler does; only the firewall ban is kept (an exec notifier can call its API: docs/notify.md)"
             ));
-            break;
         }
     }
-    (all_ports, reject.then_some("reject"))
+    recipes
 }
 
 #[cfg(test)]

@@ -141,6 +141,7 @@ pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
     };
     let mut main = main_config(src, &defaults, &mut report);
     let mut jail_files_out: Vec<(String, toml::Table)> = Vec::new();
+    let mut recipes: Vec<jail::Recipe> = Vec::new();
     for name in &jails.order {
         let scope = Scope {
             ini: &jails,
@@ -210,7 +211,8 @@ pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
             );
             continue;
         };
-        let (table, outcome, notes) = convert_jail(&scope, &filter_name, journalmatch);
+        let (table, outcome, notes) =
+            convert_jail(&scope, &filter_name, journalmatch, &mut recipes);
         report.add("jail", name, outcome, notes);
         if let Some(table) = table {
             jail_files_out.push((sanitize(name), table));
@@ -238,6 +240,17 @@ pub fn import(src: &Path, out: &Path) -> Result<Report, ImportError> {
     for (name, table) in &jail_files_out {
         let text = toml::to_string(table).unwrap_or_default();
         write(&format!("jails/{name}.toml"), &format!("{header}{text}"))?;
+    }
+    // The notification recipes the jails run, as shipped, executable.
+    for recipe in &recipes {
+        let rel = format!("notify/{}", recipe.script());
+        write(&rel, recipe.text())?;
+        let path = out.join(&rel);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|e| ImportError::Write {
+                path: path.clone(),
+                reason: crate::util::io_reason(&e),
+            })?;
     }
     for (name, f) in &filters {
         if let Some(f) = f {
@@ -288,6 +301,7 @@ fn convert_jail(
     scope: &Scope<'_>,
     filter: &str,
     filter_journalmatch: Option<String>,
+    recipes: &mut Vec<jail::Recipe>,
 ) -> (Option<toml::Table>, Outcome, Vec<String>) {
     let keys = jail::common_keys(scope);
     let mut notes = keys.notes;
@@ -346,7 +360,18 @@ fn convert_jail(
     for (k, v) in keys.table {
         table.insert(k, v);
     }
-    let (all_ports, action) = jail::action(scope, &mut notes);
+    let (all_ports, action, wanted) = jail::action(scope, &mut notes);
+    if !wanted.is_empty() {
+        table.insert(
+            "notify".into(),
+            wanted
+                .iter()
+                .map(|r| toml::Value::Table(r.table()))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        recipes.extend(wanted);
+    }
     let ports = if all_ports {
         Vec::new()
     } else {

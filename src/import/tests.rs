@@ -63,6 +63,28 @@ fn tree(dir: &Path) {
 }
 
 #[test]
+fn mail_and_abuseipdb_actions_become_recipes_with_their_options() {
+    let mut notes = Vec::new();
+    let text = "%(banaction)s[port=ssh]\n sendmail-whois-lines[sender=\"f2b@h\", dest=\"admin@example.org\"]\n abuseipdb[abuseipdb_apikey=\"SECRET\", abuseipdb_category=\"18,22\"]";
+    let recipes = super::jail::recipes_of(text, None, &mut notes);
+    assert_eq!(
+        recipes,
+        [
+            super::jail::Recipe::Mail {
+                dest: "admin@example.org".into()
+            },
+            super::jail::Recipe::AbuseIpdb
+        ]
+    );
+    let joined = notes.join("\n");
+    assert!(joined.contains("ABUSEIPDB_CATEGORIES=18,22"), "{joined}");
+    assert!(
+        !joined.contains("SECRET"),
+        "the key is never copied: {joined}"
+    );
+}
+
+#[test]
 fn a_hand_written_tree_converts_and_passes_the_check() {
     let src = tempfile::tempdir().expect("tmp");
     let out = tempfile::tempdir().expect("tmp");
@@ -80,6 +102,33 @@ fn a_hand_written_tree_converts_and_passes_the_check() {
     assert_eq!(sshd["logpath"][0].as_str(), Some("/var/log/auth.log"));
     assert_eq!(sshd["filter"].as_str(), Some("sshd"));
     assert!(text.contains("mail on ban"), "{text}");
+    // The mail action became the mail recipe, written beside the config.
+    let notify = &sshd["notify"][0];
+    assert_eq!(notify["on"][0].as_str(), Some("ban"));
+    let argv: Vec<&str> = notify["exec"]
+        .as_array()
+        .expect("exec")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        argv,
+        [
+            "notify/mail",
+            "root",
+            "{ip}",
+            "{jail}",
+            "{count}",
+            "{bantime}",
+            "{matches}"
+        ]
+    );
+    let script = out.path().join("notify/mail");
+    let mode = std::fs::metadata(&script).expect("recipe").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111,
+        0o111
+    );
 
     // The app jail asked for mode=aggressive: a filter of its own.
     let app: toml::Table = toml::from_str(&read("jails/app.toml")).expect("toml");
