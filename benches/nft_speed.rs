@@ -27,6 +27,17 @@ fn config(dir: &Path, maxretry: u32) {
     config_with(dir, maxretry, "reconcile_interval = 0\n");
 }
 
+/// A `[[notify]]` for the run (`GAOLER_BENCH_NOTIFY`): `exec` a program that returns
+/// at once on every ban, `hang` one that never returns (killed at its 2 s timeout),
+/// unset: none.
+fn notify_section() -> String {
+    match std::env::var("GAOLER_BENCH_NOTIFY").as_deref() {
+        Ok("exec") => "[[notify]]\nexec = [\"true\"]\n".into(),
+        Ok("hang") => "[[notify]]\nexec = [\"sleep\", \"1000\"]\ntimeout = \"2s\"\n".into(),
+        _ => String::new(),
+    }
+}
+
 /// The bench's config; `firewall_extra` goes into [firewall].
 fn config_with(dir: &Path, maxretry: u32, firewall_extra: &str) {
     // GAOLER_BENCH_BACKEND=log isolates the pipeline and the store from nft.
@@ -34,7 +45,7 @@ fn config_with(dir: &Path, maxretry: u32, firewall_extra: &str) {
     let filters = Path::new(env!("CARGO_MANIFEST_DIR")).join("filters");
     std::fs::write(
         dir.join("gaoler.toml"),
-        format!("[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\nlog_level = \"warn\"\n[firewall]\nbackend = \"{backend}\"\ntable = \"gbench\"\n{firewall_extra}[defaults]\nignoreip = []\n", filters.display()),
+        format!("[daemon]\nstate_dir = \"state\"\nsocket = \"gaoler.sock\"\nfilter_path = [\"{}\"]\nlog_level = \"warn\"\n[firewall]\nbackend = \"{backend}\"\ntable = \"gbench\"\n{firewall_extra}[defaults]\nignoreip = []\n{}", filters.display(), notify_section()),
     )
     .expect("config");
     std::fs::create_dir_all(dir.join("jails")).expect("jails");
@@ -232,6 +243,20 @@ fn from_outside(ns: &Netns, cfg: &Path, text: &str) {
 }
 
 /// True when `GAOLER_BENCH_PARTS` (a comma list; all when unset) names `part`.
+/// The bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn part(name: &str) -> bool {
     std::env::var("GAOLER_BENCH_PARTS").map_or(true, |p| p.split(',').any(|x| x.trim() == name))
 }
@@ -289,6 +314,12 @@ fn inside(ns: &Netns, cfg: &Path, socket: &Path, stamp: &str, text: &str) {
         stop(daemon);
     }
     let rate = median(&mut rates);
+    let store_bytes = dir_bytes(&cfg.join("state"));
+    println!(
+        "| the store after the storm (each ban with its line as evidence) | {:.1} MB, {:.0} bytes a ban |",
+        store_bytes as f64 / 1e6,
+        store_bytes as f64 / f64::from(N)
+    );
     println!(
         "| {N} offenders from the log into the kernel, median of {ROUNDS} | {rate:.0} bans/s, {:.2} s ({in_kernel} elements; all: {} bans/s) |",
         f64::from(N) / rate,

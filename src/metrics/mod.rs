@@ -326,6 +326,9 @@ mod tests {
         sshd.currently_failed.store(3, Relaxed);
         s.evicted.store(5, Relaxed);
         s.repairs.store(4, Relaxed);
+        s.notify.sent.store(9, Relaxed);
+        s.notify.timed_out.store(1, Relaxed);
+        s.notify.dropped.store(2, Relaxed);
         s.transactions.record(Duration::from_micros(500), true);
         s.transactions.record(Duration::from_millis(20), false);
         s.transactions.record(Duration::from_secs(2), true);
@@ -362,6 +365,12 @@ gaoler_sessions_evicted_total 8
 # HELP gaoler_lines_over_regex_limit_total Log lines a look-around regex gave up on at its backtracking limit: skipped.
 # TYPE gaoler_lines_over_regex_limit_total counter
 gaoler_lines_over_regex_limit_total 0
+# HELP gaoler_notify_events_total Ban and unban events handled by the [[notify]] notifiers, by result: sent, failed, timed_out (killed or abandoned at the timeout), dropped (a full queue).
+# TYPE gaoler_notify_events_total counter
+gaoler_notify_events_total{result=\"sent\"} 9
+gaoler_notify_events_total{result=\"failed\"} 0
+gaoler_notify_events_total{result=\"timed_out\"} 1
+gaoler_notify_events_total{result=\"dropped\"} 2
 # HELP gaoler_source_lines_read_total Log lines read per source: a file path, or journal.
 # TYPE gaoler_source_lines_read_total counter
 gaoler_source_lines_read_total{source=\"/var/log/auth.log\"} 40
@@ -462,7 +471,7 @@ gaoler_fleet_consumer_lag 5
         // Every metric has exactly one HELP and one TYPE line.
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!((helps, types), (23, 23));
+        assert_eq!((helps, types), (24, 24));
     }
 
     #[test]
