@@ -42,25 +42,16 @@ fn main() -> ExitCode {
         ),
         Command::ImportFail2ban { dir, output } => import_fail2ban(dir, output),
         Command::Fleet(FleetCommand::Keygen { file }) => fleet_keygen(file),
-        Command::Ctl(args) if matches!(args.command, gaoler::cli::CtlCommand::Events { .. }) => {
-            let socket = socket_path(&cli);
-            let group = config::socket_group(&cli.config);
-            ctl::follow_events(
-                &socket,
-                group.as_deref(),
-                &args.command.request(args.json),
-                args.json,
-            )
-        }
         Command::Ctl(args) => {
             let socket = socket_path(&cli);
             let group = config::socket_group(&cli.config);
-            ctl::run(
-                &socket,
-                group.as_deref(),
-                &args.command.request(args.json),
-                args.json,
-            )
+            let request = args.command.request(args.json);
+            // `ctl events` follows until interrupted; the others ask once.
+            let asked = match args.command {
+                gaoler::cli::CtlCommand::Events { .. } => ctl::follow_events,
+                _ => ctl::run,
+            };
+            asked(&socket, group.as_deref(), &request, args.json)
         }
     };
     ExitCode::from(code as u8)

@@ -101,25 +101,7 @@ fn a_reader_that_never_reads_is_dropped_and_bans_go_on() {
         .write_all(b"{\"v\":1,\"request\":{\"cmd\":\"events\"}}\n")
         .expect("request");
     let follower = Follower::start(cfg.path(), &["--json"]);
-    let lines: Vec<String> = (0..OFFENDERS)
-        .map(|i| {
-            sshd_line(&format!(
-                "10.{}.{}.{}",
-                i / 62_500,
-                (i / 250) % 250,
-                1 + i % 250
-            ))
-        })
-        .collect();
-    storm(
-        &cfg.path().join("auth.log"),
-        lines,
-        1_000,
-        Duration::from_millis(5),
-    );
-    wait_for(Duration::from_secs(60), "every ban", || {
-        ctl_json(cfg.path(), &["stats"])["bans"].as_u64() == Some(u64::from(OFFENDERS))
-    });
+    ban_storm(&cfg, OFFENDERS, 21);
     assert!(gaoler(cfg.path(), &["ctl", "ping"]).status.success());
     // The reader that keeps up sees every ban.
     let mut seen = 0;

@@ -206,19 +206,8 @@ fn a_storm_with_a_slow_webhook_keeps_memory_bounded_and_counts_drops() {
         BAN_AT_FIRST,
     );
     let d = Daemon::start(cfg.path(), None);
-    let lines: Vec<String> = (0..OFFENDERS)
-        .map(|i| sshd_line(&format!("10.20.{}.{}", i / 250, 1 + i % 250)))
-        .collect();
     let t0 = Instant::now();
-    storm(
-        &cfg.path().join("auth.log"),
-        lines,
-        1_000,
-        Duration::from_millis(5),
-    );
-    wait_for(Duration::from_secs(60), "every ban", || {
-        stats(&cfg, "bans") == u64::from(OFFENDERS)
-    });
+    ban_storm(&cfg, OFFENDERS, 20);
     let stormed = t0.elapsed();
     let rss = rss_kb(d.pid());
     eprintln!("10,000 bans in {stormed:?} with a slow webhook; RSS {rss} KiB");

@@ -550,6 +550,24 @@ pub fn storm(file: &Path, lines: Vec<String>, chunk: usize, pause: Duration) {
     }
 }
 
+/// Writes `count` distinct offenders (`10.NET.x.y`, one sshd failure each) to the
+/// config's auth.log in chunks of 1,000, and waits until the daemon counts that many
+/// bans (for a jail banning at the first failure).
+pub fn ban_storm(cfg: &ConfigDir, count: u32, net: u8) {
+    let lines: Vec<String> = (0..count)
+        .map(|i| sshd_line(&format!("10.{net}.{}.{}", i / 250, 1 + i % 250)))
+        .collect();
+    storm(
+        &cfg.path().join("auth.log"),
+        lines,
+        1_000,
+        Duration::from_millis(5),
+    );
+    wait_for(Duration::from_secs(60), "every ban", || {
+        ctl_json(cfg.path(), &["stats"])["bans"].as_u64() == Some(u64::from(count))
+    });
+}
+
 /// How many entries `ctl WHAT --json` lists; `usize::MAX` when ctl fails.
 pub fn ctl_count(cfg: &Path, what: &str) -> usize {
     let out = gaoler(cfg, &["ctl", what, "--json"]);
