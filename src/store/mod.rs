@@ -34,8 +34,9 @@ pub enum StoreChange {
     /// Queue a decision for the fleet's publisher (its serialized form), saved with
     /// the ban it is about so that neither goes without the other.
     Publish(Vec<u8>),
-    /// The log lines behind a ban (its evidence), saved in the ban's commit and
-    /// removed with it (`Remove`). Format 2.
+    /// The log lines behind a ban (its evidence): saved in the record of the `Put` of
+    /// the same ban in the same commit (format 2), and so removed with it. Without
+    /// such a `Put` in the commit it is not saved.
     Evidence {
         jail: String,
         target: Target,
@@ -170,18 +171,21 @@ pub struct Damage {
     pub missing: Option<u64>,
 }
 
-/// A stored ban: the ban plus the record format version.
+/// A stored ban: the ban plus the record format version, and (format 2) the log
+/// lines that made it. The restore reads a record as a plain `Ban`, skipping them.
 #[derive(Serialize, Deserialize)]
 struct BanRecord {
     v: u32,
     #[serde(flatten)]
     ban: Ban,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    matches: Vec<String>,
 }
 
-/// A ban's evidence as stored (`e/<jail>/<target>`).
-#[derive(Serialize, Deserialize)]
-struct EvidenceRecord {
-    v: u32,
+/// The evidence of a stored ban record, the rest of it skipped.
+#[derive(Deserialize)]
+struct EvidenceOnly {
+    #[serde(default)]
     matches: Vec<String>,
 }
 
@@ -202,10 +206,6 @@ fn outbox_key(seq: u64) -> Vec<u8> {
     let mut key = b"o/".to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     key
-}
-
-fn evidence_key(jail: &str, target: &Target) -> Vec<u8> {
-    format!("e/{jail}/{target}").into_bytes()
 }
 
 fn history_key(jail: &str, target: &Target) -> Vec<u8> {

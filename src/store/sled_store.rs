@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use super::database::{panic_text, Database, Handles};
 use super::{
-    ban_key, evidence_key, history_key, outbox_key, recent_key, with_recent, BanRecord, BanStore,
-    Damage, EvidenceRecord, History, HistoryRecord, Outbox, RecentBan, RecentRecord, StoreChange,
-    StoreError, StoreReader, FORMAT_VERSION,
+    ban_key, history_key, outbox_key, recent_key, with_recent, BanRecord, BanStore, Damage,
+    EvidenceOnly, History, HistoryRecord, Outbox, RecentBan, RecentRecord, StoreChange, StoreError,
+    StoreReader, FORMAT_VERSION,
 };
 use crate::source::{PositionError, Positions};
 use crate::types::{Ban, Target};
@@ -213,12 +213,28 @@ impl BanStore for SledStore {
         // Recent-ban lists changed by this batch (a target may be banned twice in it).
         let mut recent: std::collections::HashMap<Target, Vec<RecentBan>> =
             std::collections::HashMap::new();
+        // Evidence goes into the record of its ban's `Put` in this commit.
+        let evidence: std::collections::HashMap<(&str, &Target), &Vec<String>> = changes
+            .iter()
+            .filter_map(|c| match c {
+                StoreChange::Evidence {
+                    jail,
+                    target,
+                    matches,
+                } => Some(((jail.as_str(), target), matches)),
+                _ => None,
+            })
+            .collect();
         for change in changes {
             match change {
                 StoreChange::Put(ban) => {
                     let rec = BanRecord {
                         v: FORMAT_VERSION,
                         ban: ban.clone(),
+                        matches: evidence
+                            .get(&(ban.jail.as_str(), &ban.target))
+                            .map(|m| m.to_vec())
+                            .unwrap_or_default(),
                     };
                     let key = ban_key(&ban.jail, &ban.target);
                     batch.insert(key.clone(), to_json(&rec)?);
@@ -232,20 +248,10 @@ impl BanStore for SledStore {
                     let key = ban_key(&ban.jail, &ban.target);
                     batch.remove(key.clone());
                     ban_keys.push((key, false));
-                    batch.remove(evidence_key(&ban.jail, &ban.target));
                     batch.insert(history_key(&ban.jail, &ban.target), to_json(&hist)?);
                 }
-                StoreChange::Evidence {
-                    jail,
-                    target,
-                    matches,
-                } => {
-                    let rec = EvidenceRecord {
-                        v: FORMAT_VERSION,
-                        matches: matches.clone(),
-                    };
-                    batch.insert(evidence_key(jail, target), to_json(&rec)?);
-                }
+                // Written with its ban's record, above.
+                StoreChange::Evidence { .. } => {}
                 StoreChange::Publish(decision) => {
                     // sled's ids grow across restarts: entries keep their order.
                     let seq = self
@@ -404,15 +410,15 @@ fn read_history(db: &Database, jail: &str, target: &Target) -> Result<Option<His
 
 fn read_evidence(db: &Database, jail: &str, target: &Target) -> Result<Vec<String>, StoreError> {
     Ok(
-        read_json::<EvidenceRecord>(db, state, evidence_key(jail, target), "reading evidence")?
+        read_json::<EvidenceOnly>(db, state, ban_key(jail, target), "reading evidence")?
             .map(|r| r.matches)
             .unwrap_or_default(),
     )
 }
 
-/// The evidence (`e/<jail>/<target>`) and history (`h/<jail>/<target>`) records of
-/// the ban store's tree, read beside the ban manager (sled is safe to read from
-/// several threads).
+/// The ban records' evidence (`b/<jail>/<target>`) and the history records
+/// (`h/<jail>/<target>`) of the ban store's tree, read beside the ban manager (sled
+/// is safe to read from several threads).
 pub struct SledReader {
     db: Arc<Database>,
 }

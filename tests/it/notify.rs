@@ -212,6 +212,19 @@ fn a_storm_with_a_slow_webhook_keeps_memory_bounded_and_counts_drops() {
     let rss = rss_kb(d.pid());
     eprintln!("10,000 bans in {stormed:?} with a slow webhook; RSS {rss} KiB");
     // The queue holds 100: nearly all are dropped, and counted.
+    // Every event is accounted for once the hub has handed them all out.
+    wait_for(Duration::from_secs(30), "every event counted", || {
+        let done: u64 = [
+            "notify_sent",
+            "notify_failed",
+            "notify_timed_out",
+            "notify_dropped",
+        ]
+        .iter()
+        .map(|k| stats(&cfg, k))
+        .sum();
+        done + 100 >= u64::from(OFFENDERS)
+    });
     let dropped = stats(&cfg, "notify_dropped");
     assert!(dropped >= u64::from(OFFENDERS) - 200, "dropped {dropped}");
     assert!(rss < 200 * 1024, "RSS {rss} KiB");
