@@ -24,6 +24,12 @@ struct Hook {
 /// An HTTP server on 127.0.0.1 answering 200 after `delay`, each request's headers
 /// and JSON body sent through the channel.
 fn receiver(delay: Duration) -> (String, mpsc::Receiver<Hook>) {
+    receiver_failing(delay, 0)
+}
+
+/// `receiver`, answering 503 to its first `failures` requests.
+fn receiver_failing(delay: Duration, failures: usize) -> (String, mpsc::Receiver<Hook>) {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(failures));
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!(
         "http://{}/hook/secret-path",
@@ -34,6 +40,7 @@ fn receiver(delay: Duration) -> (String, mpsc::Receiver<Hook>) {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let tx = tx.clone();
+            let failing = failing.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().expect("clone"));
                 let mut headers = Vec::new();
@@ -57,8 +64,21 @@ fn receiver(delay: Duration) -> (String, mpsc::Receiver<Hook>) {
                 let mut body = vec![0; length];
                 reader.read_exact(&mut body).expect("body");
                 std::thread::sleep(delay);
+                let fail = failing
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok();
+                let status = if fail {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
                 let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
                 );
                 let raw = String::from_utf8_lossy(&body).into_owned();
                 let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
@@ -385,4 +405,37 @@ fn a_reload_adds_a_notifier() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the event");
     assert_eq!(hook.body["ip"], "203.0.113.91");
+}
+
+/// A webhook answering 503 is tried again after a backoff, and counted sent once it
+/// takes the event; one that never does is counted failed after its retries.
+#[test]
+fn a_webhook_is_retried_with_backoff_until_it_takes_the_event() {
+    let (url, hooks) = receiver_failing(Duration::ZERO, 2);
+    let (down, _never) = receiver_failing(Duration::ZERO, usize::MAX);
+    let cfg = ConfigDir::new(
+        &format!(
+            "backend = \"log\"\n\n[[notify]]\nwebhook = \"{url}\"\nretries = 3\n\n[[notify]]\nwebhook = \"{down}\"\nretries = 1\n"
+        ),
+        JAIL,
+    );
+    let _d = Daemon::start(cfg.path(), None);
+    let t0 = Instant::now();
+    two_failures(&cfg, "203.0.113.95");
+    // Two refusals (503), then the event: 1 s and 2 s of backoff between them.
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let hook = hooks
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an attempt");
+        attempts.push(t0.elapsed());
+        assert_eq!(hook.body["ip"], "203.0.113.95");
+    }
+    assert!(
+        attempts[2] - attempts[0] >= Duration::from_millis(2_900),
+        "backoff 1 s then 2 s: {attempts:?}"
+    );
+    wait_for(Duration::from_secs(10), "sent once, failed once", || {
+        stats(&cfg, "notify_sent") == 1 && stats(&cfg, "notify_failed") == 1
+    });
 }
