@@ -4,6 +4,7 @@
 pub mod access;
 mod answer;
 pub mod client;
+mod handler;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
